@@ -1,0 +1,1 @@
+//! Audio header probe, decoding (symphonia), downmix and resampling to 16 kHz (rubato).

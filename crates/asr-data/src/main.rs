@@ -1,0 +1,3 @@
+//! asr-data: validate, pack, inspect and merge speech corpora.
+
+fn main() {}

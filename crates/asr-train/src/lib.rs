@@ -1,0 +1,1 @@
+//! CTC fine-tuning loop with explosion handling, evaluation and checkpoints.

@@ -1,0 +1,1 @@
+//! Corpus checks, the validation report model and its statistics.
