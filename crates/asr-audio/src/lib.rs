@@ -1,3 +1,12 @@
-//! Audio header probe, decoding (symphonia), downmix and resampling to 16 kHz (rubato).
+//! Audio for speech corpora: a header-only probe (duration, sample rate, channels, codec
+//! without decoding), full decoding with symphonia (FLAC, WAV, MP3, Ogg/Vorbis) to `f32`,
+//! downmix to mono, signal statistics for deep validation, and resampling to 16 kHz.
 
+pub mod decode;
+pub mod probe;
 pub mod resample;
+pub mod signal;
+
+pub use decode::{decode_file, decode_file_into, downmix_to_mono_into, DecodeError, DecodedAudio};
+pub use probe::{probe_bytes, probe_file, AudioInfo, Codec, Container, ProbeError};
+pub use signal::SignalStats;
