@@ -1,3 +1,6 @@
 //! CTC fine-tuning loop with explosion handling, evaluation and checkpoints.
 
+pub mod guard;
+pub mod metrics;
+pub mod schedule;
 pub mod score;

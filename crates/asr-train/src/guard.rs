@@ -1,0 +1,619 @@
+//! Explosion handling: a pure state machine that the training loop consults at each of
+//! the nine steps of an optimizer step.
+//!
+//! 1. forward, loss;
+//! 2. [`ExplosionGuard::check_loss`]: a non-finite loss, or one above `max_loss`,
+//!    skips the batch (no backward) and is reported with the batch's utterance ids;
+//! 3. backward;
+//! 4. [`ExplosionGuard::check_nonfinite_grads`]: gradient values that are NaN or
+//!    infinite are zeroed (default) or make the whole update skipped; counted either way;
+//! 5. the global gradient norm (after zeroing);
+//! 6. [`ExplosionGuard::check_grad_norm`]: an explosion (norm above the absolute limit,
+//!    or above `grad_norm_factor` times its running mean once `stats_warmup_steps`
+//!    norms were seen) skips the update and multiplies the learning-rate scale by
+//!    `lr_decay` (never below `lr_floor`); after `recovery_steps` clean steps in a row
+//!    the scale is divided by `lr_decay` again (capped at 1), one notch at a time;
+//! 7. clipping: to `max_grad_norm` (fixed), or to running mean + `clip_z` x running
+//!    standard deviation (adaptive, once warmed up; fixed before), or none;
+//! 8. optimizer step; 9. zero gradients (both done by the loop).
+//!
+//! The running statistics cover accepted norms only (an explosion does not inflate
+//! them): an exact mean and variance over the first norms, then an exponential moving
+//! average with `stats_beta`. A step is clean when none of the checks above fired.
+//! Everything the guard knows is in [`GuardState`], which checkpoints save.
+
+use serde::{Deserialize, Serialize};
+
+/// What to do with gradient values that are NaN or infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NonFiniteGrads {
+    /// Replace them by zero and go on with the update.
+    #[default]
+    Zero,
+    /// Skip the whole update.
+    Skip,
+}
+
+/// How gradients are clipped (step 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ClipMode {
+    /// Clip the global norm to `max_grad_norm`.
+    #[default]
+    Fixed,
+    /// Clip to running mean + `clip_z` x running std (fixed until warmed up).
+    Adaptive,
+    /// No clipping.
+    None,
+}
+
+/// Settings of the explosion guard (`[guard]` in the run configuration).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GuardConfig {
+    /// Losses above this are treated like non-finite ones (none by default).
+    pub max_loss: Option<f64>,
+    /// What to do with non-finite gradient values.
+    pub nonfinite_grads: NonFiniteGrads,
+    /// Absolute gradient-norm limit above which the update is skipped (none by default).
+    pub grad_norm_limit: Option<f64>,
+    /// Relative limit: a norm above this many times its running mean is an explosion
+    /// (once warmed up). `None` turns the relative test off.
+    pub grad_norm_factor: Option<f64>,
+    /// Accepted norms seen before the relative test and adaptive clipping apply.
+    pub stats_warmup_steps: u64,
+    /// Smoothing of the running norm statistics after warm-up (0..1).
+    pub stats_beta: f64,
+    /// Factor applied to the learning-rate scale at each explosion.
+    pub lr_decay: f64,
+    /// Lowest learning-rate scale explosions can push it to.
+    pub lr_floor: f64,
+    /// Clean steps in a row before the learning-rate scale climbs back one notch.
+    pub recovery_steps: u64,
+    /// Clipping mode.
+    pub clip: ClipMode,
+    /// Fixed clipping norm (also the adaptive mode's value before warm-up).
+    pub max_grad_norm: f64,
+    /// Standard deviations above the running mean for adaptive clipping.
+    pub clip_z: f64,
+    /// An utterance involved in at least this many events is written to
+    /// `quarantine.txt`.
+    pub quarantine_after: u32,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            max_loss: None,
+            nonfinite_grads: NonFiniteGrads::Zero,
+            grad_norm_limit: None,
+            grad_norm_factor: Some(10.0),
+            stats_warmup_steps: 20,
+            stats_beta: 0.98,
+            lr_decay: 0.5,
+            lr_floor: 0.01,
+            recovery_steps: 50,
+            clip: ClipMode::Fixed,
+            max_grad_norm: 1.0,
+            clip_z: 3.0,
+            quarantine_after: 2,
+        }
+    }
+}
+
+/// Everything the guard remembers between steps (saved in checkpoints).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardState {
+    /// Multiplier of the scheduled learning rate (1 when nothing went wrong).
+    pub lr_scale: f64,
+    /// Clean optimizer steps since the last event.
+    pub clean_steps: u64,
+    /// Running mean of accepted gradient norms.
+    pub norm_mean: f64,
+    /// Running variance of accepted gradient norms.
+    pub norm_var: f64,
+    /// Accepted gradient norms seen.
+    pub norm_count: u64,
+    /// Event counters for the end-of-run summary.
+    pub counts: EventCounts,
+}
+
+impl Default for GuardState {
+    fn default() -> Self {
+        GuardState {
+            lr_scale: 1.0,
+            clean_steps: 0,
+            norm_mean: 0.0,
+            norm_var: 0.0,
+            norm_count: 0,
+            counts: EventCounts::default(),
+        }
+    }
+}
+
+/// How many times each kind of event happened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventCounts {
+    /// Batches skipped for a NaN or infinite loss.
+    pub nonfinite_loss: u64,
+    /// Batches skipped for a loss above `max_loss`.
+    pub high_loss: u64,
+    /// Steps with non-finite gradient values (zeroed or skipped).
+    pub nonfinite_grads: u64,
+    /// Non-finite gradient values seen, in all.
+    pub nonfinite_grad_values: u64,
+    /// Updates skipped because of an exploding gradient norm.
+    pub explosions: u64,
+    /// Updates skipped for any reason (non-finite gradients in skip mode, explosions).
+    pub skipped_updates: u64,
+    /// Learning-rate scale recoveries.
+    pub recoveries: u64,
+    /// Updates whose gradients were clipped.
+    pub clipped: u64,
+}
+
+/// Something the guard noticed; the loop writes it to `metrics.jsonl` with the step and
+/// the utterance ids of the batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum GuardEvent {
+    /// The loss was NaN or infinite: the batch was skipped.
+    NonfiniteLoss {
+        /// The loss.
+        #[serde(with = "crate::metrics::float")]
+        loss: f64,
+    },
+    /// The loss was above `max_loss`: the batch was skipped.
+    HighLoss {
+        /// The loss.
+        loss: f64,
+        /// The limit.
+        max_loss: f64,
+    },
+    /// Gradient values were NaN or infinite.
+    NonfiniteGrads {
+        /// How many values.
+        count: u64,
+        /// `zeroed` or `skipped` (the update).
+        action: NonFiniteGrads,
+    },
+    /// The gradient norm exploded: the update was skipped and the rate scaled down.
+    Explosion {
+        /// The global gradient norm.
+        #[serde(with = "crate::metrics::float")]
+        grad_norm: f64,
+        /// The limit it crossed.
+        limit: f64,
+        /// The learning-rate scale from now on.
+        lr_scale: f64,
+    },
+    /// After enough clean steps the learning-rate scale climbed back.
+    Recovery {
+        /// The learning-rate scale from now on.
+        lr_scale: f64,
+    },
+}
+
+impl GuardEvent {
+    /// The event's name as written in `metrics.jsonl`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            GuardEvent::NonfiniteLoss { .. } => "nonfinite_loss",
+            GuardEvent::HighLoss { .. } => "high_loss",
+            GuardEvent::NonfiniteGrads { .. } => "nonfinite_grads",
+            GuardEvent::Explosion { .. } => "explosion",
+            GuardEvent::Recovery { .. } => "recovery",
+        }
+    }
+
+    /// Whether the utterances of the batch are suspects (all but recoveries).
+    pub fn implicates_batch(&self) -> bool {
+        !matches!(self, GuardEvent::Recovery { .. })
+    }
+}
+
+/// Decision after the loss check (step 2).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LossDecision {
+    /// Go on with backward.
+    Backward,
+    /// Skip this batch.
+    Skip(GuardEvent),
+}
+
+/// Decision after counting non-finite gradient values (step 4).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NonFiniteDecision {
+    /// All values finite.
+    Clean,
+    /// Zero the non-finite values and go on.
+    Zero(GuardEvent),
+    /// Skip the update.
+    Skip(GuardEvent),
+}
+
+/// Decision after the gradient norm (steps 6 and 7).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NormDecision {
+    /// Apply the update, first scaling the gradients by `clip_coef` (1 = untouched);
+    /// `lr_scale` multiplies the scheduled learning rate; `recovery` is set when the
+    /// scale just climbed back.
+    Update {
+        /// Factor to multiply every gradient by (min(1, clip_norm / norm)).
+        clip_coef: f64,
+        /// The norm clipped to, when clipping applies.
+        clip_norm: Option<f64>,
+        /// Multiplier of the scheduled learning rate.
+        lr_scale: f64,
+        /// A recovery that happened at this step.
+        recovery: Option<GuardEvent>,
+    },
+    /// Skip the update (explosion).
+    Skip(GuardEvent),
+}
+
+/// The explosion guard (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct ExplosionGuard {
+    config: GuardConfig,
+    state: GuardState,
+    step_had_event: bool,
+}
+
+impl ExplosionGuard {
+    /// A guard with fresh state.
+    pub fn new(config: GuardConfig) -> Self {
+        Self::with_state(config, GuardState::default())
+    }
+
+    /// A guard resuming from saved state.
+    pub fn with_state(config: GuardConfig, state: GuardState) -> Self {
+        ExplosionGuard {
+            config,
+            state,
+            step_had_event: false,
+        }
+    }
+
+    /// The state to checkpoint.
+    pub fn state(&self) -> &GuardState {
+        &self.state
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &GuardConfig {
+        &self.config
+    }
+
+    /// The current learning-rate scale.
+    pub fn lr_scale(&self) -> f64 {
+        self.state.lr_scale
+    }
+
+    fn event(&mut self) {
+        self.step_had_event = true;
+        self.state.clean_steps = 0;
+    }
+
+    /// Step 2: check the loss of one (micro-)batch.
+    pub fn check_loss(&mut self, loss: f64) -> LossDecision {
+        if !loss.is_finite() {
+            self.state.counts.nonfinite_loss += 1;
+            self.event();
+            return LossDecision::Skip(GuardEvent::NonfiniteLoss { loss });
+        }
+        if let Some(max_loss) = self.config.max_loss {
+            if loss > max_loss {
+                self.state.counts.high_loss += 1;
+                self.event();
+                return LossDecision::Skip(GuardEvent::HighLoss { loss, max_loss });
+            }
+        }
+        LossDecision::Backward
+    }
+
+    /// Step 4: the number of non-finite gradient values after backward.
+    pub fn check_nonfinite_grads(&mut self, count: u64) -> NonFiniteDecision {
+        if count == 0 {
+            return NonFiniteDecision::Clean;
+        }
+        self.state.counts.nonfinite_grads += 1;
+        self.state.counts.nonfinite_grad_values += count;
+        self.event();
+        let event = GuardEvent::NonfiniteGrads {
+            count,
+            action: self.config.nonfinite_grads,
+        };
+        match self.config.nonfinite_grads {
+            NonFiniteGrads::Zero => NonFiniteDecision::Zero(event),
+            NonFiniteGrads::Skip => {
+                self.state.counts.skipped_updates += 1;
+                NonFiniteDecision::Skip(event)
+            }
+        }
+    }
+
+    fn warmed_up(&self) -> bool {
+        self.state.norm_count >= self.config.stats_warmup_steps.max(1)
+    }
+
+    /// The norm above which an update is an explosion, if any.
+    pub fn explosion_limit(&self) -> Option<f64> {
+        let relative = match self.config.grad_norm_factor {
+            Some(k) if self.warmed_up() => Some(k * self.state.norm_mean),
+            _ => None,
+        };
+        match (self.config.grad_norm_limit, relative) {
+            (Some(a), Some(r)) => Some(a.min(r)),
+            (a, r) => a.or(r),
+        }
+    }
+
+    /// Steps 6 and 7: the global gradient norm of an update about to be applied.
+    /// Also ends the optimizer step for the clean-step count (call once per update
+    /// that reached this point).
+    pub fn check_grad_norm(&mut self, grad_norm: f64) -> NormDecision {
+        let limit = self.explosion_limit();
+        let exploded = !grad_norm.is_finite() || limit.is_some_and(|l| grad_norm > l);
+        if exploded {
+            self.state.counts.explosions += 1;
+            self.state.counts.skipped_updates += 1;
+            self.state.lr_scale = (self.state.lr_scale * self.config.lr_decay)
+                .max(self.config.lr_floor)
+                .min(1.0);
+            self.event();
+            self.step_had_event = false;
+            return NormDecision::Skip(GuardEvent::Explosion {
+                grad_norm,
+                limit: limit.unwrap_or(f64::INFINITY),
+                lr_scale: self.state.lr_scale,
+            });
+        }
+        // Clipping threshold from the statistics before this norm joins them.
+        let clip_norm = match self.config.clip {
+            ClipMode::None => None,
+            ClipMode::Fixed => Some(self.config.max_grad_norm),
+            ClipMode::Adaptive if self.warmed_up() => {
+                Some(self.state.norm_mean + self.config.clip_z * self.state.norm_var.sqrt())
+            }
+            ClipMode::Adaptive => Some(self.config.max_grad_norm),
+        };
+        self.observe_norm(grad_norm);
+        let clip_coef = match clip_norm {
+            Some(c) if grad_norm > c && grad_norm > 0.0 => {
+                self.state.counts.clipped += 1;
+                c / grad_norm
+            }
+            _ => 1.0,
+        };
+        let mut recovery = None;
+        if self.step_had_event {
+            self.step_had_event = false;
+        } else {
+            self.state.clean_steps += 1;
+            if self.state.lr_scale < 1.0 && self.state.clean_steps >= self.config.recovery_steps
+            {
+                self.state.lr_scale = (self.state.lr_scale / self.config.lr_decay).min(1.0);
+                self.state.clean_steps = 0;
+                self.state.counts.recoveries += 1;
+                recovery = Some(GuardEvent::Recovery {
+                    lr_scale: self.state.lr_scale,
+                });
+            }
+        }
+        NormDecision::Update {
+            clip_coef,
+            clip_norm,
+            lr_scale: self.state.lr_scale,
+            recovery,
+        }
+    }
+
+    /// Ends an optimizer step that never reached [`Self::check_grad_norm`] (every
+    /// micro-batch skipped, or non-finite gradients in skip mode).
+    pub fn end_skipped_step(&mut self) {
+        self.step_had_event = false;
+    }
+
+    fn observe_norm(&mut self, norm: f64) {
+        let s = &mut self.state;
+        s.norm_count += 1;
+        let alpha = (1.0 / s.norm_count as f64).max(1.0 - self.config.stats_beta);
+        let delta = norm - s.norm_mean;
+        s.norm_mean += alpha * delta;
+        s.norm_var = (1.0 - alpha) * (s.norm_var + alpha * delta * delta);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(decision: NormDecision) -> (f64, f64, Option<GuardEvent>) {
+        match decision {
+            NormDecision::Update {
+                clip_coef,
+                lr_scale,
+                recovery,
+                ..
+            } => (clip_coef, lr_scale, recovery),
+            NormDecision::Skip(e) => panic!("unexpected skip: {e:?}"),
+        }
+    }
+
+    #[test]
+    fn nonfinite_and_high_losses_skip_the_batch() {
+        let mut g = ExplosionGuard::new(GuardConfig {
+            max_loss: Some(100.0),
+            ..GuardConfig::default()
+        });
+        assert_eq!(g.check_loss(3.0), LossDecision::Backward);
+        assert!(matches!(
+            g.check_loss(f64::INFINITY),
+            LossDecision::Skip(GuardEvent::NonfiniteLoss { .. })
+        ));
+        assert!(matches!(
+            g.check_loss(f64::NAN),
+            LossDecision::Skip(GuardEvent::NonfiniteLoss { .. })
+        ));
+        assert!(matches!(
+            g.check_loss(121.0),
+            LossDecision::Skip(GuardEvent::HighLoss { .. })
+        ));
+        assert_eq!(g.state().counts.nonfinite_loss, 2);
+        assert_eq!(g.state().counts.high_loss, 1);
+    }
+
+    #[test]
+    fn nonfinite_grads_are_zeroed_or_skip_per_config() {
+        let mut g = ExplosionGuard::new(GuardConfig::default());
+        assert_eq!(g.check_nonfinite_grads(0), NonFiniteDecision::Clean);
+        assert!(matches!(
+            g.check_nonfinite_grads(7),
+            NonFiniteDecision::Zero(GuardEvent::NonfiniteGrads { count: 7, .. })
+        ));
+        let mut g = ExplosionGuard::new(GuardConfig {
+            nonfinite_grads: NonFiniteGrads::Skip,
+            ..GuardConfig::default()
+        });
+        assert!(matches!(
+            g.check_nonfinite_grads(3),
+            NonFiniteDecision::Skip(_)
+        ));
+        assert_eq!(g.state().counts.nonfinite_grad_values, 3);
+        assert_eq!(g.state().counts.skipped_updates, 1);
+    }
+
+    #[test]
+    fn absolute_limit_skips_decays_with_floor_and_recovers() {
+        let mut g = ExplosionGuard::new(GuardConfig {
+            grad_norm_limit: Some(5.0),
+            grad_norm_factor: None,
+            lr_decay: 0.5,
+            lr_floor: 0.2,
+            recovery_steps: 3,
+            clip: ClipMode::None,
+            ..GuardConfig::default()
+        });
+        assert_eq!(update(g.check_grad_norm(1.0)).1, 1.0);
+        for want in [0.5, 0.25, 0.2, 0.2] {
+            match g.check_grad_norm(6.0) {
+                NormDecision::Skip(GuardEvent::Explosion {
+                    lr_scale, limit, ..
+                }) => {
+                    assert_eq!(lr_scale, want);
+                    assert_eq!(limit, 5.0);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(g.state().counts.explosions, 4);
+        // Three clean steps climb back one notch, three more another, and so on to 1.
+        let mut scales = Vec::new();
+        let mut recoveries = 0;
+        for _ in 0..9 {
+            let (_, scale, recovery) = update(g.check_grad_norm(1.0));
+            recoveries += usize::from(recovery.is_some());
+            scales.push(scale);
+        }
+        assert_eq!(scales, [0.2, 0.2, 0.4, 0.4, 0.4, 0.8, 0.8, 0.8, 1.0]);
+        assert_eq!(recoveries, 3);
+    }
+
+    #[test]
+    fn relative_limit_applies_after_warmup_and_ignores_explosions_in_stats() {
+        let mut g = ExplosionGuard::new(GuardConfig {
+            grad_norm_factor: Some(10.0),
+            stats_warmup_steps: 4,
+            clip: ClipMode::None,
+            ..GuardConfig::default()
+        });
+        // Before warm-up nothing is an explosion.
+        for _ in 0..3 {
+            update(g.check_grad_norm(2.0));
+        }
+        assert_eq!(g.explosion_limit(), None);
+        update(g.check_grad_norm(2.0));
+        assert_eq!(g.explosion_limit(), Some(20.0));
+        assert!(matches!(g.check_grad_norm(25.0), NormDecision::Skip(_)));
+        // The exploded norm did not move the mean.
+        assert_eq!(g.state().norm_mean, 2.0);
+        update(g.check_grad_norm(19.0));
+        assert!(matches!(
+            g.check_grad_norm(f64::NAN),
+            NormDecision::Skip(GuardEvent::Explosion { .. })
+        ));
+    }
+
+    #[test]
+    fn clipping_fixed_and_adaptive() {
+        let mut g = ExplosionGuard::new(GuardConfig {
+            max_grad_norm: 1.0,
+            grad_norm_factor: None,
+            ..GuardConfig::default()
+        });
+        assert_eq!(update(g.check_grad_norm(0.5)).0, 1.0);
+        assert_eq!(update(g.check_grad_norm(4.0)).0, 0.25);
+        assert_eq!(g.state().counts.clipped, 1);
+
+        let mut g = ExplosionGuard::new(GuardConfig {
+            clip: ClipMode::Adaptive,
+            clip_z: 2.0,
+            max_grad_norm: 100.0,
+            stats_warmup_steps: 4,
+            grad_norm_factor: None,
+            ..GuardConfig::default()
+        });
+        for norm in [1.0, 3.0, 1.0, 3.0] {
+            assert_eq!(update(g.check_grad_norm(norm)).0, 1.0);
+        }
+        // Exact statistics over the warm-up: mean 2, population variance 1.
+        assert!((g.state().norm_mean - 2.0).abs() < 1e-12);
+        assert!((g.state().norm_var - 1.0).abs() < 1e-12);
+        match g.check_grad_norm(8.0) {
+            NormDecision::Update {
+                clip_coef,
+                clip_norm,
+                ..
+            } => {
+                assert_eq!(clip_norm, Some(4.0));
+                assert_eq!(clip_coef, 0.5);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_step_with_an_event_is_not_clean() {
+        let mut g = ExplosionGuard::new(GuardConfig {
+            grad_norm_limit: Some(5.0),
+            recovery_steps: 2,
+            clip: ClipMode::None,
+            ..GuardConfig::default()
+        });
+        assert!(matches!(g.check_grad_norm(9.0), NormDecision::Skip(_)));
+        update(g.check_grad_norm(1.0));
+        // A zeroed non-finite gradient makes the next step not clean.
+        assert!(matches!(
+            g.check_nonfinite_grads(1),
+            NonFiniteDecision::Zero(_)
+        ));
+        let (_, scale, recovery) = update(g.check_grad_norm(1.0));
+        assert_eq!((scale, recovery), (0.5, None));
+        update(g.check_grad_norm(1.0));
+        let (_, scale, recovery) = update(g.check_grad_norm(1.0));
+        assert_eq!(scale, 1.0);
+        assert!(recovery.is_some());
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let mut g = ExplosionGuard::new(GuardConfig::default());
+        update(g.check_grad_norm(0.7));
+        g.check_loss(f64::NAN);
+        let json = serde_json::to_string(g.state()).unwrap();
+        let back: GuardState = serde_json::from_str(&json).unwrap();
+        assert_eq!(&back, g.state());
+    }
+}
