@@ -1,5 +1,6 @@
 //! CTC fine-tuning loop with explosion handling, evaluation and checkpoints.
 
+pub mod config;
 pub mod guard;
 pub mod metrics;
 pub mod schedule;

@@ -1,0 +1,580 @@
+//! The run configuration of `asr-train run`: a TOML file (`--config run.toml`, schema
+//! `schemas/train-config.schema.json`) whose every key is also a command-line flag
+//! (`batch_seconds` is `--batch-seconds`, `[guard] max_loss` is `--max-loss`); flags
+//! override the file, the file overrides the defaults. The resolved configuration is
+//! written to `RUN/config.json` so that a run states what it did.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::guard::{ClipMode, GuardConfig, NonFiniteGrads};
+use crate::schedule::DecayKind;
+
+/// Numeric precision of the forward pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PrecisionChoice {
+    /// bf16 autocast on CUDA devices that support it, float32 on the CPU.
+    #[default]
+    Auto,
+    /// float32 everywhere.
+    F32,
+    /// bfloat16 autocast (CUDA; also accepted on the CPU, where it is rarely faster).
+    Bf16,
+    /// float16 autocast with dynamic loss scaling (CUDA only).
+    Fp16,
+}
+
+/// CTC loss reduction over a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LossReduction {
+    /// Each utterance's loss divided by its label length, then averaged.
+    Mean,
+    /// Summed over the batch.
+    Sum,
+}
+
+/// Everything `asr-train run` needs to know; see the module documentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Shard folder written by `asr-data pack` (holds manifest.json).
+    pub shards: Option<PathBuf>,
+    /// Model: a Hugging Face folder, a config.json (random weights) or a preset
+    /// (`tiny`, `base`).
+    pub model: String,
+    /// Output folder of the run.
+    pub out: PathBuf,
+    /// `auto`, `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Forward-pass precision.
+    pub precision: PrecisionChoice,
+    /// Continue from the last checkpoint in `out`.
+    pub resume: bool,
+    /// Split to train on.
+    pub train_split: String,
+    /// Split evaluated during training (best checkpoint, early stopping).
+    pub eval_split: String,
+    /// Splits evaluated with the best model at the end (those present in the shards).
+    pub final_splits: Vec<String>,
+    /// Seed of shuffling, initialization, dropout and masking.
+    pub seed: u64,
+    /// Passes over the training split (when `max_steps` is not set).
+    pub epochs: u32,
+    /// Optimizer steps to run; overrides `epochs`.
+    pub max_steps: Option<u64>,
+    /// Cap of a batch's padded audio (utterances x longest utterance), in seconds.
+    pub batch_seconds: f64,
+    /// Cap of a batch's utterance count.
+    pub max_batch_utterances: Option<usize>,
+    /// Training utterances longer than this are left out (listed in the log).
+    pub max_duration_s: Option<f64>,
+    /// Batches accumulated into one optimizer step.
+    pub grad_accum: u32,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Warm-up optimizer steps (default: `warmup_ratio` of the run).
+    pub warmup_steps: Option<u64>,
+    /// Warm-up as a fraction of the run's optimizer steps.
+    pub warmup_ratio: f64,
+    /// Decay after warm-up.
+    pub decay: DecayKind,
+    /// Final learning rate as a fraction of the peak.
+    pub min_lr_ratio: f64,
+    /// AdamW decoupled weight decay (not applied to biases and norm weights).
+    pub weight_decay: f64,
+    /// AdamW beta1.
+    pub adam_beta1: f64,
+    /// AdamW beta2.
+    pub adam_beta2: f64,
+    /// AdamW epsilon.
+    pub adam_eps: f64,
+    /// Keep the convolutional feature encoder fixed.
+    pub freeze_feature_encoder: bool,
+    /// Replace the CTC head by a new one sized for the shards' vocabulary.
+    pub reinit_head: bool,
+    /// CTC loss reduction (default: the model's `ctc_loss_reduction`).
+    pub ctc_loss_reduction: Option<LossReduction>,
+    /// Zero infinite CTC losses (default: the model's `ctc_zero_infinity`).
+    pub ctc_zero_infinity: Option<bool>,
+    /// Evaluate every this many optimizer steps (0: only at the end).
+    pub eval_every: u64,
+    /// Evaluate on at most this many utterances of the eval split during training.
+    pub eval_max_utterances: Option<usize>,
+    /// Batch cap for evaluation, in padded seconds (default: twice `batch_seconds`).
+    pub eval_batch_seconds: Option<f64>,
+    /// Stop after this many evaluations without a better eval WER.
+    pub patience: Option<u32>,
+    /// Save a checkpoint every this many optimizer steps (default: `eval_every`).
+    pub save_every: Option<u64>,
+    /// Checkpoints kept (the oldest are deleted).
+    pub keep_checkpoints: usize,
+    /// Plain log line every this many steps when output is not a terminal.
+    pub log_every: u64,
+    /// libtorch intra-op threads (default: the machine's cores).
+    pub threads: Option<usize>,
+    /// Batches the loader thread prepares ahead.
+    pub prefetch_batches: usize,
+    /// This process's rank for data parallelism (torchrun's RANK).
+    pub rank: usize,
+    /// Number of processes for data parallelism (torchrun's WORLD_SIZE).
+    pub world_size: usize,
+    /// Blank-collapse watchdog: warn when at least this fraction of eval outputs is
+    /// empty after warm-up.
+    pub watchdog_blank_fraction: f64,
+    /// Explosion handling.
+    pub guard: GuardConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            shards: None,
+            model: "tiny".into(),
+            out: PathBuf::from("run"),
+            device: "auto".into(),
+            precision: PrecisionChoice::Auto,
+            resume: false,
+            train_split: "train".into(),
+            eval_split: "dev".into(),
+            final_splits: vec!["dev".into(), "test".into()],
+            seed: 42,
+            epochs: 10,
+            max_steps: None,
+            batch_seconds: 100.0,
+            max_batch_utterances: None,
+            max_duration_s: None,
+            grad_accum: 1,
+            lr: 1e-4,
+            warmup_steps: None,
+            warmup_ratio: 0.1,
+            decay: DecayKind::Linear,
+            min_lr_ratio: 0.0,
+            weight_decay: 0.005,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            freeze_feature_encoder: true,
+            reinit_head: false,
+            ctc_loss_reduction: None,
+            ctc_zero_infinity: None,
+            eval_every: 500,
+            eval_max_utterances: None,
+            eval_batch_seconds: None,
+            patience: None,
+            save_every: None,
+            keep_checkpoints: 2,
+            log_every: 10,
+            threads: None,
+            prefetch_batches: 4,
+            rank: 0,
+            world_size: 1,
+            watchdog_blank_fraction: 0.9,
+            guard: GuardConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid run configuration (the message has line and column).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl TrainConfig {
+    /// Read a TOML run configuration.
+    pub fn from_toml_file(path: &Path) -> Result<TrainConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Check ranges that serde cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !(self.batch_seconds > 0.0) {
+            return bad(format!("batch_seconds must be > 0, got {}", self.batch_seconds));
+        }
+        if self.grad_accum == 0 {
+            return bad("grad_accum must be at least 1".into());
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("lr must be > 0, got {}", self.lr));
+        }
+        if !(0.0..=1.0).contains(&self.warmup_ratio) {
+            return bad(format!("warmup_ratio must be within 0..1, got {}", self.warmup_ratio));
+        }
+        if !(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2) {
+            return bad("adam_beta1 and adam_beta2 must be within [0, 1)".into());
+        }
+        if self.world_size == 0 || self.rank >= self.world_size {
+            return bad(format!(
+                "rank {} is not below world_size {}",
+                self.rank, self.world_size
+            ));
+        }
+        if self.prefetch_batches == 0 {
+            return bad("prefetch_batches must be at least 1".into());
+        }
+        if self.max_steps.is_none() && self.epochs == 0 {
+            return bad("epochs must be at least 1 (or set max_steps)".into());
+        }
+        let g = &self.guard;
+        if !(g.lr_decay > 0.0 && g.lr_decay < 1.0) {
+            return bad(format!("guard.lr_decay must be within (0, 1), got {}", g.lr_decay));
+        }
+        if !(g.lr_floor > 0.0 && g.lr_floor <= 1.0) {
+            return bad(format!("guard.lr_floor must be within (0, 1], got {}", g.lr_floor));
+        }
+        if !(0.0..1.0).contains(&g.stats_beta) {
+            return bad(format!("guard.stats_beta must be within [0, 1), got {}", g.stats_beta));
+        }
+        Ok(())
+    }
+}
+
+/// Command-line flags of `asr-train run`; every key of [`TrainConfig`] has one.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// TOML run configuration; flags given here override its values.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Shard folder written by `asr-data pack`.
+    #[arg(long, value_name = "DIR")]
+    pub shards: Option<PathBuf>,
+    /// Hugging Face model folder, config.json, or preset (tiny, base) [default: tiny].
+    #[arg(long, value_name = "HF_DIR|PRESET")]
+    pub model: Option<String>,
+    /// Output folder [default: run].
+    #[arg(long, value_name = "RUN")]
+    pub out: Option<PathBuf>,
+    /// Device: auto, cpu, cuda, cuda:N [default: auto].
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Forward-pass precision [default: auto].
+    #[arg(long, value_enum)]
+    pub precision: Option<PrecisionChoice>,
+    /// Continue from the last checkpoint in the output folder.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub resume: Option<bool>,
+    /// Split to train on [default: train].
+    #[arg(long)]
+    pub train_split: Option<String>,
+    /// Split evaluated during training [default: dev].
+    #[arg(long)]
+    pub eval_split: Option<String>,
+    /// Splits evaluated at the end, comma-separated [default: dev,test].
+    #[arg(long, value_delimiter = ',')]
+    pub final_splits: Option<Vec<String>>,
+    /// Seed [default: 42].
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Passes over the training split [default: 10].
+    #[arg(long)]
+    pub epochs: Option<u32>,
+    /// Optimizer steps; overrides --epochs.
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Padded audio seconds per batch [default: 100].
+    #[arg(long)]
+    pub batch_seconds: Option<f64>,
+    /// Utterances per batch at most.
+    #[arg(long)]
+    pub max_batch_utterances: Option<usize>,
+    /// Leave out training utterances longer than this (seconds).
+    #[arg(long)]
+    pub max_duration_s: Option<f64>,
+    /// Batches per optimizer step [default: 1].
+    #[arg(long)]
+    pub grad_accum: Option<u32>,
+    /// Peak learning rate [default: 1e-4].
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Warm-up steps [default: warmup_ratio of the run].
+    #[arg(long)]
+    pub warmup_steps: Option<u64>,
+    /// Warm-up fraction of the run [default: 0.1].
+    #[arg(long)]
+    pub warmup_ratio: Option<f64>,
+    /// Decay after warm-up [default: linear].
+    #[arg(long, value_enum)]
+    pub decay: Option<DecayKind>,
+    /// Final learning rate as a fraction of the peak [default: 0].
+    #[arg(long)]
+    pub min_lr_ratio: Option<f64>,
+    /// AdamW weight decay [default: 0.005].
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// AdamW beta1 [default: 0.9].
+    #[arg(long)]
+    pub adam_beta1: Option<f64>,
+    /// AdamW beta2 [default: 0.999].
+    #[arg(long)]
+    pub adam_beta2: Option<f64>,
+    /// AdamW epsilon [default: 1e-8].
+    #[arg(long)]
+    pub adam_eps: Option<f64>,
+    /// Keep the feature encoder fixed [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub freeze_feature_encoder: Option<bool>,
+    /// New CTC head for the shards' vocabulary.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub reinit_head: Option<bool>,
+    /// CTC loss reduction [default: the model's].
+    #[arg(long, value_enum)]
+    pub ctc_loss_reduction: Option<LossReduction>,
+    /// Zero infinite CTC losses [default: the model's].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub ctc_zero_infinity: Option<bool>,
+    /// Evaluate every N steps; 0 only at the end [default: 500].
+    #[arg(long)]
+    pub eval_every: Option<u64>,
+    /// Utterances of the eval split used during training.
+    #[arg(long)]
+    pub eval_max_utterances: Option<usize>,
+    /// Padded seconds per eval batch [default: 2 x batch-seconds].
+    #[arg(long)]
+    pub eval_batch_seconds: Option<f64>,
+    /// Stop after N evaluations without improvement.
+    #[arg(long)]
+    pub patience: Option<u32>,
+    /// Checkpoint every N steps [default: eval-every].
+    #[arg(long)]
+    pub save_every: Option<u64>,
+    /// Checkpoints kept [default: 2].
+    #[arg(long)]
+    pub keep_checkpoints: Option<usize>,
+    /// Plain log line every N steps when piped [default: 10].
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// libtorch threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Batches prepared ahead [default: 4].
+    #[arg(long)]
+    pub prefetch_batches: Option<usize>,
+    /// Data-parallel rank [default: $RANK or 0].
+    #[arg(long, env = "RANK")]
+    pub rank: Option<usize>,
+    /// Data-parallel world size [default: $WORLD_SIZE or 1].
+    #[arg(long, env = "WORLD_SIZE")]
+    pub world_size: Option<usize>,
+    /// Blank-collapse warning threshold [default: 0.9].
+    #[arg(long)]
+    pub watchdog_blank_fraction: Option<f64>,
+    /// [guard] Skip batches whose loss is above this.
+    #[arg(long, help_heading = "Explosion guard")]
+    pub max_loss: Option<f64>,
+    /// [guard] Non-finite gradient values: zero them or skip the update [default: zero].
+    #[arg(long, value_enum, help_heading = "Explosion guard")]
+    pub nonfinite_grads: Option<NonFiniteGrads>,
+    /// [guard] Absolute gradient-norm limit (skip + lr decay above it).
+    #[arg(long, help_heading = "Explosion guard")]
+    pub grad_norm_limit: Option<f64>,
+    /// [guard] Relative limit: k x running mean norm [default: 10].
+    #[arg(long, help_heading = "Explosion guard")]
+    pub grad_norm_factor: Option<f64>,
+    /// [guard] Norms seen before relative limits apply [default: 20].
+    #[arg(long, help_heading = "Explosion guard")]
+    pub stats_warmup_steps: Option<u64>,
+    /// [guard] Smoothing of running norm statistics [default: 0.98].
+    #[arg(long, help_heading = "Explosion guard")]
+    pub stats_beta: Option<f64>,
+    /// [guard] Learning-rate factor per explosion [default: 0.5].
+    #[arg(long, help_heading = "Explosion guard")]
+    pub lr_decay: Option<f64>,
+    /// [guard] Lowest learning-rate scale [default: 0.01].
+    #[arg(long, help_heading = "Explosion guard")]
+    pub lr_floor: Option<f64>,
+    /// [guard] Clean steps before the rate climbs back a notch [default: 50].
+    #[arg(long, help_heading = "Explosion guard")]
+    pub recovery_steps: Option<u64>,
+    /// [guard] Clipping: fixed, adaptive or none [default: fixed].
+    #[arg(long, value_enum, help_heading = "Explosion guard")]
+    pub clip: Option<ClipMode>,
+    /// [guard] Fixed clipping norm [default: 1.0].
+    #[arg(long, help_heading = "Explosion guard")]
+    pub max_grad_norm: Option<f64>,
+    /// [guard] Adaptive clipping: mean + z x std [default: 3].
+    #[arg(long, help_heading = "Explosion guard")]
+    pub clip_z: Option<f64>,
+    /// [guard] Events before an utterance is quarantined [default: 2].
+    #[arg(long, help_heading = "Explosion guard")]
+    pub quarantine_after: Option<u32>,
+}
+
+macro_rules! set {
+    ($args:ident, $cfg:expr, [$($field:ident),* $(,)?]) => {
+        $( if let Some(v) = $args.$field.clone() { $cfg.$field = v; } )*
+    };
+}
+
+macro_rules! set_some {
+    ($args:ident, $cfg:expr, [$($field:ident),* $(,)?]) => {
+        $( if let Some(v) = $args.$field.clone() { $cfg.$field = Some(v); } )*
+    };
+}
+
+impl RunArgs {
+    /// The configuration: defaults, then the `--config` file, then these flags.
+    pub fn resolve(&self) -> Result<TrainConfig, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => TrainConfig::from_toml_file(path)?,
+            None => TrainConfig::default(),
+        };
+        self.apply(&mut config);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Override `config` with every flag given.
+    pub fn apply(&self, config: &mut TrainConfig) {
+        let a = self;
+        set_some!(a, config, [shards, max_steps, max_batch_utterances, max_duration_s,
+            warmup_steps, ctc_loss_reduction, ctc_zero_infinity, eval_max_utterances,
+            eval_batch_seconds, patience, save_every, threads]);
+        set!(a, config, [model, out, device, precision, resume, train_split, eval_split,
+            final_splits, seed, epochs, batch_seconds, grad_accum, lr, warmup_ratio, decay,
+            min_lr_ratio, weight_decay, adam_beta1, adam_beta2, adam_eps,
+            freeze_feature_encoder, reinit_head, eval_every, keep_checkpoints, log_every,
+            prefetch_batches, rank, world_size, watchdog_blank_fraction]);
+        set_some!(a, config.guard, [max_loss, grad_norm_limit]);
+        set!(a, config.guard, [nonfinite_grads, stats_warmup_steps, stats_beta, lr_decay,
+            lr_floor, recovery_steps, clip, max_grad_norm, clip_z, quarantine_after]);
+        if let Some(k) = a.grad_norm_factor {
+            // 0 turns the relative limit off.
+            config.guard.grad_norm_factor = (k > 0.0).then_some(k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn example_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("run.example.toml")
+    }
+
+    fn schema() -> serde_json::Value {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../schemas/train-config.schema.json");
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn example_config_parses_and_validates_against_the_schema() {
+        let text = std::fs::read_to_string(example_path()).unwrap();
+        let config: TrainConfig = toml::from_str(&text).unwrap();
+        config.validate().unwrap();
+        let value: serde_json::Value = toml::from_str(&text).unwrap();
+        let schema = schema();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+        // The resolved defaults validate too (written to RUN/config.json).
+        let defaults = serde_json::to_value(TrainConfig::default()).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&defaults).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+
+    #[test]
+    fn schema_lists_exactly_the_config_keys() {
+        let schema = schema();
+        let keys = |v: &serde_json::Value| -> Vec<String> {
+            let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let config = serde_json::to_value(TrainConfig::default()).unwrap();
+        assert_eq!(keys(&schema["properties"]), keys(&config));
+        assert_eq!(
+            keys(&schema["properties"]["guard"]["properties"]),
+            keys(&config["guard"])
+        );
+        let bad = serde_json::json!({"batch_secnds": 3});
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        assert!(!validator.is_valid(&bad));
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(
+            &path,
+            "lr = 3e-4\nbatch_seconds = 40.0\nresume = true\n[guard]\nmax_loss = 500.0\nclip = \"adaptive\"\n",
+        )
+        .unwrap();
+        let cli = Cli::parse_from([
+            "x",
+            "--config",
+            path.to_str().unwrap(),
+            "--lr",
+            "1e-3",
+            "--resume=false",
+            "--grad-norm-limit",
+            "5",
+            "--final-splits",
+            "test,dev",
+        ]);
+        let config = cli.run.resolve().unwrap();
+        assert_eq!(config.lr, 1e-3);
+        assert_eq!(config.batch_seconds, 40.0);
+        assert!(!config.resume);
+        assert_eq!(config.guard.max_loss, Some(500.0));
+        assert_eq!(config.guard.clip, ClipMode::Adaptive);
+        assert_eq!(config.guard.grad_norm_limit, Some(5.0));
+        assert_eq!(config.final_splits, ["test", "dev"]);
+        assert_eq!(config.seed, 42);
+        let cli = Cli::parse_from(["x", "--freeze-feature-encoder=false", "--reinit-head"]);
+        let config = cli.run.resolve().unwrap();
+        assert!(!config.freeze_feature_encoder && config.reinit_head);
+    }
+
+    #[test]
+    fn bad_files_name_the_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("run.toml");
+        std::fs::write(&path, "lr = 1e-4\nbatch_secnds = 3\n").unwrap();
+        let err = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
+        assert!(err.contains("run.toml") && err.contains("batch_secnds") && err.contains("line 2"), "{err}");
+        std::fs::write(&path, "lr = \"fast\"\n").unwrap();
+        let err = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        let cli = Cli::parse_from(["x", "--grad-accum", "0"]);
+        assert!(cli.run.resolve().unwrap_err().to_string().contains("grad_accum"));
+    }
+}
