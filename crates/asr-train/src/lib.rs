@@ -1,6 +1,7 @@
 //! CTC fine-tuning loop with explosion handling, evaluation and checkpoints.
 
 pub mod config;
+pub mod data;
 pub mod guard;
 pub mod metrics;
 pub mod schedule;
