@@ -1,0 +1,761 @@
+//! CSV/TSV and JSON-lines manifests: one row per utterance with an audio path and a
+//! transcript, plus optional id, speaker, split and duration columns.
+//!
+//! Columns are named with `--audio-col` / `--text-col`, or detected from common names
+//! ([`AUDIO_COLUMNS`], [`TEXT_COLUMNS`], any case); a manifest with exactly one column
+//! besides the audio one (`file,<transcript in any script>`) uses it as the text. `.csv`
+//! files are RFC 4180 CSV (quoted fields allowed); `.tsv` files are split on tabs with no
+//! quote processing (quotes in sentences are text). JSON-lines (`.jsonl`, `.json`,
+//! `.ndjson`) hold one object per line (NeMo style: `audio_filepath`, `text`, `duration`).
+//!
+//! Relative audio paths are resolved against, in order: the manifest's folder, its
+//! parent, and a folder named after the manifest beside it (Kaggle's Common Voice has
+//! `cv-valid-train.csv` listing `cv-valid-train/sample-000000.mp3` under a
+//! `cv-valid-train/` folder); the first that holds the file wins. A folder given as the
+//! dataset reads every manifest in it, each one's split taken from a `split` column or
+//! its file name (`cv-valid-test.csv` is test data). Audio files in the folders a
+//! manifest uses that no row lists are `orphan_audio`, checked only when every manifest
+//! of the folder was read (a lone `train.csv` beside a `test.csv` sharing one `clips/`
+//! would otherwise report the test clips).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use crate::lines::{line_text, LineIssues};
+use crate::{
+    is_audio_path, Corpus, CorpusError, Format, IssueKind, Origin, ReadIssue, ReadOptions,
+    SplitRole, Utterance,
+};
+
+/// Column names recognised as the audio path (case-insensitive), in order of preference.
+pub const AUDIO_COLUMNS: [&str; 16] = [
+    "audio_filepath",
+    "audio_path",
+    "audio_file",
+    "audio",
+    "filepath",
+    "file_path",
+    "path",
+    "filename",
+    "file_name",
+    "file",
+    "wav",
+    "wav_path",
+    "wav_filename",
+    "clip",
+    "recording",
+    "audio_filename",
+];
+/// Column names recognised as the transcript (case-insensitive), in order of preference.
+pub const TEXT_COLUMNS: [&str; 11] = [
+    "text",
+    "transcript",
+    "transcription",
+    "sentence",
+    "normalized_text",
+    "text_normalized",
+    "label",
+    "labels",
+    "utterance",
+    "words",
+    "raw_text",
+];
+const ID_COLUMNS: [&str; 5] = ["id", "utt_id", "utterance_id", "uttid", "key"];
+const SPEAKER_COLUMNS: [&str; 6] = [
+    "speaker",
+    "speaker_id",
+    "client_id",
+    "spk",
+    "spk_id",
+    "speakerid",
+];
+const SPLIT_COLUMNS: [&str; 3] = ["split", "subset", "set"];
+const DURATION_COLUMNS: [&str; 4] = ["duration", "duration_s", "duration_seconds", "length"];
+
+/// One manifest row, before path resolution.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ManifestRow {
+    /// 1-based line in the manifest (the record's first line for multi-line CSV fields).
+    pub line: u64,
+    /// The audio path as written.
+    pub audio: String,
+    /// The transcript as written.
+    pub text: String,
+    /// The id column, when present.
+    pub id: Option<String>,
+    /// The speaker column, when present and non-empty.
+    pub speaker: Option<String>,
+    /// The split column, when present and non-empty.
+    pub split: Option<String>,
+    /// The duration column in seconds, when present and numeric.
+    pub duration_s: Option<f64>,
+}
+
+/// Column positions (CSV) or keys (JSON) of one manifest.
+#[derive(Clone, Debug)]
+struct Columns<K> {
+    audio: K,
+    text: K,
+    id: Option<K>,
+    speaker: Option<K>,
+    split: Option<K>,
+    duration: Option<K>,
+}
+
+fn find_column(names: &[String], wanted: &[&str]) -> Option<usize> {
+    wanted
+        .iter()
+        .find_map(|w| names.iter().position(|n| n.trim().eq_ignore_ascii_case(w)))
+}
+
+/// Maps header names to roles. `Err` carries a message naming the columns found.
+fn map_columns(names: &[String], opts: &ReadOptions) -> Result<Columns<usize>, String> {
+    let listed = || {
+        names
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let audio = match &opts.audio_col {
+        Some(want) => names
+            .iter()
+            .position(|n| n.trim() == want.as_str())
+            .ok_or_else(|| format!("no column {want:?} (--audio-col); columns are {}", listed()))?,
+        None => find_column(names, &AUDIO_COLUMNS).ok_or_else(|| {
+            format!(
+                "no audio path column among {}\nhint: name it with --audio-col",
+                listed()
+            )
+        })?,
+    };
+    let id = find_column(names, &ID_COLUMNS);
+    let speaker = find_column(names, &SPEAKER_COLUMNS);
+    let split = find_column(names, &SPLIT_COLUMNS);
+    let duration = find_column(names, &DURATION_COLUMNS);
+    let text = match &opts.text_col {
+        Some(want) => names
+            .iter()
+            .position(|n| n.trim() == want.as_str())
+            .ok_or_else(|| format!("no column {want:?} (--text-col); columns are {}", listed()))?,
+        None => match find_column(names, &TEXT_COLUMNS) {
+            Some(t) => t,
+            None => {
+                // `file,<transcript column in any script>`: the one column left.
+                let rest: Vec<usize> = (0..names.len())
+                    .filter(|&i| {
+                        i != audio
+                            && Some(i) != id
+                            && Some(i) != speaker
+                            && Some(i) != split
+                            && Some(i) != duration
+                    })
+                    .collect();
+                match rest.as_slice() {
+                    [only] => *only,
+                    _ => {
+                        return Err(format!(
+                            "no transcript column among {}\nhint: name it with --text-col",
+                            listed()
+                        ))
+                    }
+                }
+            }
+        },
+    };
+    Ok(Columns {
+        audio,
+        text,
+        id,
+        speaker,
+        split,
+        duration,
+    })
+}
+
+/// Parses a CSV (`quoting = true`) or TSV (`quoting = false`, tab-separated) manifest.
+/// `Err` when the header cannot be mapped to audio and text columns; row problems go to
+/// `issues`.
+pub fn parse_delimited(
+    path: &Path,
+    bytes: &[u8],
+    delimiter: u8,
+    quoting: bool,
+    opts: &ReadOptions,
+    issues: &mut Vec<ReadIssue>,
+) -> Result<Vec<ManifestRow>, CorpusError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .quoting(quoting)
+        .flexible(true)
+        .has_headers(false)
+        .from_reader(bytes);
+    let mut records = reader.byte_records();
+    let manifest_error = |line: u64, message: String| CorpusError::Manifest {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let header = match records.next() {
+        None => return Err(manifest_error(1, "empty manifest: no header row".into())),
+        Some(Err(e)) => return Err(manifest_error(1, format!("cannot parse the header: {e}"))),
+        Some(Ok(h)) => h,
+    };
+    let header_line = header.position().map_or(1, |p| p.line());
+    let names = header
+        .iter()
+        .map(|f| line_text(f).map(str::to_owned))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|p| manifest_error(header_line, format!("header: {p}")))?;
+    let cols = map_columns(&names, opts).map_err(|m| manifest_error(header_line, m))?;
+    let mut rows = Vec::new();
+    let mut line_issues = LineIssues::new(path);
+    for record in records {
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                line_issues.push(issues, None, line, format!("cannot parse: {e}"));
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, |p| p.line());
+        if record.len() == 1
+            && record
+                .get(0)
+                .is_some_and(|f| f.iter().all(|b| b.is_ascii_whitespace()))
+        {
+            continue;
+        }
+        if record.len() != names.len() {
+            line_issues.push(
+                issues,
+                None,
+                line,
+                format!(
+                    "row has {} fields, the header has {}; the row is skipped",
+                    record.len(),
+                    names.len()
+                ),
+            );
+            continue;
+        }
+        let mut fields = Vec::with_capacity(record.len());
+        let mut bad = None;
+        for (i, raw) in record.iter().enumerate() {
+            // A transcript may span lines inside CSV quotes; newlines are text there.
+            let checked = if quoting {
+                line_text_multiline(raw)
+            } else {
+                line_text(raw)
+            };
+            match checked {
+                Ok(t) => fields.push(t),
+                Err(p) => {
+                    bad = Some(format!("column {:?}: {p}", names[i]));
+                    break;
+                }
+            }
+        }
+        if let Some(message) = bad {
+            let id = cols
+                .id
+                .and_then(|c| record.get(c))
+                .and_then(|f| std::str::from_utf8(f).ok())
+                .map(str::to_owned);
+            line_issues.push(issues, id, line, message);
+            continue;
+        }
+        rows.push(row_from_fields(line, &fields, &cols));
+    }
+    line_issues.finish(issues);
+    Ok(rows)
+}
+
+fn line_text_multiline(raw: &[u8]) -> Result<&str, crate::lines::LineProblem> {
+    let text = std::str::from_utf8(raw).map_err(|e| crate::lines::LineProblem::InvalidUtf8 {
+        byte: e.valid_up_to() + 1,
+    })?;
+    if let Some((i, c)) = text
+        .char_indices()
+        .find(|&(_, c)| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+    {
+        return Err(crate::lines::LineProblem::Binary {
+            byte: i + 1,
+            value: u32::from(c),
+        });
+    }
+    Ok(text)
+}
+
+fn row_from_fields(line: u64, fields: &[&str], cols: &Columns<usize>) -> ManifestRow {
+    let opt = |c: Option<usize>| {
+        c.map(|c| fields[c].trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    ManifestRow {
+        line,
+        audio: fields[cols.audio].trim().to_owned(),
+        text: fields[cols.text].to_owned(),
+        id: opt(cols.id),
+        speaker: opt(cols.speaker),
+        split: opt(cols.split),
+        duration_s: opt(cols.duration)
+            .and_then(|d| d.parse::<f64>().ok())
+            .filter(|d| d.is_finite()),
+    }
+}
+
+/// Parses a JSON-lines manifest. `Err` when no line has an audio and a text key (the
+/// keys are then listed); line problems go to `issues`.
+pub fn parse_jsonl(
+    path: &Path,
+    bytes: &[u8],
+    opts: &ReadOptions,
+    issues: &mut Vec<ReadIssue>,
+) -> Result<Vec<ManifestRow>, CorpusError> {
+    let audio_keys: Vec<String> = match &opts.audio_col {
+        Some(k) => vec![k.clone()],
+        None => AUDIO_COLUMNS.iter().map(|s| s.to_string()).collect(),
+    };
+    let text_keys: Vec<String> = match &opts.text_col {
+        Some(k) => vec![k.clone()],
+        None => TEXT_COLUMNS.iter().map(|s| s.to_string()).collect(),
+    };
+    let get_str =
+        |obj: &serde_json::Map<String, serde_json::Value>, keys: &[&str]| -> Option<String> {
+            keys.iter().find_map(|k| match obj.get(*k) {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            })
+        };
+    let mut rows = Vec::new();
+    let mut line_issues = LineIssues::new(path);
+    let mut keys_seen: Vec<String> = Vec::new();
+    let mut objects = 0usize;
+    for (number, line) in crate::lines::split_lines(bytes) {
+        let text = match line {
+            Ok(t) => t,
+            Err(p) => {
+                line_issues.push(issues, None, number, p.to_string());
+                continue;
+            }
+        };
+        if text.trim().is_empty() {
+            continue;
+        }
+        let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
+            Ok(o) => o,
+            Err(e) => {
+                line_issues.push(issues, None, number, format!("not a JSON object: {e}"));
+                continue;
+            }
+        };
+        objects += 1;
+        if keys_seen.is_empty() {
+            keys_seen = obj.keys().cloned().collect();
+        }
+        let audio_k: Vec<&str> = audio_keys.iter().map(String::as_str).collect();
+        let text_k: Vec<&str> = text_keys.iter().map(String::as_str).collect();
+        let id = get_str(&obj, &ID_COLUMNS);
+        let (Some(audio), Some(transcript)) = (get_str(&obj, &audio_k), get_str(&obj, &text_k))
+        else {
+            let missing = if get_str(&obj, &audio_k).is_none() {
+                "an audio path"
+            } else {
+                "a text"
+            };
+            line_issues.push(
+                issues,
+                id,
+                number,
+                format!(
+                    "object has no {missing} key (looked for {}); keys: {}",
+                    if missing == "a text" {
+                        text_k.join(", ")
+                    } else {
+                        audio_k.join(", ")
+                    },
+                    obj.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+            continue;
+        };
+        let duration_s = DURATION_COLUMNS.iter().find_map(|k| match obj.get(*k) {
+            Some(serde_json::Value::Number(n)) => n.as_f64(),
+            Some(serde_json::Value::String(s)) => s.trim().parse().ok(),
+            _ => None,
+        });
+        rows.push(ManifestRow {
+            line: number,
+            audio: audio.trim().to_owned(),
+            text: transcript,
+            id,
+            speaker: get_str(&obj, &SPEAKER_COLUMNS).filter(|s| !s.is_empty()),
+            split: get_str(&obj, &SPLIT_COLUMNS).filter(|s| !s.is_empty()),
+            duration_s: duration_s.filter(|d| d.is_finite()),
+        });
+    }
+    line_issues.finish(issues);
+    if rows.is_empty() && objects > 0 {
+        return Err(CorpusError::Manifest {
+            path: path.to_path_buf(),
+            line: 1,
+            message: format!(
+                "no line has both an audio path and a text key; keys of the first object: {}\nhint: name them with --audio-col and --text-col",
+                keys_seen.join(", ")
+            ),
+        });
+    }
+    Ok(rows)
+}
+
+/// True when `path`'s extension makes it a manifest of `format`.
+pub fn is_manifest(path: &Path, format: Format) -> bool {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match (format, ext.as_deref()) {
+        (Format::Csv, Some("csv" | "tsv")) => true,
+        (Format::Jsonl, Some("jsonl" | "json" | "ndjson")) => true,
+        _ => false,
+    }
+}
+
+/// Manifests of `format` directly inside `dir`, sorted.
+pub(crate) fn manifests_in(dir: &Path, format: Format) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.is_file() && is_manifest(p, format))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+}
+
+/// Reads a manifest file, or every manifest of `format` in a folder (see module docs).
+pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, CorpusError> {
+    let (root, manifests, whole_folder) = if path.is_dir() {
+        let found = manifests_in(path, format);
+        if found.is_empty() {
+            return Err(CorpusError::UnknownLayout {
+                path: path.to_path_buf(),
+                reason: format!("no {format} manifest in this folder"),
+            });
+        }
+        (path.to_path_buf(), found, true)
+    } else {
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let siblings = manifests_in(
+            if dir.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                &dir
+            },
+            format,
+        );
+        let alone = siblings.len() <= 1;
+        (dir, vec![path.to_path_buf()], alone)
+    };
+    let mut issues = Vec::new();
+    let mut utterances: Vec<Utterance> = Vec::new();
+    let mut first_seen: HashMap<String, Origin> = HashMap::new();
+    let mut used_dirs: HashSet<PathBuf> = HashSet::new();
+    let mut referenced: HashSet<PathBuf> = HashSet::new();
+    let several = manifests.len() > 1;
+    for manifest in &manifests {
+        let bytes = match std::fs::read(manifest) {
+            Ok(b) => b,
+            Err(source) if !several => {
+                return Err(CorpusError::Io {
+                    path: manifest.clone(),
+                    source,
+                })
+            }
+            Err(e) => {
+                issues.push(ReadIssue::new(
+                    IssueKind::UnreadableTranscript,
+                    None,
+                    manifest,
+                    None,
+                    format!("cannot read manifest: {e}"),
+                ));
+                continue;
+            }
+        };
+        let parsed = match format {
+            Format::Jsonl => parse_jsonl(manifest, &bytes, opts, &mut issues),
+            _ => {
+                let tsv = manifest
+                    .extension()
+                    .is_some_and(|e| e.eq_ignore_ascii_case("tsv"))
+                    || sniff_tab(&bytes);
+                if tsv {
+                    parse_delimited(manifest, &bytes, b'\t', false, opts, &mut issues)
+                } else {
+                    parse_delimited(manifest, &bytes, b',', true, opts, &mut issues)
+                }
+            }
+        };
+        let rows = match parsed {
+            Ok(rows) => rows,
+            Err(e) if several => {
+                let (line, message) = match &e {
+                    CorpusError::Manifest { line, message, .. } => {
+                        (Some(*line), format!("{message}; the manifest is skipped"))
+                    }
+                    other => (None, other.to_string()),
+                };
+                issues.push(ReadIssue::new(
+                    IssueKind::UnreadableTranscript,
+                    None,
+                    manifest,
+                    line,
+                    message,
+                ));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let manifest_dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
+        let stem = manifest
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let file_split = SplitRole::of(&stem).map(|_| stem.clone());
+        let mut resolver = Resolver::new(&manifest_dir, &stem);
+        for row in rows {
+            let (audio_path, found) = resolver.resolve(&row.audio);
+            let source = normalize_source(&row.audio);
+            let id = row.id.clone().unwrap_or_else(|| strip_audio_ext(&source));
+            let origin = Origin {
+                file: manifest.clone(),
+                line: row.line,
+            };
+            if let Some(first) = first_seen.get(&id) {
+                issues.push(ReadIssue::new(
+                    IssueKind::DuplicateId,
+                    Some(id.clone()),
+                    manifest,
+                    Some(row.line),
+                    format!("id {id} already used at {first}; this row is ignored"),
+                ));
+                continue;
+            }
+            first_seen.insert(id.clone(), origin.clone());
+            if found {
+                if let Some(dir) = audio_path.parent() {
+                    used_dirs.insert(dir.to_path_buf());
+                }
+                referenced.insert(audio_path.clone());
+            }
+            utterances.push(Utterance {
+                id,
+                audio_path,
+                source,
+                transcript: row.text,
+                speaker: row.speaker,
+                split: row.split.or_else(|| file_split.clone()),
+                declared_duration_s: row.duration_s,
+                origin,
+            });
+        }
+    }
+    if whole_folder {
+        let mut dirs: Vec<&PathBuf> = used_dirs.iter().collect();
+        dirs.sort();
+        for dir in dirs {
+            let listing = crate::walk::walk(dir, 1, is_audio_path);
+            for file in listing.files {
+                if !referenced.contains(&file) {
+                    issues.push(ReadIssue::new(
+                        IssueKind::OrphanAudio,
+                        file.file_stem().map(|s| s.to_string_lossy().into_owned()),
+                        &file,
+                        None,
+                        "audio file in a folder the manifest uses, but on no row: it will not be used",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(Corpus {
+        format,
+        root,
+        utterances,
+        issues,
+        speakers_disjoint: false,
+        files_read: manifests,
+    })
+}
+
+/// A header line with tabs and no commas is TSV whatever the extension.
+fn sniff_tab(bytes: &[u8]) -> bool {
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    first.contains(&b'\t') && !first.contains(&b',')
+}
+
+/// `./a\b.wav` -> `a/b.wav`.
+fn normalize_source(raw: &str) -> String {
+    let s = raw.replace('\\', "/");
+    let mut s = s.as_str();
+    while let Some(rest) = s.strip_prefix("./") {
+        s = rest;
+    }
+    s.to_owned()
+}
+
+fn strip_audio_ext(source: &str) -> String {
+    match source.rsplit_once('.') {
+        Some((stem, ext))
+            if !stem.is_empty()
+                && !ext.contains('/')
+                && crate::AUDIO_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) =>
+        {
+            stem.to_owned()
+        }
+        _ => source.to_owned(),
+    }
+}
+
+/// Resolves relative audio paths against the manifest's folder, its parent, and a folder
+/// named after the manifest, remembering per path prefix which base worked.
+struct Resolver {
+    bases: Vec<PathBuf>,
+    /// Base index that worked for the last path with this parent folder.
+    cache: HashMap<String, usize>,
+}
+
+impl Resolver {
+    fn new(manifest_dir: &Path, stem: &str) -> Resolver {
+        let mut bases = vec![manifest_dir.to_path_buf()];
+        if let Some(parent) = manifest_dir.parent() {
+            bases.push(parent.to_path_buf());
+        }
+        bases.push(manifest_dir.join(stem));
+        Resolver {
+            bases,
+            cache: HashMap::new(),
+        }
+    }
+
+    /// The resolved path and whether the file exists.
+    fn resolve(&mut self, raw: &str) -> (PathBuf, bool) {
+        let raw_path = Path::new(raw);
+        if raw_path.is_absolute() {
+            return (raw_path.to_path_buf(), raw_path.is_file());
+        }
+        let prefix = raw
+            .rsplit_once(['/', '\\'])
+            .map(|(p, _)| p.to_owned())
+            .unwrap_or_default();
+        if let Some(&i) = self.cache.get(&prefix) {
+            let p = self.bases[i].join(raw_path);
+            if p.is_file() {
+                return (p, true);
+            }
+        }
+        for (i, base) in self.bases.iter().enumerate() {
+            let p = base.join(raw_path);
+            if p.is_file() {
+                self.cache.insert(prefix, i);
+                return (p, true);
+            }
+        }
+        (self.bases[0].join(raw_path), false)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts() -> ReadOptions {
+        ReadOptions::default()
+    }
+
+    #[test]
+    fn kaggle_header_maps_filename_and_text() {
+        let csv = "filename,text,up_votes,down_votes,age,gender,accent,duration\n\
+                   cv-valid-train/sample-000000.mp3,\"learn to recognize omens, and follow them\",1,0,,,,\n";
+        let mut issues = Vec::new();
+        let rows = parse_delimited(
+            Path::new("k.csv"),
+            csv.as_bytes(),
+            b',',
+            true,
+            &opts(),
+            &mut issues,
+        )
+        .unwrap();
+        assert!(issues.is_empty());
+        assert_eq!(rows[0].audio, "cv-valid-train/sample-000000.mp3");
+        assert_eq!(rows[0].text, "learn to recognize omens, and follow them");
+        assert_eq!(rows[0].duration_s, None);
+        assert_eq!(rows[0].line, 2);
+    }
+
+    #[test]
+    fn a_cjk_named_text_column_is_the_one_left() {
+        let csv = "file,转写\nwavs/a.wav,今天天气很好\n";
+        let mut issues = Vec::new();
+        let rows = parse_delimited(
+            Path::new("c.csv"),
+            csv.as_bytes(),
+            b',',
+            true,
+            &opts(),
+            &mut issues,
+        )
+        .unwrap();
+        assert_eq!(rows[0].text, "今天天气很好");
+    }
+
+    #[test]
+    fn missing_audio_column_is_an_error_naming_the_columns() {
+        let mut issues = Vec::new();
+        let err = parse_delimited(
+            Path::new("m.csv"),
+            b"a,b,c\n1,2,3\n",
+            b',',
+            true,
+            &opts(),
+            &mut issues,
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("m.csv:1")
+                && text.contains("\"a\", \"b\", \"c\"")
+                && text.contains("--audio-col"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn jsonl_rows_and_bad_lines() {
+        let jsonl = "{\"audio_filepath\": \"a.wav\", \"text\": \"hi\", \"duration\": 1.5}\nnot json\n{\"audio_filepath\": \"b.wav\"}\n";
+        let mut issues = Vec::new();
+        let rows =
+            parse_jsonl(Path::new("m.jsonl"), jsonl.as_bytes(), &opts(), &mut issues).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].duration_s, Some(1.5));
+        assert_eq!(issues.len(), 2);
+        assert_eq!(issues[0].line, Some(2));
+        assert_eq!(issues[1].line, Some(3));
+    }
+
+    #[test]
+    fn sources_and_ids() {
+        assert_eq!(normalize_source("./a\\b.wav"), "a/b.wav");
+        assert_eq!(strip_audio_ext("a/b.wav"), "a/b");
+        assert_eq!(strip_audio_ext("a.b/c"), "a.b/c");
+    }
+}
