@@ -4,5 +4,6 @@ pub mod config;
 pub mod data;
 pub mod guard;
 pub mod metrics;
+pub mod plot;
 pub mod schedule;
 pub mod score;
