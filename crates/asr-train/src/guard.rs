@@ -193,6 +193,12 @@ pub enum GuardEvent {
         /// The learning-rate scale from now on.
         lr_scale: f64,
     },
+    /// Watchdog (not a guard decision): nearly all eval outputs were empty after
+    /// warm-up.
+    BlankCollapse {
+        /// Fraction of empty eval outputs.
+        blank_fraction: f64,
+    },
 }
 
 impl GuardEvent {
@@ -204,12 +210,16 @@ impl GuardEvent {
             GuardEvent::NonfiniteGrads { .. } => "nonfinite_grads",
             GuardEvent::Explosion { .. } => "explosion",
             GuardEvent::Recovery { .. } => "recovery",
+            GuardEvent::BlankCollapse { .. } => "blank_collapse",
         }
     }
 
     /// Whether the utterances of the batch are suspects (all but recoveries).
     pub fn implicates_batch(&self) -> bool {
-        !matches!(self, GuardEvent::Recovery { .. })
+        !matches!(
+            self,
+            GuardEvent::Recovery { .. } | GuardEvent::BlankCollapse { .. }
+        )
     }
 }
 

@@ -1,9 +1,18 @@
 //! CTC fine-tuning loop with explosion handling, evaluation and checkpoints.
+//!
+//! `asr-train run` trains a wav2vec2 / HuBERT CTC model ([`asr_model`]) on shards
+//! written by `asr-data pack`; [`trainer::run`] is the loop, [`guard`] the explosion
+//! handling, [`data`] the batching and prefetching, [`eval`] WER/CER evaluation,
+//! [`score`] the `asr-train score` command.
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
+pub mod eval;
 pub mod guard;
 pub mod metrics;
+pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod score;
+pub mod trainer;

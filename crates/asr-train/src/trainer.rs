@@ -1,0 +1,1046 @@
+//! The training loop of `asr-train run`.
+//!
+//! Per optimizer step: for each of `grad_accum` batches, libtorch is seeded from
+//! (seed, step, batch) for dropout and LayerDrop and a ChaCha generator from the same
+//! for SpecAugment, the batch goes forward (under autocast on CUDA), per-utterance CTC
+//! losses are computed, and the explosion guard's nine steps run (see
+//! [`crate::guard`]). Every `eval_every` steps the eval split is decoded greedily; a
+//! better WER saves `best/` (a Hugging Face folder); `patience` evaluations without
+//! improvement stop the run. Checkpoints every `save_every` steps allow `--resume`
+//! to continue exactly (same batches, same random draws, same guard state).
+//!
+//! Outputs in the run folder: `config.json` (resolved configuration),
+//! `metrics.jsonl`, `training_curves.png`, `checkpoints/`, `best/`,
+//! `predictions_<split>.jsonl`, `final_results.json`, `quarantine.txt`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use asr_model::precision::{Autocast, Precision};
+use asr_model::{CtcModel, ModelSpec};
+use asr_text::{ctc_min_frames, Vocab};
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tch::{Device, Kind};
+
+use crate::checkpoint::{self, BestEval, TrainState, CHECKPOINT_FORMAT_VERSION};
+use crate::config::{LossReduction, PrecisionChoice, TrainConfig};
+use crate::data::{plan_epoch, Batch, Batching, DataPosition, Loader, UtteranceSource};
+use crate::eval::{
+    self, batch_tensors, ctc_losses, normalized_losses, reduce_losses, FinalResults, LossSettings,
+};
+use crate::guard::{
+    ExplosionGuard, GuardEvent, LossDecision, NonFiniteDecision, NormDecision,
+};
+use crate::metrics::{
+    read_metrics, EvalRecord, EventRecord, MetricsRecord, MetricsWriter, Quarantine, StepRecord,
+};
+use crate::optim::{AdamW, AdamWConfig, LossScaler};
+use crate::plot::draw_training_curves;
+
+/// The data a run trains and evaluates on.
+pub struct TrainData {
+    /// The vocabulary the labels were encoded with.
+    pub vocab: Vocab,
+    /// Splits by name.
+    pub splits: BTreeMap<String, Arc<dyn UtteranceSource>>,
+    /// Where the data came from (for messages).
+    pub origin: String,
+}
+
+/// A training run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The configuration cannot run.
+    #[error("{0}")]
+    Config(String),
+    /// The shards' vocabulary is not the model's.
+    #[error(
+        "the vocabulary of {data} differs from the model's ({model}): {diff}\n\
+         hint: pack the data with the model's vocab.json (asr-data pack --vocab {model}/vocab.json), \
+         or train a new CTC head on the data's vocabulary with --reinit-head"
+    )]
+    VocabMismatch {
+        /// The data's origin.
+        data: String,
+        /// The model folder.
+        model: String,
+        /// The differences, naming tokens.
+        diff: String,
+    },
+    /// Reading data failed.
+    #[error("data: {0}")]
+    Data(#[from] crate::data::DataError),
+    /// The model failed.
+    #[error("model: {0}")]
+    Model(#[from] asr_model::ModelError),
+    /// Choosing the device failed.
+    #[error("device: {0}")]
+    Device(#[from] asr_model::DeviceError),
+    /// A libtorch operation failed.
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
+    /// A checkpoint could not be read or written.
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    /// metrics.jsonl could not be written.
+    #[error("metrics: {0}")]
+    Metrics(#[from] crate::metrics::MetricsError),
+    /// Another output file could not be written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Test and benchmark hooks into the loop.
+#[derive(Default)]
+pub struct Hooks {
+    /// Called after each backward pass with the step (1-based) and the model; tests use
+    /// it to plant NaN gradients.
+    #[allow(clippy::type_complexity)]
+    pub after_backward: Option<Box<dyn FnMut(u64, &CtcModel)>>,
+    /// Keep the run quiet on stderr (no progress bar, no log lines).
+    pub quiet: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// The run folder.
+    pub out: PathBuf,
+    /// Optimizer steps done.
+    pub steps: u64,
+    /// Why the loop ended.
+    pub stop_reason: String,
+    /// Best eval result.
+    pub best: Option<BestEval>,
+    /// Final results (also in final_results.json).
+    pub results: FinalResults,
+    /// Training audio seconds per wall-clock second of step time (this process).
+    pub audio_s_per_s: f64,
+    /// Fraction of step time spent waiting for batches (this process).
+    pub data_wait_fraction: f64,
+    /// Optimizer steps per second of step time (this process).
+    pub steps_per_s: f64,
+}
+
+/// A mix of the seed and step for per-step random streams.
+fn step_seed(seed: u64, step: u64, micro: u32) -> u64 {
+    // SplitMix64 finalizer over the combined value.
+    let mut z = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(step.wrapping_mul(0xBF58_476D_1CE4_E5B9))
+        .wrapping_add(u64::from(micro).wrapping_mul(0x94D0_49BB_1331_11EB));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn resolve_precision(choice: PrecisionChoice, device: Device) -> Result<Precision, TrainError> {
+    Ok(match (choice, device) {
+        (PrecisionChoice::Auto, Device::Cuda(_)) => Precision::Bf16,
+        (PrecisionChoice::Auto, _) | (PrecisionChoice::F32, _) => Precision::F32,
+        (PrecisionChoice::Bf16, _) => Precision::Bf16,
+        (PrecisionChoice::Fp16, Device::Cuda(_)) => Precision::F16,
+        (PrecisionChoice::Fp16, _) => {
+            return Err(TrainError::Config(
+                "precision fp16 needs a CUDA device (use f32 or bf16 on the CPU)".into(),
+            ))
+        }
+    })
+}
+
+/// Build the model `config.model` names, checked against (or re-headed for) `vocab`.
+pub fn build_model(
+    config: &TrainConfig,
+    vocab: &Vocab,
+    data_origin: &str,
+    device: Device,
+) -> Result<CtcModel, TrainError> {
+    tch::manual_seed(config.seed as i64);
+    let mut model = match ModelSpec::parse(&config.model)? {
+        ModelSpec::Pretrained(dir) => {
+            let mut model = CtcModel::from_pretrained(&dir, device)?;
+            if config.reinit_head {
+                model.reinit_head(vocab);
+            } else {
+                let model_vocab = asr_model::read_vocab(&dir)?;
+                if let Some(diff) = model_vocab.diff(vocab) {
+                    return Err(TrainError::VocabMismatch {
+                        data: data_origin.to_string(),
+                        model: dir.display().to_string(),
+                        diff: format!("model vs data: {diff}"),
+                    });
+                }
+                model.check_vocab(vocab)?;
+            }
+            model
+        }
+        _ => CtcModel::load(&config.model, Some(vocab), device)?,
+    };
+    if config.freeze_feature_encoder {
+        model.freeze_feature_encoder();
+    }
+    Ok(model)
+}
+
+struct Progress {
+    bar: Option<ProgressBar>,
+    log_every: u64,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(total: u64, start: u64, log_every: u64, quiet: bool) -> Progress {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} step {pos}/{len} [{elapsed_precise} < {eta_precise}] {msg}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            bar.set_position(start);
+            bar
+        });
+        Progress {
+            bar,
+            log_every: log_every.max(1),
+            quiet,
+        }
+    }
+
+    fn line(&self, text: &str) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    fn step(&self, record: &StepRecord, total: u64) {
+        let loss = record
+            .loss
+            .map_or("skipped".to_string(), |l| format!("{l:.4}"));
+        let text = format!(
+            "loss {loss} lr {:.2e} grad_norm {} audio_s/s {:.1}",
+            record.lr,
+            record
+                .grad_norm
+                .map_or("-".to_string(), |n| format!("{n:.3}")),
+            record.audio_s_per_s
+        );
+        match &self.bar {
+            Some(bar) => {
+                bar.set_position(record.step);
+                bar.set_message(text);
+            }
+            None if !self.quiet && record.step % self.log_every == 0 => {
+                eprintln!(
+                    "step {}/{total} epoch {:.2} {text}",
+                    record.step, record.epoch
+                );
+            }
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn next_position(batch: &Batch) -> DataPosition {
+    if batch.position.batch + 1 >= batch.batches_in_epoch {
+        DataPosition {
+            epoch: batch.position.epoch + 1,
+            batch: 0,
+        }
+    } else {
+        DataPosition {
+            epoch: batch.position.epoch,
+            batch: batch.position.batch + 1,
+        }
+    }
+}
+
+fn epoch_fraction(position: DataPosition, batches_in_epoch: usize) -> f64 {
+    position.epoch as f64 + position.batch as f64 / batches_in_epoch.max(1) as f64
+}
+
+/// Train as `config` says on `data`; see the module documentation.
+pub fn run(config: &TrainConfig, data: TrainData, mut hooks: Hooks) -> Result<RunSummary, TrainError> {
+    config
+        .validate()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    let run_started = Instant::now();
+    let out = config.out.clone();
+    let threads = config.threads.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    });
+    tch::set_num_threads(threads as i32);
+
+    let train_source = data.splits.get(&config.train_split).cloned().ok_or_else(|| {
+        TrainError::Config(format!(
+            "{} has no split {:?} to train on (splits: {})",
+            data.origin,
+            config.train_split,
+            data.splits.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    let eval_source = data.splits.get(&config.eval_split).cloned();
+
+    // The run folder: fresh, or resumed.
+    let checkpoints = checkpoint::list(&out)?;
+    if !config.resume && (!checkpoints.is_empty() || out.join("metrics.jsonl").exists()) {
+        return Err(TrainError::Config(format!(
+            "{} already holds a run; pass --resume to continue it, or choose another --out",
+            out.display()
+        )));
+    }
+    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
+    let resumed = if config.resume {
+        match checkpoints.last() {
+            Some((_, dir)) => Some(checkpoint::load(dir)?),
+            None => None,
+        }
+    } else {
+        None
+    };
+    let progress_quiet = hooks.quiet;
+    let log = |text: &str| {
+        if !progress_quiet {
+            eprintln!("{text}");
+        }
+    };
+
+    let device = asr_model::device::select(
+        config
+            .device
+            .parse()
+            .map_err(|e: asr_model::DeviceError| TrainError::Config(e.to_string()))?,
+    )?;
+    let precision = resolve_precision(config.precision, device)?;
+    let model = build_model(config, &data.vocab, &data.origin, device)?;
+    let reduction = config
+        .ctc_loss_reduction
+        .unwrap_or(match model.config().ctc_loss_reduction {
+            asr_model::CtcLossReduction::Sum => LossReduction::Sum,
+            asr_model::CtcLossReduction::Mean => LossReduction::Mean,
+        });
+    let zero_infinity = config
+        .ctc_zero_infinity
+        .unwrap_or(model.config().ctc_zero_infinity);
+    let loss_settings = LossSettings {
+        reduction,
+        zero_infinity,
+    };
+
+    // Which training utterances can be used.
+    let min_samples = model.config().min_num_samples().max(1) as u64;
+    let max_samples = config
+        .max_duration_s
+        .map(|s| (s * f64::from(crate::data::SAMPLE_RATE_HZ)) as u64);
+    let index = train_source.index();
+    let included: Vec<usize> = (0..index.len())
+        .filter(|&i| {
+            let n = index[i].num_samples;
+            n >= min_samples && max_samples.is_none_or(|m| n <= m)
+        })
+        .collect();
+    let left_out = index.len() - included.len();
+    if left_out > 0 {
+        log(&format!(
+            "left out {left_out} of {} training utterances (shorter than one frame, or above max_duration_s)",
+            index.len()
+        ));
+    }
+    let batching = Batching {
+        batch_seconds: config.batch_seconds,
+        max_utterances: config.max_batch_utterances,
+        shuffle: true,
+        seed: config.seed,
+        rank: config.rank,
+        world_size: config.world_size,
+    };
+    let lengths: Vec<u64> = included.iter().map(|&i| index[i].num_samples).collect();
+    let batches_per_epoch = plan_epoch(&lengths, &batching, 0).len();
+    if batches_per_epoch == 0 {
+        return Err(TrainError::Config(format!(
+            "no training batch: split {:?} of {} has {} usable utterances",
+            config.train_split,
+            data.origin,
+            included.len()
+        )));
+    }
+    let accum = u64::from(config.grad_accum);
+    let total_steps = config.max_steps.unwrap_or_else(|| {
+        (u64::from(config.epochs) * batches_per_epoch as u64).div_ceil(accum)
+    });
+    let warmup_steps = config
+        .warmup_steps
+        .unwrap_or((config.warmup_ratio * total_steps as f64).round() as u64);
+    let schedule = crate::schedule::LrSchedule {
+        peak_lr: config.lr,
+        warmup_steps,
+        total_steps,
+        decay: config.decay,
+        min_lr_ratio: config.min_lr_ratio,
+    };
+
+    let mut optimizer = AdamW::new(
+        AdamWConfig {
+            beta1: config.adam_beta1,
+            beta2: config.adam_beta2,
+            eps: config.adam_eps,
+            weight_decay: config.weight_decay,
+        },
+        model.trainable_parameters(),
+    );
+    let mut guard = ExplosionGuard::new(config.guard.clone());
+    let mut scaler = (precision == Precision::F16).then(LossScaler::default);
+    let mut step: u64 = 0;
+    let mut position = DataPosition::default();
+    let mut best: Option<BestEval> = None;
+    let mut evals_without_improvement = 0u32;
+    let mut quarantine = Quarantine::default();
+    let mut train_audio_s = 0.0;
+    if let Some(loaded) = &resumed {
+        let s = &loaded.state;
+        if s.seed != config.seed {
+            return Err(TrainError::Config(format!(
+                "{} was trained with seed {}, not {}: a resumed run must keep its seed",
+                loaded.dir.display(),
+                s.seed,
+                config.seed
+            )));
+        }
+        checkpoint::restore_model(&model, &loaded.model, &loaded.dir)?;
+        optimizer
+            .load_state(&loaded.optimizer, s.optimizer_steps)
+            .map_err(|reason| checkpoint::CheckpointError::Invalid {
+                path: loaded.dir.clone(),
+                reason,
+            })?;
+        guard = ExplosionGuard::with_state(config.guard.clone(), s.guard.clone());
+        if scaler.is_some() {
+            scaler = Some(s.loss_scaler.clone().unwrap_or_default());
+        }
+        step = s.step;
+        position = s.data_position;
+        best = s.best;
+        evals_without_improvement = s.evals_without_improvement;
+        quarantine = s.quarantine.clone();
+        train_audio_s = s.train_audio_s;
+        log(&format!("resuming from {} (step {step})", loaded.dir.display()));
+    } else if config.resume {
+        log(&format!(
+            "no checkpoint in {}: starting a new run",
+            out.display()
+        ));
+    }
+    drop(resumed);
+
+    let config_path = out.join("config.json");
+    std::fs::write(
+        &config_path,
+        serde_json::to_string_pretty(config).unwrap_or_default() + "\n",
+    )
+    .map_err(io_err(&config_path))?;
+    let metrics_path = out.join("metrics.jsonl");
+    let mut metrics = MetricsWriter::open(&metrics_path, (step > 0).then_some(step))?;
+
+    log(&format!(
+        "training {} ({} parameters, {} trainable) on {device:?} in {precision}, {} utterances in {batches_per_epoch} batches per epoch, {total_steps} steps ({warmup_steps} warm-up), {threads} threads",
+        config.model,
+        model.params().num_parameters(),
+        optimizer_param_count(&model),
+        included.len(),
+    ));
+
+    let save_every = config.save_every.unwrap_or(config.eval_every);
+    let mut loader = Loader::start(
+        train_source.clone(),
+        included.clone(),
+        batching,
+        position,
+        config.prefetch_batches,
+    );
+    let progress = Progress::new(total_steps, step, config.log_every, hooks.quiet);
+    let mut step_time_total = Duration::ZERO;
+    let mut wait_total = Duration::ZERO;
+    let mut steps_this_process = 0u64;
+    let mut audio_this_process = 0.0;
+    let mut last_saved = step;
+    let mut last_eval = step;
+    let mut batches_in_epoch = batches_per_epoch;
+
+    let best_dir = out.join("best");
+    let eval_batch_seconds = config
+        .eval_batch_seconds
+        .unwrap_or(2.0 * config.batch_seconds);
+
+    let stop_reason: String = loop {
+        if step >= total_steps {
+            break "max_steps".into();
+        }
+        if config.max_steps.is_none() && position.epoch >= u64::from(config.epochs) {
+            break "epochs".into();
+        }
+        let step_started = Instant::now();
+        let this_step = step + 1;
+        let mut events: Vec<EventRecord> = Vec::new();
+        let mut losses_sum = 0.0;
+        let mut backward_batches = 0u32;
+        let mut utterances = 0u64;
+        let mut audio_s = 0.0;
+        let mut step_ids: Vec<String> = Vec::new();
+        for micro in 0..config.grad_accum {
+            let batch = loader.next_batch()?;
+            position = next_position(&batch);
+            batches_in_epoch = batch.batches_in_epoch;
+            utterances += batch.len() as u64;
+            audio_s += batch.audio_s;
+            let seed = step_seed(config.seed, step, micro);
+            tch::manual_seed(seed as i64);
+            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EC_A0C);
+            let (input, labels) = batch_tensors(&batch, device);
+            let label_lengths: Vec<i64> =
+                batch.label_ids.iter().map(|l| l.len() as i64).collect();
+            let (loss, per_utterance, output_lengths) = {
+                let _autocast = Autocast::enter(device, precision);
+                let output = model.forward_padded(&input, &batch.lengths, true, Some(&mut rng))?;
+                let losses = ctc_losses(
+                    &model,
+                    &output.logits,
+                    &output.output_lengths,
+                    &labels,
+                    &label_lengths,
+                    zero_infinity,
+                )?;
+                let per_utterance = Vec::<f64>::try_from(
+                    &losses.detach().to_kind(Kind::Double).to_device(Device::Cpu),
+                )?;
+                (
+                    reduce_losses(&losses, &label_lengths, reduction),
+                    per_utterance,
+                    output.output_lengths,
+                )
+            };
+            let batch_loss = match reduction {
+                LossReduction::Sum => per_utterance.iter().sum::<f64>(),
+                LossReduction::Mean => {
+                    let n = normalized_losses(&per_utterance, &label_lengths, reduction);
+                    n.iter().sum::<f64>() / n.len().max(1) as f64
+                }
+            };
+            match guard.check_loss(batch_loss) {
+                LossDecision::Skip(event) => {
+                    let normalized = normalized_losses(&per_utterance, &label_lengths, reduction);
+                    let limit = config.guard.max_loss.unwrap_or(f64::INFINITY);
+                    let culprits: Vec<String> = batch
+                        .ids
+                        .iter()
+                        .zip(&normalized)
+                        .zip(batch.label_ids.iter().zip(&output_lengths))
+                        .filter(|((_, &l), (labels, &frames))| {
+                            !l.is_finite() || l > limit || ctc_min_frames(labels) > frames as u64
+                        })
+                        .map(|((id, _), _)| id.clone())
+                        .collect();
+                    events.push(EventRecord {
+                        step: this_step,
+                        event,
+                        ids: batch.ids.clone(),
+                        culprits,
+                    });
+                    continue;
+                }
+                LossDecision::Backward => {}
+            }
+            let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+            let scaled = loss * (scale / accum as f64);
+            scaled.backward();
+            if let Some(hook) = hooks.after_backward.as_mut() {
+                hook(this_step, &model);
+            }
+            losses_sum += batch_loss;
+            backward_batches += 1;
+            step_ids.extend(batch.ids.iter().cloned());
+        }
+
+        // Steps 4-9.
+        let mut grad_norm = None;
+        let mut updated = false;
+        let mut clipped = false;
+        let mut lr_used = 0.0;
+        if backward_batches == 0 {
+            guard.end_skipped_step();
+        } else {
+            let mut proceed = true;
+            if let Some(s) = scaler.as_mut() {
+                optimizer.scale_grads(1.0 / s.scale);
+                let overflow = !optimizer.grad_norm().is_finite();
+                proceed = s.update(overflow);
+            }
+            if !proceed {
+                guard.end_skipped_step();
+            } else {
+                let mut norm = optimizer.grad_norm();
+                if !norm.is_finite() {
+                    let count = optimizer.count_nonfinite_grads();
+                    match guard.check_nonfinite_grads(count) {
+                        NonFiniteDecision::Clean => {}
+                        NonFiniteDecision::Zero(event) => {
+                            optimizer.zero_nonfinite_grads();
+                            norm = optimizer.grad_norm();
+                            events.push(batch_event(this_step, event, &step_ids));
+                        }
+                        NonFiniteDecision::Skip(event) => {
+                            events.push(batch_event(this_step, event, &step_ids));
+                            proceed = false;
+                        }
+                    }
+                }
+                if proceed {
+                    grad_norm = Some(norm);
+                    match guard.check_grad_norm(norm) {
+                        NormDecision::Skip(event) => {
+                            events.push(batch_event(this_step, event, &step_ids));
+                        }
+                        NormDecision::Update {
+                            clip_coef,
+                            lr_scale,
+                            recovery,
+                            ..
+                        } => {
+                            if clip_coef < 1.0 {
+                                optimizer.scale_grads(clip_coef);
+                                clipped = true;
+                            }
+                            lr_used = schedule.lr(step) * lr_scale;
+                            optimizer.step(lr_used);
+                            updated = true;
+                            if let Some(event) = recovery {
+                                events.push(batch_event(this_step, event, &step_ids));
+                            }
+                        }
+                    }
+                } else {
+                    guard.end_skipped_step();
+                    grad_norm = Some(norm);
+                }
+            }
+        }
+        optimizer.zero_grad();
+        step = this_step;
+
+        let elapsed = step_started.elapsed();
+        let waited = loader.take_wait();
+        step_time_total += elapsed;
+        wait_total += waited;
+        steps_this_process += 1;
+        audio_this_process += audio_s;
+        train_audio_s += audio_s;
+
+        let record = StepRecord {
+            step,
+            epoch: epoch_fraction(position, batches_in_epoch),
+            loss: (backward_batches > 0).then(|| losses_sum / f64::from(backward_batches)),
+            lr: lr_used,
+            grad_norm,
+            updated,
+            clipped,
+            lr_scale: guard.lr_scale(),
+            utterances,
+            audio_s,
+            audio_s_per_s: audio_s / elapsed.as_secs_f64().max(1e-9),
+            step_time_s: elapsed.as_secs_f64(),
+            data_wait_s: waited.as_secs_f64(),
+            loss_scale: scaler.as_ref().map(|s| s.scale),
+            events: events.iter().map(|e| e.event.name().to_string()).collect(),
+        };
+        metrics.write(&MetricsRecord::Step(record.clone()))?;
+        for event in &events {
+            quarantine.record(event);
+            metrics.write(&MetricsRecord::Event(event.clone()))?;
+            progress.line(&format!(
+                "step {step}: {} {}",
+                event.event.name(),
+                serde_json::to_string(&event.event).unwrap_or_default()
+            ));
+        }
+        progress.step(&record, total_steps);
+
+        // Evaluation, best model, early stopping.
+        let mut stop_early = false;
+        if config.eval_every > 0 && step % config.eval_every == 0 {
+            if let Some(source) = &eval_source {
+                let record = evaluate_during_training(
+                    &model,
+                    &data.vocab,
+                    source.clone(),
+                    config,
+                    eval_batch_seconds,
+                    precision,
+                    loss_settings,
+                    step,
+                    epoch_fraction(position, batches_in_epoch),
+                    &mut best,
+                    &mut evals_without_improvement,
+                    &best_dir,
+                    warmup_steps,
+                    &progress,
+                    &mut metrics,
+                )?;
+                last_eval = step;
+                if let Some(patience) = config.patience {
+                    if !record.best && evals_without_improvement >= patience {
+                        stop_early = true;
+                    }
+                }
+            }
+        }
+        metrics.flush()?;
+        if save_every > 0 && step % save_every == 0 {
+            save_checkpoint(
+                &out, &model, &optimizer, &guard, &scaler, step, position, best,
+                evals_without_improvement, &quarantine, train_audio_s, config,
+            )?;
+            last_saved = step;
+        }
+        if stop_early {
+            progress.line(&format!(
+                "early stopping: {evals_without_improvement} evaluations without a better WER"
+            ));
+            break "early_stopping".into();
+        }
+    };
+    progress.finish();
+    drop(loader);
+
+    // Final evaluation of the last weights when the loop did not just do it.
+    if let Some(source) = &eval_source {
+        if last_eval != step || best.is_none() {
+            evaluate_during_training(
+                &model,
+                &data.vocab,
+                source.clone(),
+                config,
+                eval_batch_seconds,
+                precision,
+                loss_settings,
+                step,
+                epoch_fraction(position, batches_in_epoch),
+                &mut best,
+                &mut evals_without_improvement,
+                &best_dir,
+                warmup_steps,
+                &progress,
+                &mut metrics,
+            )?;
+        }
+    } else {
+        // Nothing to choose with: the final weights are the best.
+        save_best(&model, &data.vocab, &best_dir)?;
+    }
+    metrics.flush()?;
+    if last_saved != step {
+        save_checkpoint(
+            &out, &model, &optimizer, &guard, &scaler, step, position, best,
+            evals_without_improvement, &quarantine, train_audio_s, config,
+        )?;
+    }
+    drop(optimizer);
+
+    // Final evaluation of the best weights on every final split present.
+    let best_model = if best_dir.join("model.safetensors").is_file() {
+        let tensors = asr_model::read_weights(&best_dir.join("model.safetensors"))?;
+        checkpoint::restore_model(&model, &tensors, &best_dir)?;
+        &model
+    } else {
+        &model
+    };
+    let mut splits = BTreeMap::new();
+    for split in &config.final_splits {
+        let Some(source) = data.splits.get(split) else {
+            continue;
+        };
+        let output = eval::evaluate(
+            best_model,
+            &data.vocab,
+            source.clone(),
+            None,
+            eval_batch_seconds,
+            precision,
+            loss_settings,
+        )?;
+        let path = out.join(format!("predictions_{split}.jsonl"));
+        eval::write_predictions(&path, &output.predictions).map_err(io_err(&path))?;
+        splits.insert(split.clone(), output.result());
+    }
+
+    let threshold = config.guard.quarantine_after;
+    let quarantine_path = out.join("quarantine.txt");
+    quarantine
+        .write(&quarantine_path, threshold)
+        .map_err(io_err(&quarantine_path))?;
+    let step_secs = step_time_total.as_secs_f64();
+    let results = FinalResults {
+        splits,
+        model: best_dir.display().to_string(),
+        best_step: best.map(|b| b.step),
+        steps: Some(step),
+        stop_reason: Some(stop_reason.clone()),
+        events: Some(guard.state().counts),
+        quarantined: Some(quarantine.ids(threshold).iter().map(|s| s.to_string()).collect()),
+        train_audio_s_per_s: Some(audio_this_process / step_secs.max(1e-9)),
+        data_wait_fraction: Some(wait_total.as_secs_f64() / step_secs.max(1e-9)),
+    };
+    let results_path = out.join("final_results.json");
+    eval::write_final_results(&results_path, &results).map_err(io_err(&results_path))?;
+    let records = read_metrics(&metrics_path)?;
+    if let Err(e) = draw_training_curves(&records, &out.join("training_curves.png")) {
+        log(&format!("warning: {e}"));
+    }
+    let summary = RunSummary {
+        out: out.clone(),
+        steps: step,
+        stop_reason,
+        best,
+        audio_s_per_s: audio_this_process / step_secs.max(1e-9),
+        data_wait_fraction: wait_total.as_secs_f64() / step_secs.max(1e-9),
+        steps_per_s: steps_this_process as f64 / step_secs.max(1e-9),
+        results,
+    };
+    if !hooks.quiet {
+        eprintln!("{}", summary_table(&summary, run_started.elapsed()));
+    }
+    Ok(summary)
+}
+
+fn optimizer_param_count(model: &CtcModel) -> i64 {
+    model
+        .trainable_parameters()
+        .iter()
+        .map(|(_, t)| t.numel() as i64)
+        .sum()
+}
+
+fn batch_event(step: u64, event: GuardEvent, ids: &[String]) -> EventRecord {
+    EventRecord {
+        step,
+        event,
+        ids: ids.to_vec(),
+        culprits: Vec::new(),
+    }
+}
+
+fn save_best(model: &CtcModel, vocab: &Vocab, best_dir: &Path) -> Result<(), TrainError> {
+    let parent = best_dir.parent().unwrap_or(Path::new("."));
+    let tmp = parent.join(".best.tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    model.save_pretrained(&tmp, vocab)?;
+    if best_dir.exists() {
+        std::fs::remove_dir_all(best_dir).map_err(io_err(best_dir))?;
+    }
+    std::fs::rename(&tmp, best_dir).map_err(io_err(best_dir))?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn save_checkpoint(
+    out: &Path,
+    model: &CtcModel,
+    optimizer: &AdamW,
+    guard: &ExplosionGuard,
+    scaler: &Option<LossScaler>,
+    step: u64,
+    position: DataPosition,
+    best: Option<BestEval>,
+    evals_without_improvement: u32,
+    quarantine: &Quarantine,
+    train_audio_s: f64,
+    config: &TrainConfig,
+) -> Result<(), TrainError> {
+    let state = TrainState {
+        format_version: CHECKPOINT_FORMAT_VERSION,
+        step,
+        optimizer_steps: optimizer.steps(),
+        data_position: position,
+        guard: guard.state().clone(),
+        loss_scaler: scaler.clone(),
+        best,
+        evals_without_improvement,
+        quarantine: quarantine.clone(),
+        train_audio_s,
+        seed: config.seed,
+    };
+    let tensors = model
+        .params()
+        .entries()
+        .iter()
+        .map(|e| (e.name.clone(), e.tensor.shallow_clone()))
+        .collect();
+    checkpoint::save(
+        out,
+        &state,
+        tensors,
+        optimizer.state_tensors(),
+        config.keep_checkpoints,
+    )?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn evaluate_during_training(
+    model: &CtcModel,
+    vocab: &Vocab,
+    source: Arc<dyn UtteranceSource>,
+    config: &TrainConfig,
+    eval_batch_seconds: f64,
+    precision: Precision,
+    loss: LossSettings,
+    step: u64,
+    epoch: f64,
+    best: &mut Option<BestEval>,
+    evals_without_improvement: &mut u32,
+    best_dir: &Path,
+    warmup_steps: u64,
+    progress: &Progress,
+    metrics: &mut MetricsWriter,
+) -> Result<EvalRecord, TrainError> {
+    let output = eval::evaluate(
+        model,
+        vocab,
+        source,
+        config.eval_max_utterances,
+        eval_batch_seconds,
+        precision,
+        loss,
+    )?;
+    let wer = output.rates.wer();
+    let cer = output.rates.cer();
+    let improved = best.is_none_or(|b| wer < b.wer || (wer == b.wer && cer < b.cer));
+    if improved {
+        *best = Some(BestEval { step, wer, cer });
+        *evals_without_improvement = 0;
+        save_best(model, vocab, best_dir)?;
+    } else {
+        *evals_without_improvement += 1;
+    }
+    let record = EvalRecord {
+        step,
+        epoch,
+        split: config.eval_split.clone(),
+        wer,
+        cer,
+        loss: output.loss,
+        utterances: output.rates.utterances,
+        blank_fraction: output.blank_fraction,
+        best: improved,
+        eval_time_s: output.seconds,
+    };
+    metrics.write(&MetricsRecord::Eval(record.clone()))?;
+    progress.line(&format!(
+        "eval step {step}: {} WER {wer:.4} CER {cer:.4} loss {} ({} utterances){}",
+        config.eval_split,
+        output
+            .loss
+            .map_or("-".to_string(), |l| format!("{l:.4}")),
+        output.rates.utterances,
+        if improved { ", best so far" } else { "" }
+    ));
+    if step > warmup_steps && output.blank_fraction >= config.watchdog_blank_fraction {
+        let event = EventRecord {
+            step,
+            event: GuardEvent::BlankCollapse {
+                blank_fraction: output.blank_fraction,
+            },
+            ids: Vec::new(),
+            culprits: Vec::new(),
+        };
+        metrics.write(&MetricsRecord::Event(event))?;
+        progress.line(&format!(
+            "warning: {:.0}% of the eval outputs are empty after warm-up (blank collapse). Usual causes: \
+             a learning rate too high or too low for the model, a vocabulary that does not match the \
+             model's head (check the vocab.json used to pack), or utterances with more labels than \
+             frames (asr-data validate reports ctc_infeasible)",
+            100.0 * output.blank_fraction
+        ));
+    }
+    Ok(record)
+}
+
+/// The end-of-run table (printed to stderr).
+pub fn summary_table(summary: &RunSummary, wall: Duration) -> String {
+    let mut s = String::new();
+    s.push_str(&format!(
+        "\nrun finished ({}) after {} steps in {:.1} s: {:.1} audio s/s, {:.2} steps/s, {:.2}% of step time waiting for data\n",
+        summary.stop_reason,
+        summary.steps,
+        wall.as_secs_f64(),
+        summary.audio_s_per_s,
+        summary.steps_per_s,
+        100.0 * summary.data_wait_fraction
+    ));
+    if let Some(best) = summary.best {
+        s.push_str(&format!(
+            "best eval WER {:.4} (CER {:.4}) at step {}\n",
+            best.wer, best.cer, best.step
+        ));
+    }
+    s.push_str(&format!(
+        "{:<10} {:>8} {:>8} {:>11} {:>8}\n",
+        "split", "WER", "CER", "utterances", "blank"
+    ));
+    for (split, r) in &summary.results.splits {
+        s.push_str(&format!(
+            "{:<10} {:>8.4} {:>8.4} {:>11} {:>7.1}%\n",
+            split,
+            r.wer,
+            r.cer,
+            r.utterances,
+            100.0 * r.blank_fraction
+        ));
+    }
+    if let Some(c) = summary.results.events {
+        s.push_str(&format!(
+            "events: {} non-finite losses, {} high losses, {} non-finite gradient steps ({} values), {} explosions, {} skipped updates, {} recoveries, {} clipped\n",
+            c.nonfinite_loss, c.high_loss, c.nonfinite_grads, c.nonfinite_grad_values, c.explosions,
+            c.skipped_updates, c.recoveries, c.clipped
+        ));
+    }
+    if let Some(q) = &summary.results.quarantined {
+        if !q.is_empty() {
+            s.push_str(&format!(
+                "{} utterances quarantined (repeated events): {}/quarantine.txt (exclude them with asr-data pack --exclude)\n",
+                q.len(),
+                summary.out.display()
+            ));
+        }
+    }
+    s.push_str(&format!("outputs in {}", summary.out.display()));
+    s
+}
