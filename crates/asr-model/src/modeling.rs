@@ -1,0 +1,627 @@
+//! The modules of `Wav2Vec2ForCTC` / `HubertForCTC`, one Rust struct per transformers
+//! class, in the order of `modeling_wav2vec2.py` and `modeling_hubert.py`
+//! (transformers 5.23.0, `src/transformers/models/wav2vec2/modeling_wav2vec2.py`).
+//! Each struct cites the class it mirrors; tensor names are the `state_dict` names.
+//!
+//! Parameter init follows what transformers 5.23 actually produces (checked by
+//! sampling its models, see `tools/make-model-fixtures.py`): linear layers normal(0,
+//! `initializer_range`) with zero bias; norms one/zero; feature-encoder convs
+//! `kaiming_normal`; wav2vec2's feature projection and conv biases uniform(+-1/sqrt(fan_in));
+//! the weight-normed positional conv keeps PyTorch's default conv init (the
+//! `_init_weights` branch for it does not reach the parametrized weight) with
+//! `g = |v|` and a zero bias; `masked_spec_embed` uniform(0, 1).
+use tch::{Device, Kind, Tensor};
+
+use crate::config::{Activation, Config, FeatExtractNorm, ModelType};
+use crate::params::{init, Init, Scope};
+
+impl Activation {
+    /// Applies the activation (transformers' `ACT2FN[name]`).
+    pub(crate) fn apply(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::Gelu => x.gelu("none"),
+            Activation::GeluNew | Activation::GeluPytorchTanh => x.gelu("tanh"),
+            Activation::Relu => x.relu(),
+            Activation::Selu => x.selu(),
+            Activation::Silu | Activation::Swish => x.silu(),
+            Activation::Tanh => x.tanh(),
+        }
+    }
+}
+
+/// `nn.Linear`.
+pub(crate) struct Linear {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+}
+
+impl Linear {
+    /// A linear layer with transformers' generic init: normal(0, std) weight, zero bias.
+    pub(crate) fn new(scope: &Scope, in_dim: i64, out_dim: i64, std: f64) -> Linear {
+        Linear {
+            weight: scope.param("weight", &[out_dim, in_dim], Init::Normal(std)),
+            bias: scope.param("bias", &[out_dim], Init::Zeros),
+        }
+    }
+
+    /// A linear layer with uniform(+-1/sqrt(in)) weight and bias (wav2vec2's feature projection).
+    fn new_uniform(scope: &Scope, in_dim: i64, out_dim: i64) -> Linear {
+        let k = (1.0 / in_dim as f64).sqrt();
+        Linear {
+            weight: scope.param("weight", &[out_dim, in_dim], Init::Uniform(-k, k)),
+            bias: scope.param("bias", &[out_dim], Init::Uniform(-k, k)),
+        }
+    }
+
+    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
+        x.linear(&self.weight, Some(&self.bias))
+    }
+}
+
+/// `nn.LayerNorm(dim, eps)` over the last dimension.
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    dim: i64,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn new(scope: &Scope, dim: i64, eps: f64) -> LayerNorm {
+        LayerNorm {
+            weight: scope.param("weight", &[dim], Init::Ones),
+            bias: scope.param("bias", &[dim], Init::Zeros),
+            dim,
+            eps,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        x.layer_norm(
+            [self.dim],
+            Some(&self.weight),
+            Some(&self.bias),
+            self.eps,
+            true,
+        )
+    }
+}
+
+/// PyTorch's default eps of `nn.LayerNorm` / `nn.GroupNorm` / `nn.BatchNorm1d`, used
+/// where transformers does not pass `config.layer_norm_eps`.
+const TORCH_NORM_EPS: f64 = 1e-5;
+
+/// The norm of one feature-encoder conv layer.
+enum ConvNorm {
+    /// `Wav2Vec2NoLayerNormConvLayer`.
+    None,
+    /// `Wav2Vec2LayerNormConvLayer`: layer norm over channels, per frame.
+    Layer(LayerNorm),
+    /// `Wav2Vec2GroupNormConvLayer`: group norm with one group per channel, i.e. each
+    /// channel normalized over the time axis of the whole (padded) utterance.
+    Group {
+        weight: Tensor,
+        bias: Tensor,
+        channels: i64,
+    },
+}
+
+/// `Wav2Vec2NoLayerNormConvLayer` / `Wav2Vec2LayerNormConvLayer` /
+/// `Wav2Vec2GroupNormConvLayer` (and their `Hubert*` copies).
+struct ConvLayer {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: i64,
+    norm: ConvNorm,
+    activation: Activation,
+}
+
+impl ConvLayer {
+    fn new(scope: &Scope, config: &Config, layer_id: usize) -> ConvLayer {
+        let in_dim = if layer_id > 0 {
+            config.conv_dim[layer_id - 1]
+        } else {
+            1
+        };
+        let out_dim = config.conv_dim[layer_id];
+        let kernel = config.conv_kernel[layer_id];
+        let conv = scope.sub("conv");
+        let weight = conv.param("weight", &[out_dim, in_dim, kernel], Init::KaimingNormal);
+        let bias = config.conv_bias.then(|| {
+            let init = match config.model_type {
+                // Wav2Vec2PreTrainedModel._init_weights: uniform(+-sqrt(groups / fan_in)).
+                ModelType::Wav2Vec2 => {
+                    let k = (1.0 / (in_dim * kernel) as f64).sqrt();
+                    Init::Uniform(-k, k)
+                }
+                // HubertPreTrainedModel._init_weights: zeros.
+                ModelType::Hubert => Init::Zeros,
+            };
+            conv.param("bias", &[out_dim], init)
+        });
+        let norm = match (config.feat_extract_norm, layer_id) {
+            (FeatExtractNorm::Group, 0) => {
+                let norm = scope.sub("layer_norm");
+                ConvNorm::Group {
+                    weight: norm.param("weight", &[out_dim], Init::Ones),
+                    bias: norm.param("bias", &[out_dim], Init::Zeros),
+                    channels: out_dim,
+                }
+            }
+            (FeatExtractNorm::Group, _) => ConvNorm::None,
+            (FeatExtractNorm::Layer, _) => ConvNorm::Layer(LayerNorm::new(
+                &scope.sub("layer_norm"),
+                out_dim,
+                TORCH_NORM_EPS,
+            )),
+        };
+        ConvLayer {
+            weight,
+            bias,
+            stride: config.conv_stride[layer_id],
+            norm,
+            activation: config.feat_extract_activation,
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let x = x.conv1d(&self.weight, self.bias.as_ref(), [self.stride], [0], [1], 1);
+        let x = match &self.norm {
+            ConvNorm::None => x,
+            ConvNorm::Layer(norm) => norm.forward(&x.transpose(-2, -1)).transpose(-2, -1),
+            ConvNorm::Group {
+                weight,
+                bias,
+                channels,
+            } => x.group_norm(*channels, Some(weight), Some(bias), TORCH_NORM_EPS, true),
+        };
+        self.activation.apply(&x)
+    }
+}
+
+/// `Wav2Vec2FeatureEncoder` / `HubertFeatureEncoder`: raw audio `[B, T]` to features
+/// `[B, conv_dim[-1], F]`.
+pub(crate) struct FeatureEncoder {
+    conv_layers: Vec<ConvLayer>,
+}
+
+impl FeatureEncoder {
+    pub(crate) fn new(scope: &Scope, config: &Config) -> FeatureEncoder {
+        let layers = scope.sub("conv_layers");
+        let conv_layers = (0..config.conv_dim.len())
+            .map(|i| ConvLayer::new(&layers.sub(i), config, i))
+            .collect();
+        FeatureEncoder { conv_layers }
+    }
+
+    pub(crate) fn forward(&self, input_values: &Tensor) -> Tensor {
+        let mut hidden = input_values.unsqueeze(1);
+        for layer in &self.conv_layers {
+            hidden = layer.forward(&hidden);
+        }
+        hidden
+    }
+}
+
+/// `Wav2Vec2FeatureProjection` / `HubertFeatureProjection`: layer norm (always for
+/// wav2vec2, `feat_proj_layer_norm` for HuBERT), linear to `hidden_size`, dropout.
+pub(crate) struct FeatureProjection {
+    layer_norm: Option<LayerNorm>,
+    projection: Linear,
+}
+
+impl FeatureProjection {
+    pub(crate) fn new(scope: &Scope, config: &Config) -> FeatureProjection {
+        let conv_out = config.conv_dim[config.conv_dim.len() - 1];
+        let with_norm = match config.model_type {
+            ModelType::Wav2Vec2 => true,
+            ModelType::Hubert => config.feat_proj_layer_norm,
+        };
+        let layer_norm = with_norm
+            .then(|| LayerNorm::new(&scope.sub("layer_norm"), conv_out, config.layer_norm_eps));
+        let projection = match config.model_type {
+            ModelType::Wav2Vec2 => {
+                Linear::new_uniform(&scope.sub("projection"), conv_out, config.hidden_size)
+            }
+            ModelType::Hubert => Linear::new(
+                &scope.sub("projection"),
+                conv_out,
+                config.hidden_size,
+                config.initializer_range,
+            ),
+        };
+        FeatureProjection {
+            layer_norm,
+            projection,
+        }
+    }
+
+    pub(crate) fn forward(&self, features: &Tensor, config: &Config, train: bool) -> Tensor {
+        let normed = match &self.layer_norm {
+            Some(norm) => norm.forward(features),
+            None => features.shallow_clone(),
+        };
+        self.projection
+            .forward(&normed)
+            .dropout(config.feat_proj_dropout, train)
+    }
+}
+
+/// The weight of the positional conv.
+enum PosConvWeight {
+    /// `nn.utils.parametrizations.weight_norm(conv, dim=2)`: `weight = g * v / |v|`,
+    /// the norm taken over all dimensions but the kernel axis. `g` and `v` are the
+    /// trained parameters; the weight is recomputed at every forward.
+    WeightNorm { g: Tensor, v: Tensor },
+    /// HuBERT with `conv_pos_batch_norm`: a plain conv weight.
+    Plain(Tensor),
+}
+
+/// `nn.BatchNorm1d` with running statistics (HuBERT `conv_pos_batch_norm`).
+struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    running_mean: Tensor,
+    running_var: Tensor,
+    num_batches_tracked: Tensor,
+}
+
+impl BatchNorm {
+    fn new(scope: &Scope, dim: i64) -> BatchNorm {
+        let device = scope.device;
+        BatchNorm {
+            weight: scope.param("weight", &[dim], Init::Ones),
+            bias: scope.param("bias", &[dim], Init::Zeros),
+            running_mean: scope.buffer("running_mean", init::zeros(&[dim], device)),
+            running_var: scope.buffer("running_var", init::ones(&[dim], device)),
+            num_batches_tracked: scope.buffer(
+                "num_batches_tracked",
+                Tensor::zeros([], (Kind::Int64, device)),
+            ),
+        }
+    }
+
+    fn forward(&self, x: &Tensor, train: bool) -> Tensor {
+        if train {
+            tch::no_grad(|| {
+                let mut tracked = self.num_batches_tracked.shallow_clone();
+                let _ = tracked.g_add_scalar_(1);
+            });
+        }
+        // In training libtorch updates the running statistics in place (momentum 0.1).
+        Tensor::batch_norm(
+            x,
+            Some(&self.weight),
+            Some(&self.bias),
+            Some(&self.running_mean),
+            Some(&self.running_var),
+            train,
+            0.1,
+            TORCH_NORM_EPS,
+            true,
+        )
+    }
+}
+
+/// `Wav2Vec2PositionalConvEmbedding` / `HubertPositionalConvEmbedding` with
+/// `Wav2Vec2SamePadLayer`: a grouped conv over time whose output is added to the
+/// hidden states.
+pub(crate) struct PositionalConvEmbedding {
+    weight: PosConvWeight,
+    bias: Tensor,
+    batch_norm: Option<BatchNorm>,
+    kernel: i64,
+    groups: i64,
+    activation: Activation,
+}
+
+impl PositionalConvEmbedding {
+    pub(crate) fn new(scope: &Scope, config: &Config) -> PositionalConvEmbedding {
+        let device = scope.device;
+        let hidden = config.hidden_size;
+        let kernel = config.num_conv_pos_embeddings;
+        let groups = config.num_conv_pos_embedding_groups;
+        let dims = [hidden, hidden / groups, kernel];
+        let conv = scope.sub("conv");
+        let batch_norm_variant =
+            config.model_type == ModelType::Hubert && config.conv_pos_batch_norm;
+        let (weight, bias, batch_norm) = if batch_norm_variant {
+            // HubertPositionalConvEmbedding with batch_norm: plain conv, kaiming init.
+            let weight = conv.param("weight", &dims, Init::KaimingNormal);
+            let bias = conv.param("bias", &[hidden], Init::Zeros);
+            let batch_norm = BatchNorm::new(&scope.sub("batch_norm"), hidden);
+            (PosConvWeight::Plain(weight), bias, Some(batch_norm))
+        } else {
+            // state_dict order of a parametrized conv: bias, then original0 (g), original1 (v).
+            let bias = conv.param("bias", &[hidden], Init::Zeros);
+            let v = scope
+                .is_random()
+                .then(|| Init::TorchDefault.make(&dims, device));
+            let parametrization = conv.sub("parametrizations").sub("weight");
+            let g = parametrization.param_from("original0", &[1, 1, kernel], || {
+                let v = v.as_ref().map(Tensor::shallow_clone).unwrap_or_default();
+                tch::no_grad(|| v.norm_scalaropt_dim(2, [0i64, 1].as_slice(), true))
+            });
+            let v = parametrization.param_from("original1", &dims, || v.unwrap_or_default());
+            (PosConvWeight::WeightNorm { g, v }, bias, None)
+        };
+        PositionalConvEmbedding {
+            weight,
+            bias,
+            batch_norm,
+            kernel,
+            groups,
+            activation: config.feat_extract_activation,
+        }
+    }
+
+    /// `[B, F, H]` -> positional embeddings `[B, F, H]`.
+    pub(crate) fn forward(&self, hidden: &Tensor, train: bool) -> Tensor {
+        let mut x = hidden.transpose(1, 2);
+        if let Some(norm) = &self.batch_norm {
+            x = norm.forward(&x, train);
+        }
+        let weight = match &self.weight {
+            PosConvWeight::WeightNorm { g, v } => Tensor::internal_weight_norm(v, g, 2),
+            PosConvWeight::Plain(w) => w.shallow_clone(),
+        };
+        let x = x.conv1d(
+            &weight,
+            Some(&self.bias),
+            [1],
+            [self.kernel / 2],
+            [1],
+            self.groups,
+        );
+        // Wav2Vec2SamePadLayer: an even kernel gives one frame too many.
+        let x = if self.kernel % 2 == 0 {
+            let frames = x.size()[2];
+            x.narrow(2, 0, frames - 1)
+        } else {
+            x
+        };
+        self.activation.apply(&x).transpose(1, 2)
+    }
+}
+
+/// `Wav2Vec2Attention` (bidirectional self-attention through
+/// `scaled_dot_product_attention`, as transformers' default `sdpa` implementation).
+struct Attention {
+    k_proj: Linear,
+    v_proj: Linear,
+    q_proj: Linear,
+    out_proj: Linear,
+    num_heads: i64,
+    head_dim: i64,
+}
+
+impl Attention {
+    fn new(scope: &Scope, config: &Config) -> Attention {
+        let h = config.hidden_size;
+        let std = config.initializer_range;
+        Attention {
+            k_proj: Linear::new(&scope.sub("k_proj"), h, h, std),
+            v_proj: Linear::new(&scope.sub("v_proj"), h, h, std),
+            q_proj: Linear::new(&scope.sub("q_proj"), h, h, std),
+            out_proj: Linear::new(&scope.sub("out_proj"), h, h, std),
+            num_heads: config.num_attention_heads,
+            head_dim: h / config.num_attention_heads,
+        }
+    }
+
+    /// `mask`: boolean `[B, 1, 1, F]`, true for frames that may be attended to.
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, config: &Config, train: bool) -> Tensor {
+        let size = x.size();
+        let (batch, frames) = (size[0], size[1]);
+        let split = |t: Tensor| {
+            t.view([batch, frames, self.num_heads, self.head_dim])
+                .transpose(1, 2)
+        };
+        let q = split(self.q_proj.forward(x));
+        let k = split(self.k_proj.forward(x));
+        let v = split(self.v_proj.forward(x));
+        let scale = (self.head_dim as f64).powf(-0.5);
+        let dropout = if train { config.attention_dropout } else { 0.0 };
+        let out =
+            Tensor::scaled_dot_product_attention(&q, &k, &v, mask, dropout, false, scale, false);
+        let out = out
+            .transpose(1, 2)
+            .reshape([batch, frames, self.num_heads * self.head_dim]);
+        self.out_proj.forward(&out)
+    }
+}
+
+/// `Wav2Vec2FeedForward`.
+struct FeedForward {
+    intermediate_dense: Linear,
+    output_dense: Linear,
+    activation: Activation,
+}
+
+impl FeedForward {
+    fn new(scope: &Scope, config: &Config) -> FeedForward {
+        let std = config.initializer_range;
+        FeedForward {
+            intermediate_dense: Linear::new(
+                &scope.sub("intermediate_dense"),
+                config.hidden_size,
+                config.intermediate_size,
+                std,
+            ),
+            output_dense: Linear::new(
+                &scope.sub("output_dense"),
+                config.intermediate_size,
+                config.hidden_size,
+                std,
+            ),
+            activation: config.hidden_act,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, config: &Config, train: bool) -> Tensor {
+        let x = self.intermediate_dense.forward(x);
+        let x = self
+            .activation
+            .apply(&x)
+            .dropout(config.activation_dropout, train);
+        self.output_dense
+            .forward(&x)
+            .dropout(config.hidden_dropout, train)
+    }
+}
+
+/// `Wav2Vec2AttnAdapterLayer` (MMS per-language adapters, `adapter_attn_dim`).
+struct AttnAdapterLayer {
+    norm: LayerNorm,
+    linear_1: Linear,
+    linear_2: Linear,
+}
+
+impl AttnAdapterLayer {
+    fn new(scope: &Scope, config: &Config, adapter_dim: i64) -> AttnAdapterLayer {
+        let std = config.initializer_range;
+        AttnAdapterLayer {
+            norm: LayerNorm::new(&scope.sub("norm"), config.hidden_size, TORCH_NORM_EPS),
+            linear_1: Linear::new(&scope.sub("linear_1"), config.hidden_size, adapter_dim, std),
+            linear_2: Linear::new(&scope.sub("linear_2"), adapter_dim, config.hidden_size, std),
+        }
+    }
+
+    fn forward(&self, x: &Tensor) -> Tensor {
+        let x = self.linear_1.forward(&self.norm.forward(x)).relu();
+        self.linear_2.forward(&x)
+    }
+}
+
+/// `Wav2Vec2EncoderLayer` (post-LN, `stable == false`) and
+/// `Wav2Vec2EncoderLayerStableLayerNorm` (pre-LN, `stable == true`).
+struct EncoderLayer {
+    attention: Attention,
+    layer_norm: LayerNorm,
+    feed_forward: FeedForward,
+    final_layer_norm: LayerNorm,
+    adapter_layer: Option<AttnAdapterLayer>,
+    stable: bool,
+}
+
+impl EncoderLayer {
+    fn new(scope: &Scope, config: &Config) -> EncoderLayer {
+        let eps = config.layer_norm_eps;
+        let h = config.hidden_size;
+        let attention = Attention::new(&scope.sub("attention"), config);
+        let layer_norm = LayerNorm::new(&scope.sub("layer_norm"), h, eps);
+        let feed_forward = FeedForward::new(&scope.sub("feed_forward"), config);
+        let final_layer_norm = LayerNorm::new(&scope.sub("final_layer_norm"), h, eps);
+        let adapter_layer = match (config.do_stable_layer_norm, config.adapter_attn_dim) {
+            (true, Some(dim)) => Some(AttnAdapterLayer::new(
+                &scope.sub("adapter_layer"),
+                config,
+                dim,
+            )),
+            _ => None,
+        };
+        EncoderLayer {
+            attention,
+            layer_norm,
+            feed_forward,
+            final_layer_norm,
+            adapter_layer,
+            stable: config.do_stable_layer_norm,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, mask: Option<&Tensor>, config: &Config, train: bool) -> Tensor {
+        let p = config.hidden_dropout;
+        if self.stable {
+            let attn = self
+                .attention
+                .forward(&self.layer_norm.forward(x), mask, config, train);
+            let x = x + attn.dropout(p, train);
+            let x = &x
+                + self
+                    .feed_forward
+                    .forward(&self.final_layer_norm.forward(&x), config, train);
+            match &self.adapter_layer {
+                Some(adapter) => &x + adapter.forward(&x),
+                None => x,
+            }
+        } else {
+            let attn = self.attention.forward(x, mask, config, train);
+            let x = self.layer_norm.forward(&(x + attn.dropout(p, train)));
+            let x = &x + self.feed_forward.forward(&x, config, train);
+            self.final_layer_norm.forward(&x)
+        }
+    }
+}
+
+/// `Wav2Vec2Encoder` (post-LN: layer norm after the positional embedding) and
+/// `Wav2Vec2EncoderStableLayerNorm` (pre-LN: layer norm after the last layer).
+pub(crate) struct Encoder {
+    pos_conv_embed: PositionalConvEmbedding,
+    layer_norm: LayerNorm,
+    layers: Vec<EncoderLayer>,
+    stable: bool,
+}
+
+impl Encoder {
+    pub(crate) fn new(scope: &Scope, config: &Config) -> Encoder {
+        let pos_conv_embed = PositionalConvEmbedding::new(&scope.sub("pos_conv_embed"), config);
+        let layer_norm = LayerNorm::new(
+            &scope.sub("layer_norm"),
+            config.hidden_size,
+            config.layer_norm_eps,
+        );
+        let layers_scope = scope.sub("layers");
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| EncoderLayer::new(&layers_scope.sub(i), config))
+            .collect();
+        Encoder {
+            pos_conv_embed,
+            layer_norm,
+            layers,
+            stable: config.do_stable_layer_norm,
+        }
+    }
+
+    /// `frame_mask`: boolean `[B, F]`, true on valid frames, or `None` when every frame
+    /// is valid. Padded frames are zeroed before the positional conv, and masked out
+    /// of attention.
+    pub(crate) fn forward(
+        &self,
+        hidden: &Tensor,
+        frame_mask: Option<&Tensor>,
+        config: &Config,
+        train: bool,
+    ) -> Tensor {
+        let mut hidden = match frame_mask {
+            Some(mask) => hidden.masked_fill(&mask.logical_not().unsqueeze(-1), 0.0),
+            None => hidden.shallow_clone(),
+        };
+        let attention_mask = frame_mask.map(|mask| {
+            let size = mask.size();
+            mask.view([size[0], 1, 1, size[1]])
+        });
+        let position = self.pos_conv_embed.forward(&hidden, train);
+        // Not `+=`: in-place ops on tensors autograd may still need are unsafe.
+        hidden = &hidden + position;
+        if !self.stable {
+            hidden = self.layer_norm.forward(&hidden);
+        }
+        hidden = hidden.dropout(config.hidden_dropout, train);
+        for layer in &self.layers {
+            // LayerDrop: one draw of `torch.rand([])` per layer from libtorch's CPU
+            // generator, as transformers does.
+            let skip = train
+                && config.layerdrop > 0.0
+                && Tensor::rand([], (Kind::Float, Device::Cpu)).double_value(&[])
+                    < config.layerdrop;
+            if !skip {
+                hidden = layer.forward(&hidden, attention_mask.as_ref(), config, train);
+            }
+        }
+        if self.stable {
+            hidden = self.layer_norm.forward(&hidden);
+        }
+        hidden
+    }
+}
