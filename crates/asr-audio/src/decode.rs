@@ -96,6 +96,17 @@ pub fn decode_file(path: &Path) -> Result<DecodedAudio, DecodeError> {
 /// Returns the header information the decode was checked against.
 pub fn decode_file_into(path: &Path, out: &mut DecodedAudio) -> Result<AudioInfo, DecodeError> {
     let info = probe::probe_file(path)?;
+    decode_probed_into(path, &info, out)?;
+    Ok(info)
+}
+
+/// Decodes a file whose header was already probed (`info` from [`probe::probe_file`] on
+/// the same file) into `out`, checking the decoded length against the header's.
+pub fn decode_probed_into(
+    path: &Path,
+    info: &AudioInfo,
+    out: &mut DecodedAudio,
+) -> Result<(), DecodeError> {
     if !info.codec.is_decodable() {
         return Err(DecodeError::Unsupported {
             codec: info.codec,
@@ -215,7 +226,7 @@ pub fn decode_file_into(path: &Path, out: &mut DecodedAudio) -> Result<AudioInfo
             ));
         }
     }
-    Ok(info)
+    Ok(())
 }
 
 /// Mixes interleaved `channels`-channel audio down to mono (the mean of the channels)

@@ -7,6 +7,9 @@ pub mod probe;
 pub mod resample;
 pub mod signal;
 
-pub use decode::{decode_file, decode_file_into, downmix_to_mono_into, DecodeError, DecodedAudio};
+pub use decode::{
+    decode_file, decode_file_into, decode_probed_into, downmix_to_mono_into, DecodeError,
+    DecodedAudio,
+};
 pub use probe::{probe_bytes, probe_file, AudioInfo, Codec, Container, ProbeError};
 pub use signal::SignalStats;

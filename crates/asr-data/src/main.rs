@@ -1,3 +1,41 @@
-//! asr-data: validate, pack, inspect and merge speech corpora.
+//! `asr-data`: validate, pack, inspect and merge speech corpora.
+//!
+//! A thin binary: each subcommand lives in its own module (`validate.rs`, ...) with its
+//! clap `Args` and a `run(args) -> anyhow::Result<ExitCode>` that calls one library
+//! function, prints, and picks the exit code. Adding a subcommand is a module, a variant
+//! of [`Command`] and a match arm. Exit codes: 0 success, 1 the data has errors, 2 usage
+//! or I/O failure (clap's own usage errors exit 2 too).
 
-fn main() {}
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod validate;
+
+/// Speech corpora from disk to CTC training data.
+#[derive(Debug, Parser)]
+#[command(name = "asr-data", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a corpus: problems, vocabulary, duration statistics.
+    Validate(validate::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate(args) => validate::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! `asr-data validate DATASET`: read a corpus in any supported layout, check it, print a
+//! summary, optionally write the JSON report and a CTC vocabulary.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use asr_corpus::{read_corpus, Format, ReadOptions};
+use asr_validate::{render, validate, RenderOptions, ValidateOptions};
+use clap::ValueEnum;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// Corpus layout on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Detect from the path (default).
+    Auto,
+    /// LibriSpeech tree (`*.trans.txt`).
+    Librispeech,
+    /// Common Voice release folder (`clips/` + TSVs).
+    Commonvoice,
+    /// CSV/TSV manifest(s).
+    Csv,
+    /// JSON-lines manifest(s).
+    Jsonl,
+}
+
+impl FormatArg {
+    fn format(self) -> Option<Format> {
+        match self {
+            FormatArg::Auto => None,
+            FormatArg::Librispeech => Some(Format::LibriSpeech),
+            FormatArg::Commonvoice => Some(Format::CommonVoice),
+            FormatArg::Csv => Some(Format::Csv),
+            FormatArg::Jsonl => Some(Format::Jsonl),
+        }
+    }
+}
+
+/// Arguments of `asr-data validate`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Exit status: 0 no errors (warnings allowed), 1 the data has errors, 2 usage or I/O failure."
+)]
+pub struct Args {
+    /// Dataset: a LibriSpeech root or subset, a Common Voice release folder, a CSV/TSV or
+    /// JSON-lines manifest, or a folder of manifests.
+    pub dataset: PathBuf,
+    /// Corpus layout.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+    /// Manifest column (CSV) or key (JSON-lines) holding the audio path [default: detected].
+    #[arg(long, value_name = "NAME")]
+    pub audio_col: Option<String>,
+    /// Manifest column or key holding the transcript [default: detected].
+    #[arg(long, value_name = "NAME")]
+    pub text_col: Option<String>,
+    /// Decode every file: silence, clipping, truncation, corrupt frames, duplicate audio.
+    #[arg(long)]
+    pub deep: bool,
+    /// Write the full report as JSON (schemas/validate-report.schema.json).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the corpus's characters as a CTC vocab.json (HF Wav2Vec2CTCTokenizer format).
+    #[arg(long, value_name = "FILE")]
+    pub vocab_out: Option<PathBuf>,
+    /// Clips shorter than this many seconds are `too_short`.
+    #[arg(long, value_name = "SECONDS", default_value_t = ValidateOptions::default().min_duration_s)]
+    pub min_duration: f64,
+    /// Clips longer than this many seconds are `too_long`.
+    #[arg(long, value_name = "SECONDS", default_value_t = ValidateOptions::default().max_duration_s)]
+    pub max_duration: f64,
+    /// Findings listed per code in the summary (the JSON report has all).
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub examples: usize,
+    /// Print the time spent reading, probing/decoding, checking (stderr), excluding
+    /// process start-up.
+    #[arg(long)]
+    pub timings: bool,
+    /// Only the counts line and the result, no statistics.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Runs `asr-data validate`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let start = Instant::now();
+    let read_opts = ReadOptions {
+        format: args.format.format(),
+        audio_col: args.audio_col.clone(),
+        text_col: args.text_col.clone(),
+    };
+    let corpus = read_corpus(&args.dataset, &read_opts)?;
+    let read_s = start.elapsed().as_secs_f64();
+
+    let opts = ValidateOptions {
+        deep: args.deep,
+        min_duration_s: args.min_duration,
+        max_duration_s: args.max_duration,
+        ..ValidateOptions::default()
+    };
+    let bar = progress_bar(corpus.utterances.len() as u64, args.deep);
+    let (report, timings) = validate(&corpus, &opts, &|n| bar.inc(n))?;
+    bar.finish_and_clear();
+
+    let start = Instant::now();
+    if let Some(path) = &args.json {
+        std::fs::write(path, report.to_json_pretty() + "\n")
+            .with_context(|| format!("cannot write the JSON report to {}", path.display()))?;
+    }
+    if let Some(path) = &args.vocab_out {
+        report
+            .ctc_vocab()
+            .write_json(path)
+            .with_context(|| format!("cannot write the vocabulary to {}", path.display()))?;
+    }
+    let write_s = start.elapsed().as_secs_f64();
+
+    if args.quiet {
+        println!(
+            "{}: {} utterances, {} errors, {} warnings, {} info",
+            report.dataset.path,
+            report.stats.utterances,
+            report.summary.errors,
+            report.summary.warnings,
+            report.summary.infos
+        );
+    } else {
+        print!(
+            "{}",
+            render(
+                &report,
+                &RenderOptions {
+                    examples_per_code: args.examples,
+                    ..RenderOptions::default()
+                }
+            )
+        );
+    }
+    if let Some(path) = &args.json {
+        println!("\nJSON report: {}", path.display());
+    }
+    if let Some(path) = &args.vocab_out {
+        println!(
+            "Vocabulary: {} ({} tokens)",
+            path.display(),
+            report.ctc_vocab().len()
+        );
+    }
+    let code = if report.has_errors() { 1 } else { 0 };
+    println!(
+        "\nResult: {} -> exit {code}",
+        if report.has_errors() {
+            format!(
+                "{} errors in {} utterances",
+                report.summary.errors, report.summary.utterances_with_errors
+            )
+        } else {
+            "no errors".to_owned()
+        }
+    );
+    if args.timings {
+        let files = report.stats.utterances as f64;
+        let work = read_s + timings.audio_s + timings.checks_s + timings.stats_s;
+        let audio_s = report.stats.total_hours * 3600.0;
+        eprintln!(
+            "timings: read {:.4} s, {} {:.4} s, checks {:.4} s, stats {:.4} s, write {:.4} s; work {:.4} s = {:.0} files/s, {:.0} audio-s/s",
+            read_s,
+            if args.deep { "decode" } else { "probe" },
+            timings.audio_s,
+            timings.checks_s,
+            timings.stats_s,
+            write_s,
+            work,
+            files / work.max(1e-9),
+            audio_s / work.max(1e-9)
+        );
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise (pipes, CI, files).
+fn progress_bar(total: u64, deep: bool) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+    let verb = if deep { "decoding" } else { "probing" };
+    if let Ok(style) = ProgressStyle::with_template(&format!(
+        "{verb} {{bar:40}} {{pos}}/{{len}} files  {{per_sec}}  eta {{eta}}"
+    )) {
+        bar.set_style(style);
+    }
+    bar
+}
