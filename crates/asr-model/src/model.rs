@@ -552,6 +552,29 @@ impl CtcModel {
     /// `ctc_loss_reduction` (`sum`: summed over the batch; `mean`: each loss divided by
     /// its label length, then averaged) and `ctc_zero_infinity`.
     pub fn ctc_loss(&self, output: &CtcOutput, labels: &Tensor) -> Result<Tensor, ModelError> {
+        let (losses, target_lengths) = self.ctc_losses_and_lengths(output, labels)?;
+        Ok(match self.config.ctc_loss_reduction {
+            CtcLossReduction::Sum => losses.sum(Kind::Float),
+            // What libtorch's Reduction::Mean does.
+            CtcLossReduction::Mean => {
+                let lengths = target_lengths.clamp_min(1).to_kind(Kind::Float);
+                (losses / lengths).mean(Kind::Float)
+            }
+        })
+    }
+
+    /// Per-utterance CTC losses `[B]` (float32, no reduction, `ctc_zero_infinity`
+    /// applied): the terms [`CtcModel::ctc_loss`] reduces, for finding the utterances
+    /// behind a bad batch.
+    pub fn ctc_losses(&self, output: &CtcOutput, labels: &Tensor) -> Result<Tensor, ModelError> {
+        Ok(self.ctc_losses_and_lengths(output, labels)?.0)
+    }
+
+    fn ctc_losses_and_lengths(
+        &self,
+        output: &CtcOutput,
+        labels: &Tensor,
+    ) -> Result<(Tensor, Tensor), ModelError> {
         let blank = self.config.blank_id()?;
         let size = labels.size();
         let batch = output.output_lengths.len() as i64;
@@ -594,19 +617,16 @@ impl CtcModel {
         let targets = labels.masked_select(&keep);
         let log_probs = output.logits.log_softmax(-1, Kind::Float).transpose(0, 1);
         let input_lengths = Tensor::from_slice(&output.output_lengths);
-        let reduction = match self.config.ctc_loss_reduction {
-            CtcLossReduction::Sum => Reduction::Sum,
-            CtcLossReduction::Mean => Reduction::Mean,
-        };
-        Ok(Tensor::f_ctc_loss_tensor(
+        let losses = Tensor::f_ctc_loss_tensor(
             &log_probs,
             &targets,
             &input_lengths,
             &target_lengths,
             blank,
-            reduction,
+            Reduction::None,
             self.config.ctc_zero_infinity,
-        )?)
+        )?;
+        Ok((losses, target_lengths))
     }
 
     /// Greedy CTC transcripts of a forward output (argmax per frame within

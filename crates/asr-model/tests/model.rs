@@ -79,10 +79,10 @@ mod parity {
         let exp = expected(name);
         let masked = forward(&model, &exp, true);
         assert_eq!(masked.output_lengths, lengths(&exp), "{name}");
-        let diff = max_abs_diff(&masked.logits, &exp["logits_masked"]);
+        let diff_masked = max_abs_diff(&masked.logits, &exp["logits_masked"]);
         assert!(
-            diff <= 1e-4,
-            "{name}: logits with attention mask differ by {diff}"
+            diff_masked <= 1e-4,
+            "{name}: logits with attention mask differ by {diff_masked}"
         );
         let unmasked = forward(&model, &exp, false);
         let diff = max_abs_diff(&unmasked.logits, &exp["logits_unmasked"]);
@@ -92,6 +92,7 @@ mod parity {
         );
         let frames = exp["logits_unmasked"].size()[1];
         assert_eq!(unmasked.output_lengths, vec![frames, frames]);
+        eprintln!("{name}: max |logits - transformers| = {diff_masked:.2e} (masked), {diff:.2e} (unmasked)");
     }
 
     fn check_loss_and_gradients(name: &str) {
@@ -119,6 +120,7 @@ mod parity {
         .unwrap();
         let grads = meta["gradients"].as_array().unwrap();
         assert!(grads.len() >= 6);
+        let mut worst: f64 = 0.0;
         for g in grads {
             let g = g.as_str().unwrap();
             let param = model
@@ -131,7 +133,12 @@ mod parity {
                 rel <= 1e-3,
                 "{name}: gradient of {g} differs by {rel} (relative)"
             );
+            worst = worst.max(rel);
         }
+        eprintln!(
+            "{name}: loss relative difference {:.2e}, worst gradient relative difference {worst:.2e}",
+            ((got - want) / want).abs()
+        );
 
         let configured = model.config().ctc_loss_reduction;
         for (reduction, key) in [
@@ -152,6 +159,16 @@ mod parity {
                 "{name} {key}: {got} vs {want}"
             );
         }
+        // The per-utterance terms add up to the summed loss.
+        let output = forward(&model, &exp, true);
+        let per_utterance = model.ctc_losses(&output, &exp["labels"]).unwrap();
+        assert_eq!(per_utterance.size(), [2]);
+        let sum = per_utterance.sum(Kind::Double).double_value(&[]);
+        let want = exp["loss_sum"].double_value(&[]);
+        assert!(
+            ((sum - want) / want).abs() <= 1e-4,
+            "{name}: per-utterance sum {sum} vs {want}"
+        );
         // Labels longer than the short utterance's frames: infinite, or zeroed.
         model
             .update_config(|c| {
