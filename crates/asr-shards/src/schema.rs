@@ -25,7 +25,7 @@ pub const META_FORMAT_VERSION: &str = "asr.format_version";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AudioDtype {
-    /// `list<int16>`, samples scaled by 32768 and rounded (the default: half the size).
+    /// `list<int16>`, samples scaled by 32768, rounded half to even and clamped (the default: half the size).
     #[default]
     Int16,
     /// `list<float32>`, samples as decoded.

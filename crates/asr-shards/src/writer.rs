@@ -197,9 +197,9 @@ impl BatchBuilder {
     }
 }
 
-/// `x * 32768`, rounded and clamped to the int16 range (NaN becomes 0).
+/// `x * 32768`, rounded half to even (as numpy does) and clamped to the int16 range (NaN becomes 0).
 pub(crate) fn quantize_i16(x: f32) -> i16 {
-    (x * 32_768.0).round().clamp(-32_768.0, 32_767.0) as i16
+    (x * 32_768.0).round_ties_even().clamp(-32_768.0, 32_767.0) as i16
 }
 
 /// An upper bound of the bytes a row adds to a record batch.

@@ -74,7 +74,7 @@ fn read_all(paths: &[PathBuf]) -> Vec<ShardRow> {
 }
 
 fn quantized(x: f32) -> f32 {
-    (x * 32_768.0).round().clamp(-32_768.0, 32_767.0) / 32_768.0
+    (x * 32_768.0).round_ties_even().clamp(-32_768.0, 32_767.0) / 32_768.0
 }
 
 fn listing(dir: &Path) -> Vec<String> {
