@@ -391,7 +391,7 @@ mod tests {
         assert_eq!(s.sample_rates_hz.get("16000"), Some(&4));
         assert_eq!(s.sample_rates_hz.get(UNKNOWN), Some(&1));
         let counts: Vec<u64> = s.duration_histogram.iter().map(|b| b.count).collect();
-        assert_eq!(&counts[..4], &[0, 1, 1, 2]);
+        assert_eq!(&counts[..4], &[0, 1, 2, 1]);
         assert_eq!(s.chars_per_second.unwrap().median, 10.0);
         assert_eq!(quantile_sorted(&[1.0, 2.0, 3.0, 4.5], 0.05), 1.15);
     }
