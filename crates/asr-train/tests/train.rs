@@ -13,6 +13,14 @@ use asr_train::guard::ClipMode;
 use asr_train::metrics::{read_metrics, MetricsRecord};
 use asr_train::trainer::{run, Hooks, TrainData, TrainError};
 
+/// libtorch's random generator and thread count are process-wide: runs in parallel
+/// test threads would draw from one generator, so every test trains alone.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/speech")
 }
@@ -69,7 +77,7 @@ fn config(out: &Path, max_steps: u64) -> TrainConfig {
         warmup_steps: Some(10),
         eval_every: 0,
         freeze_feature_encoder: false,
-        threads: Some(2),
+        threads: Some(1),
         final_splits: vec!["train".into()],
         ctc_loss_reduction: Some(LossReduction::Mean),
         ctc_zero_infinity: Some(false),
@@ -108,15 +116,35 @@ fn events<'a>(records: &'a [MetricsRecord], name: &str) -> Vec<&'a asr_train::me
 
 #[test]
 fn tiny_model_overfits_six_utterances() {
+    let _serial = serial();
     let (utterances, vocab) = speech();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let mut c = config(&out, 400);
-    c.eval_every = 100;
+    // The tiny architecture with its regularization off (no dropout, no SpecAugment),
+    // as one does to check that a model can fit: a config.json model starts from random
+    // weights with the data's vocabulary.
+    let mut model_config = asr_model::Preset::Tiny.config(vocab.len() as i64);
+    model_config.mask_time_prob = 0.0;
+    model_config.hidden_dropout = 0.0;
+    model_config.activation_dropout = 0.0;
+    model_config.attention_dropout = 0.0;
+    model_config.final_dropout = 0.0;
+    let model_path = dir.path().join("config.json");
+    std::fs::write(&model_path, model_config.to_json_string()).unwrap();
+    let mut c = config(&out, 300);
+    c.model = model_path.display().to_string();
+    c.lr = 1e-2;
+    c.warmup_steps = Some(20);
+    c.decay = asr_train::schedule::DecayKind::Constant;
+    c.batch_seconds = 8.0; // all six utterances in one batch
+    c.eval_every = 50;
     c.final_splits = vec!["train".into(), "dev".into()];
     let summary = run(&c, data(utterances.clone(), utterances, vocab), quiet()).unwrap();
     let train = &summary.results.splits["train"];
-    eprintln!("overfit: {:?}", summary.results.splits);
+    eprintln!(
+        "overfit: {:?}, {:.2} steps/s, {:.1} audio s/s",
+        summary.results.splits, summary.steps_per_s, summary.audio_s_per_s
+    );
     assert!(train.wer <= 0.1, "train WER {} after {} steps", train.wer, summary.steps);
     // The outputs of a run are all there.
     for name in [
@@ -138,7 +166,7 @@ fn tiny_model_overfits_six_utterances() {
             .unwrap();
     assert_eq!(results["splits"]["train"]["utterances"], 6);
     let records = read_metrics(&out.join("metrics.jsonl")).unwrap();
-    assert_eq!(steps(&records).len(), 400);
+    assert_eq!(steps(&records).len(), 300);
     assert!(records.iter().any(|r| matches!(r, MetricsRecord::Eval(_))));
     let predictions = std::fs::read_to_string(out.join("predictions_train.jsonl")).unwrap();
     assert_eq!(predictions.lines().count(), 6);
@@ -146,6 +174,7 @@ fn tiny_model_overfits_six_utterances() {
 
 #[test]
 fn infeasible_utterance_is_skipped_recorded_and_quarantined() {
+    let _serial = serial();
     let (mut utterances, vocab) = speech();
     // 0.3 s of audio (14 frames) with 40 labels: CTC cannot align it, the loss is inf.
     let long_text = "HELLO SUN ".repeat(4).trim().to_string();
@@ -181,6 +210,7 @@ fn infeasible_utterance_is_skipped_recorded_and_quarantined() {
 
 #[test]
 fn low_grad_norm_limit_skips_decays_and_recovers() {
+    let _serial = serial();
     let (utterances, vocab) = speech();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
@@ -226,6 +256,7 @@ fn low_grad_norm_limit_skips_decays_and_recovers() {
 
 #[test]
 fn nan_gradients_are_zeroed_and_counted() {
+    let _serial = serial();
     let (utterances, vocab) = speech();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
@@ -262,6 +293,7 @@ fn nan_gradients_are_zeroed_and_counted() {
 
 #[test]
 fn resume_continues_exactly() {
+    let _serial = serial();
     let (utterances, vocab) = speech();
     let dir = tempfile::tempdir().unwrap();
     // One run of 8 steps, checkpoints at 4 and 8.
@@ -297,8 +329,14 @@ fn resume_continues_exactly() {
     assert!(matches!(refused, Err(TrainError::Config(m)) if m.contains("--resume")));
     run(&c2, data(utterances.clone(), utterances, vocab), quiet()).unwrap();
 
-    let a = asr_model::read_weights(&full.join("checkpoints/step-00000008/model.safetensors")).unwrap();
-    let b = asr_model::read_weights(&half.join("checkpoints/step-00000008/model.safetensors")).unwrap();
+    let read = |run: &Path| {
+        let mut w =
+            asr_model::read_weights(&run.join("checkpoints/step-00000008/model.safetensors"))
+                .unwrap();
+        w.sort_by(|a, b| a.0.cmp(&b.0));
+        w
+    };
+    let (a, b) = (read(&full), read(&half));
     assert_eq!(a.len(), b.len());
     for ((na, ta), (nb, tb)) in a.iter().zip(&b) {
         assert_eq!(na, nb);
@@ -333,6 +371,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn vocabulary_mismatch_is_named_and_reinit_head_trains() {
+    let _serial = serial();
     let (utterances, vocab) = speech();
     let dir = tempfile::tempdir().unwrap();
     // A "pretrained" folder whose vocabulary lacks the data's O and has a Z.
