@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod inspect;
+mod merge;
+mod pack;
 mod validate;
 
 /// Speech corpora from disk to CTC training data.
@@ -24,12 +27,21 @@ struct Cli {
 enum Command {
     /// Check a corpus: problems, vocabulary, duration statistics.
     Validate(validate::Args),
+    /// Pack a corpus into 16 kHz Arrow shards with CTC labels.
+    Pack(pack::Args),
+    /// Summarize packed shards, verify checksums, decode sample rows.
+    Inspect(inspect::Args),
+    /// Join the part manifests of `pack --part K/N` runs.
+    Merge(merge::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
+        Command::Pack(args) => pack::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Merge(args) => merge::run(args),
     };
     match result {
         Ok(code) => code,

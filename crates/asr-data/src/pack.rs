@@ -1,0 +1,306 @@
+//! `asr-data pack DATASET --out SHARDS`: 16 kHz audio and CTC labels in size-capped Arrow
+//! shards (the work is `asr_pack::pack`; this module parses flags, shows progress and
+//! prints the summary).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use asr_corpus::{read_corpus, Format, ReadOptions};
+use asr_pack::{pack, PackError, PackOptions, Progress, SplitPlan};
+use asr_shards::{AudioDtype, PartSpec};
+use asr_text::{UnkPolicy, Vocab};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::validate::FormatArg;
+
+/// Arguments of `asr-data pack`.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Output: SHARDS/<split>/shard-NNNNN.arrow (Arrow IPC streams, schemas/shard-format.md), SHARDS/skipped.jsonl, SHARDS/manifest.json (written last).\nRe-running with the same inputs resumes an interrupted pack and gives byte-identical files.\nExit status: 0 packed, 1 transcripts with characters outside the vocabulary under --unk error (nothing written), 2 usage or I/O failure."
+)]
+pub struct Args {
+    /// Dataset: anything `asr-data validate` reads.
+    pub dataset: PathBuf,
+    /// Output folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Corpus layout.
+    #[arg(long, value_enum, default_value_t = FormatArg::Auto)]
+    pub format: FormatArg,
+    /// Manifest column (CSV) or key (JSON-lines) holding the audio path [default: detected].
+    #[arg(long, value_name = "NAME")]
+    pub audio_col: Option<String>,
+    /// Manifest column or key holding the transcript [default: detected].
+    #[arg(long, value_name = "NAME")]
+    pub text_col: Option<String>,
+    /// Vocabulary to encode with (HF vocab.json, e.g. the pretrained model's) [default:
+    /// built from the packed transcripts: [PAD], [UNK], |, characters].
+    #[arg(long, value_name = "FILE")]
+    pub vocab: Option<PathBuf>,
+    /// Characters outside the vocabulary: error (stop, list every row), map (to the
+    /// unknown token) or drop. Affected rows are listed in unknown_chars.jsonl.
+    #[arg(long, value_name = "POLICY", default_value = "error", value_parser = parse_unk)]
+    pub unk: UnkPolicy,
+    /// Seeded splits instead of the dataset's, e.g. train=0.9,dev=0.05,test=0.05 (stable
+    /// per id).
+    #[arg(long, value_name = "NAME=RATIO,...")]
+    pub split: Option<String>,
+    /// Seed of --split.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Leave out clips shorter than this many seconds (too_short).
+    #[arg(long, value_name = "SECONDS")]
+    pub min_duration: Option<f64>,
+    /// Leave out clips longer than this many seconds (too_long).
+    #[arg(long, value_name = "SECONDS")]
+    pub max_duration: Option<f64>,
+    /// File of ids to leave out (one per line, first field; e.g. asr-train's quarantine.txt).
+    #[arg(long, value_name = "FILE")]
+    pub exclude: Option<PathBuf>,
+    /// Shard size cap, e.g. 256MB, 1GiB, 500000 (bytes).
+    #[arg(long, value_name = "SIZE", default_value = "256MiB", value_parser = parse_size)]
+    pub shard_size: u64,
+    /// Stored sample type: i16 (int16, default) or f32 (float32).
+    #[arg(long, value_name = "DTYPE", default_value = "i16", value_parser = parse_dtype)]
+    pub audio_dtype: AudioDtype,
+    /// Pack only part K of N (K from 0), for Slurm arrays / Kubernetes indexed Jobs; then
+    /// `asr-data merge SHARDS`.
+    #[arg(long, value_name = "K/N", value_parser = parse_part)]
+    pub part: Option<PartSpec>,
+    /// Decoding threads [default: one per core].
+    #[arg(long, short = 'j', value_name = "N", default_value_t = 0)]
+    pub threads: usize,
+    /// Utterances decoded ahead of the writer (bounds memory).
+    #[arg(long, value_name = "N", default_value_t = asr_pack::DEFAULT_IN_FLIGHT)]
+    pub in_flight: usize,
+    /// Rewrite everything instead of resuming an interrupted pack.
+    #[arg(long)]
+    pub no_resume: bool,
+}
+
+fn format_of(arg: FormatArg) -> Option<Format> {
+    match arg {
+        FormatArg::Auto => None,
+        FormatArg::Librispeech => Some(Format::LibriSpeech),
+        FormatArg::Commonvoice => Some(Format::CommonVoice),
+        FormatArg::Csv => Some(Format::Csv),
+        FormatArg::Jsonl => Some(Format::Jsonl),
+    }
+}
+
+fn parse_unk(s: &str) -> Result<UnkPolicy, String> {
+    s.parse()
+}
+
+fn parse_dtype(s: &str) -> Result<AudioDtype, String> {
+    s.parse()
+}
+
+fn parse_part(s: &str) -> Result<PartSpec, String> {
+    s.parse()
+}
+
+/// Parses `256MB`, `1GiB`, `500k`, `1000` (bytes). Decimal units are powers of 1000,
+/// binary (`KiB`, `MiB`, `GiB`) powers of 1024.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 256MB or 1GiB"))?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("invalid size unit {other:?} in {s:?}")),
+    };
+    let bytes = (value * factor).round();
+    if !(1.0..=1e15).contains(&bytes) {
+        return Err(format!("size {s:?} out of range"));
+    }
+    Ok(bytes as u64)
+}
+
+/// A progress bar with files/s and the real-time factor (audio seconds per second), on a
+/// terminal only.
+struct Bar {
+    bar: ProgressBar,
+    audio_s: std::sync::Mutex<f64>,
+    start: std::time::Instant,
+}
+
+impl Progress for Bar {
+    fn start(&self, total_rows: u64) {
+        self.bar.set_length(total_rows);
+    }
+
+    fn row_done(&self, audio_s: f64) {
+        let mut total = self.audio_s.lock().unwrap_or_else(|e| e.into_inner());
+        *total += audio_s;
+        let elapsed = self.start.elapsed().as_secs_f64().max(1e-9);
+        self.bar
+            .set_message(format!("{:.0}x real time", *total / elapsed));
+        self.bar.inc(1);
+    }
+}
+
+/// Runs `asr-data pack`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let read_options = ReadOptions {
+        format: format_of(args.format),
+        audio_col: args.audio_col.clone(),
+        text_col: args.text_col.clone(),
+    };
+    let corpus = read_corpus(&args.dataset, &read_options)?;
+    let mut options = PackOptions::new(&args.out);
+    options.shard_size_bytes = args.shard_size;
+    options.audio_dtype = args.audio_dtype;
+    options.unk = args.unk;
+    options.threads = args.threads;
+    options.in_flight = args.in_flight;
+    options.part = args.part;
+    options.resume = !args.no_resume;
+    if let Some(path) = &args.vocab {
+        options.vocab = Some(
+            Vocab::from_json_file(path)
+                .with_context(|| format!("reading --vocab {}", path.display()))?,
+        );
+    }
+    if let Some(spec) = &args.split {
+        options.split = SplitPlan::parse_ratios(spec, args.seed).map_err(anyhow::Error::msg)?;
+    }
+    if let Some(min) = args.min_duration {
+        options.min_duration_s = min;
+    }
+    if let Some(max) = args.max_duration {
+        options.max_duration_s = max;
+    }
+    if let Some(path) = &args.exclude {
+        options.exclude = asr_pack::read_exclude_file(path)?;
+    }
+    let bar = ProgressBar::new(0);
+    if std::io::stderr().is_terminal() {
+        bar.set_draw_target(ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} packing [{bar:30}] {pos}/{len} files  {per_sec}  {msg}  eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+    } else {
+        bar.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    let progress = Bar {
+        bar,
+        audio_s: std::sync::Mutex::new(0.0),
+        start: std::time::Instant::now(),
+    };
+    let result = pack(&corpus, &options, &progress);
+    progress.bar.finish_and_clear();
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(PackError::UnknownCharacters { rows }) => {
+            eprintln!(
+                "error: {} transcripts have characters outside the vocabulary (--unk error); nothing was written:",
+                rows.len()
+            );
+            for row in &rows {
+                eprintln!(
+                    "  {}: {}   ({})",
+                    row.id,
+                    row.characters.join(" "),
+                    row.normalized
+                );
+            }
+            eprintln!("hint: --unk map encodes them as the unknown token, --unk drop removes them; or use a vocabulary that has them");
+            return Ok(ExitCode::from(1));
+        }
+        Err(PackError::NothingToPack { total, skipped }) => {
+            eprintln!("error: nothing to pack: all {total} rows were left out:");
+            for row in skipped.iter().take(20) {
+                eprintln!("  {} [{}] {}", row.id, row.code, row.message);
+            }
+            return Ok(ExitCode::from(1));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let m = &summary.manifest;
+    println!(
+        "packed {} rows, {:.2} h of 16 kHz {} audio, into {}",
+        m.total_rows(),
+        m.total_seconds() / 3600.0,
+        m.audio_dtype.name(),
+        args.out.display()
+    );
+    for name in m.splits() {
+        let s = &m.splits[name];
+        println!(
+            "  {name:<10} {:>8} rows {:>9.3} h {:>4} shards {:>10.1} MB",
+            s.rows,
+            s.seconds / 3600.0,
+            s.shards.len(),
+            s.bytes as f64 / 1e6
+        );
+    }
+    println!(
+        "vocabulary: {} tokens{}",
+        m.vocab().map(|v| v.len()).unwrap_or(0),
+        if args.vocab.is_some() {
+            " (--vocab)"
+        } else {
+            " (built from the data)"
+        }
+    );
+    if summary.skipped.is_empty() {
+        println!("skipped: none");
+    } else {
+        let counts: Vec<String> = summary
+            .skipped_by_code()
+            .iter()
+            .map(|(code, n)| format!("{code} {n}"))
+            .collect();
+        println!(
+            "skipped: {} rows ({}), listed in {}",
+            summary.skipped.len(),
+            counts.join(", "),
+            args.out.join(&m.skipped.file).display()
+        );
+    }
+    if !summary.unknown_chars.is_empty() {
+        println!(
+            "characters outside the vocabulary ({}): {} rows, listed in unknown_chars.jsonl",
+            args.unk,
+            summary.unknown_chars.len()
+        );
+    }
+    if summary.resumed_rows > 0 {
+        println!(
+            "resumed: {} rows kept from an interrupted run",
+            summary.resumed_rows
+        );
+    }
+    println!(
+        "decoded {} files, {:.1} audio-s in {:.1} s ({:.0}x real time)",
+        summary.decoded_rows,
+        summary.decoded_audio_s,
+        summary.wall_s,
+        summary.decoded_audio_s / summary.wall_s.max(1e-9)
+    );
+    if let Some(part) = m.part {
+        println!(
+            "part {part}: join the parts with `asr-data merge {}`",
+            args.out.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,247 @@
+//! `asr-data pack`: a corpus from any reader of `asr-corpus` into 16 kHz shards with CTC
+//! labels (`asr-shards`), with nothing dropped silently.
+//!
+//! What [`pack`] does, in order:
+//! 1. **Validate** the corpus header-only (`asr-validate`): every row with an error finding
+//!    (missing or undecodable audio, empty transcript, `ctc_infeasible`, duplicate id...)
+//!    is left out with that code; so are rows shorter/longer than `--min-duration` /
+//!    `--max-duration` (`too_short`, `too_long`), rows in `--exclude` (`excluded`), and
+//!    rows with no split when the dataset has splits (`no_split`).
+//! 2. **Text**: each transcript is normalized by the policy that fits the vocabulary
+//!    ([`asr_text::NormalizePolicy::for_vocab`]: NFC, case folded to the vocabulary's
+//!    case, typographic apostrophes folded, whitespace collapsed) and encoded. The
+//!    vocabulary is `--vocab FILE` (e.g. a pretrained model's `vocab.json`) or built from
+//!    the packed rows' characters. Characters outside it follow `--unk`: `error` stops
+//!    before anything is written and lists every affected row; `map` encodes them as the
+//!    unknown token; `drop` removes them. Under `map`/`drop` every affected row is listed
+//!    in `unknown_chars.jsonl`.
+//! 3. **Splits**: the dataset's own (LibriSpeech subsets and Common Voice TSVs mapped to
+//!    `train`/`dev`/`test`), or seeded ratios (`--split train=0.9,dev=0.05,test=0.05
+//!    --seed 42`) decided by a hash of the seed and the id: stable per id whatever the row
+//!    order or corpus size.
+//! 4. **Audio**, in parallel (rayon) with an ordered writer: decode (symphonia), downmix,
+//!    resample to 16 kHz (`asr_audio::resample`), store as int16 or float32. At most
+//!    `in_flight` utterances are decoded ahead of the writer, so memory does not grow
+//!    with the corpus. A file that fails to decode is left out (`undecodable_audio`,
+//!    `empty_audio`).
+//! 5. **Output**: shards per split, `skipped.jsonl` (one object per left-out row: `id`,
+//!    `code`, `message`, `source`), then `manifest.json` last.
+//!
+//! **Resume**: shards are journaled as they complete (see `asr_shards::ShardWriter`), and
+//! rows left out while decoding are journaled too (`.pack-decode-skips.jsonl`), so a re-run
+//! with the same inputs and options skips the finished shards and ends with byte-identical
+//! files, even after `kill -9`.
+//!
+//! **Parts**: `--part K/N` packs the rows whose id hashes to K (of N), into part-tagged
+//! files that `asr-data merge` joins (see `schemas/shard-format.md`).
+
+mod pipeline;
+mod plan;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use asr_shards::{AudioDtype, Manifest, PartSpec, ShardError};
+use asr_text::{UnkPolicy, Vocab};
+use serde::{Deserialize, Serialize};
+
+pub use plan::{split_of_id, stable_hash, SplitPlan};
+
+/// Default shard size cap: 256 MiB.
+pub const DEFAULT_SHARD_SIZE_BYTES: u64 = 256 << 20;
+/// Default number of utterances decoded ahead of the writer.
+pub const DEFAULT_IN_FLIGHT: usize = 32;
+
+/// Everything `asr-data pack` can be told.
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    /// Output folder.
+    pub out_dir: PathBuf,
+    /// Shard size cap in bytes.
+    pub shard_size_bytes: u64,
+    /// Rows per Arrow record batch.
+    pub rows_per_batch: usize,
+    /// Stored sample type.
+    pub audio_dtype: AudioDtype,
+    /// The vocabulary to encode with (`--vocab FILE`); `None` builds one from the data.
+    pub vocab: Option<Vocab>,
+    /// What to do with characters outside the vocabulary.
+    pub unk: UnkPolicy,
+    /// How rows are assigned to splits.
+    pub split: SplitPlan,
+    /// Rows shorter than this (seconds) are left out as `too_short` (0: no limit).
+    pub min_duration_s: f64,
+    /// Rows longer than this (seconds) are left out as `too_long` (infinite: no limit).
+    pub max_duration_s: f64,
+    /// Ids to leave out (`--exclude FILE`), code `excluded`.
+    pub exclude: HashSet<String>,
+    /// Pack only part K of N.
+    pub part: Option<PartSpec>,
+    /// Utterances decoded ahead of the writer (bounds memory).
+    pub in_flight: usize,
+    /// Decoding threads (0: one per core).
+    pub threads: usize,
+    /// Keep shards a previous interrupted run completed with the same options.
+    pub resume: bool,
+}
+
+impl PackOptions {
+    /// Defaults: 256 MiB shards, 64-row batches, int16, data-built vocabulary, `--unk
+    /// error`, the dataset's splits, no duration limits, resume on.
+    pub fn new(out_dir: impl Into<PathBuf>) -> Self {
+        PackOptions {
+            out_dir: out_dir.into(),
+            shard_size_bytes: DEFAULT_SHARD_SIZE_BYTES,
+            rows_per_batch: asr_shards::DEFAULT_ROWS_PER_BATCH,
+            audio_dtype: AudioDtype::Int16,
+            vocab: None,
+            unk: UnkPolicy::Error,
+            split: SplitPlan::FromDataset,
+            min_duration_s: 0.0,
+            max_duration_s: f64::INFINITY,
+            exclude: HashSet::new(),
+            part: None,
+            in_flight: DEFAULT_IN_FLIGHT,
+            threads: 0,
+            resume: true,
+        }
+    }
+}
+
+/// One row left out of the pack: a line of `skipped.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedRow {
+    /// Utterance id.
+    pub id: String,
+    /// Why: a finding code of `asr-data validate`, or `excluded`, `no_split`,
+    /// `not_in_part` is never written (other parts' rows are simply not this part's).
+    pub code: String,
+    /// Details a person can act on.
+    pub message: String,
+    /// Audio path relative to the dataset root.
+    pub source: String,
+}
+
+/// A row whose transcript had characters outside the vocabulary: a line of
+/// `unknown_chars.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnknownCharRow {
+    /// Utterance id.
+    pub id: String,
+    /// The characters not in the vocabulary.
+    pub characters: Vec<String>,
+    /// `map` or `drop`.
+    pub action: String,
+    /// The transcript as normalized before encoding.
+    pub normalized: String,
+}
+
+/// What a pack run did.
+#[derive(Debug, Clone)]
+pub struct PackSummary {
+    /// The manifest written.
+    pub manifest: Manifest,
+    /// Rows left out, in corpus order.
+    pub skipped: Vec<SkippedRow>,
+    /// Rows whose characters were mapped or dropped.
+    pub unknown_chars: Vec<UnknownCharRow>,
+    /// Rows taken from shards an earlier run completed (resume).
+    pub resumed_rows: u64,
+    /// Rows decoded and written in this run.
+    pub decoded_rows: u64,
+    /// Audio seconds decoded in this run (at the source).
+    pub decoded_audio_s: f64,
+    /// Wall time of the run, seconds.
+    pub wall_s: f64,
+}
+
+impl PackSummary {
+    /// Skipped rows per code.
+    pub fn skipped_by_code(&self) -> BTreeMap<&str, usize> {
+        let mut counts = BTreeMap::new();
+        for row in &self.skipped {
+            *counts.entry(row.code.as_str()).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// Why a pack could not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// Writing or reading shards failed.
+    #[error(transparent)]
+    Shards(#[from] ShardError),
+    /// Validation could not run.
+    #[error("validation failed: {0}")]
+    Validate(#[from] asr_validate::ValidateError),
+    /// An I/O error on an output file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `--unk error` and transcripts hold characters the vocabulary lacks.
+    #[error("{} transcripts have characters outside the vocabulary (--unk error); nothing was written. First: {}\nhint: use --unk map (encode them as the unknown token) or --unk drop, or a vocabulary that has them", rows.len(), rows.first().map(|r| format!("{}: {}", r.id, r.characters.join(" "))).unwrap_or_default())]
+    UnknownCharacters {
+        /// Every affected row.
+        rows: Vec<UnknownCharRow>,
+    },
+    /// Options that cannot work together.
+    #[error("{0}")]
+    Options(String),
+    /// No row is left to pack.
+    #[error("nothing to pack: all {total} rows were left out (see the skipped rows)")]
+    NothingToPack {
+        /// Rows in the corpus (or part).
+        total: usize,
+        /// The rows left out.
+        skipped: Vec<SkippedRow>,
+    },
+}
+
+/// Progress of a pack, reported after each row: rows done (packed or left out) of the
+/// total, and audio seconds decoded so far.
+pub trait Progress: Sync {
+    /// Called once the total is known.
+    fn start(&self, total_rows: u64);
+    /// Called after each row.
+    fn row_done(&self, audio_s: f64);
+}
+
+/// A [`Progress`] that shows nothing.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn start(&self, _total_rows: u64) {}
+    fn row_done(&self, _audio_s: f64) {}
+}
+
+/// Packs `corpus` into `options.out_dir` (see the crate docs).
+pub fn pack(
+    corpus: &asr_corpus::Corpus,
+    options: &PackOptions,
+    progress: &dyn Progress,
+) -> Result<PackSummary, PackError> {
+    pipeline::run(corpus, options, progress)
+}
+
+/// Reads an `--exclude` file: one id per line; blank lines and `#` comments ignored; the
+/// first whitespace-separated field is the id (so `quarantine.txt` lines with reasons
+/// work).
+pub fn read_exclude_file(path: &Path) -> Result<HashSet<String>, PackError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PackError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect())
+}

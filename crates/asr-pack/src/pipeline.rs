@@ -1,0 +1,567 @@
+//! The pack pipeline: plan (validate, filter, split, encode), then decode in parallel with
+//! an ordered, memory-bounded writer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use asr_corpus::{SplitRole, Utterance};
+use asr_shards::{part_tag, Manifest, RowRef, ShardWriter, ShardWriterOptions, SKIPPED_FILE};
+use asr_text::{EncodeError, NormalizePolicy, UnkPolicy, Vocab};
+use asr_validate::{Code, Severity, ValidateOptions};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::plan::{in_part, split_of_id};
+use crate::{PackError, PackOptions, PackSummary, Progress, SkippedRow, SplitPlan, UnknownCharRow};
+
+/// A row that will be decoded and written.
+struct Candidate<'a> {
+    /// Position in the corpus (orders `skipped.jsonl`).
+    order: usize,
+    utterance: &'a Utterance,
+    split: String,
+    text: String,
+    labels: Vec<i32>,
+}
+
+/// A decoded, resampled row ready for the writer.
+struct Decoded {
+    audio: Vec<f32>,
+    source_s: f64,
+}
+
+/// One line of the decode-skip journal.
+#[derive(Serialize, Deserialize)]
+struct DecodeSkip {
+    id: String,
+    code: String,
+    message: String,
+}
+
+pub(crate) fn run(
+    corpus: &asr_corpus::Corpus,
+    options: &PackOptions,
+    progress: &dyn Progress,
+) -> Result<PackSummary, PackError> {
+    let start = Instant::now();
+    check_options(options)?;
+    let part = options.part;
+    let selected: Vec<(usize, &Utterance)> = corpus
+        .utterances
+        .iter()
+        .enumerate()
+        .filter(|(_, u)| part.is_none_or(|p| in_part(&u.id, p.index, p.count)))
+        .collect();
+    progress.start(selected.len() as u64);
+
+    // 1. Validation findings per id.
+    let validate_options = ValidateOptions {
+        min_duration_s: options.min_duration_s.max(0.0),
+        max_duration_s: if options.max_duration_s.is_finite() {
+            options.max_duration_s
+        } else {
+            f64::MAX
+        },
+        ..ValidateOptions::default()
+    };
+    let (report, _) = asr_validate::validate(corpus, &validate_options, &|_| {})?;
+    let mut reasons: HashMap<&str, (&'static str, &str)> = HashMap::new();
+    for finding in &report.findings {
+        let Some(id) = finding.id.as_deref() else {
+            continue;
+        };
+        let applies = finding.severity == Severity::Error
+            || (finding.code == Code::TooShort && options.min_duration_s > 0.0)
+            || (finding.code == Code::TooLong && options.max_duration_s.is_finite());
+        if applies {
+            reasons
+                .entry(id)
+                .or_insert((finding.code.as_str(), finding.message.as_str()));
+        }
+    }
+    let dataset_has_splits = corpus.utterances.iter().any(|u| u.split.is_some());
+
+    // 2. Filters and splits.
+    let mut skipped: Vec<(usize, SkippedRow)> = Vec::new();
+    let mut kept: Vec<(usize, &Utterance, String)> = Vec::new();
+    for &(order, u) in &selected {
+        let skip = |code: &str, message: String| SkippedRow {
+            id: u.id.clone(),
+            code: code.to_string(),
+            message,
+            source: u.source.clone(),
+        };
+        if options.exclude.contains(&u.id) {
+            skipped.push((order, skip("excluded", "listed in --exclude".into())));
+            continue;
+        }
+        if let Some((code, message)) = reasons.get(u.id.as_str()) {
+            skipped.push((order, skip(code, message.to_string())));
+            continue;
+        }
+        let split = match &options.split {
+            SplitPlan::Ratios { ratios, seed } => split_of_id(ratios, *seed, &u.id).to_string(),
+            SplitPlan::FromDataset => match &u.split {
+                Some(name) => split_name(name),
+                None if dataset_has_splits => {
+                    skipped.push((
+                        order,
+                        skip(
+                            "no_split",
+                            "the dataset has splits but this row is in none; use --split to assign seeded splits".into(),
+                        ),
+                    ));
+                    continue;
+                }
+                None => "train".to_string(),
+            },
+        };
+        kept.push((order, u, split));
+    }
+
+    // 3. Vocabulary and labels.
+    let vocab = match &options.vocab {
+        Some(vocab) => vocab.clone(),
+        None => {
+            let keep_case = NormalizePolicy::default();
+            let mut chars = std::collections::BTreeSet::new();
+            for (_, u, _) in &kept {
+                chars.extend(
+                    asr_text::normalize(&u.transcript, &keep_case)
+                        .chars()
+                        .filter(|c| !c.is_whitespace()),
+                );
+            }
+            Vocab::from_chars(chars)
+        }
+    };
+    let policy = NormalizePolicy::for_vocab(&vocab);
+    let mut unknown_chars = Vec::new();
+    let mut refused = Vec::new();
+    let mut candidates = Vec::with_capacity(kept.len());
+    for (order, u, split) in kept {
+        match vocab.prepare(&u.transcript, &policy, options.unk) {
+            Ok(prepared) => {
+                if !prepared.unknown.is_empty() {
+                    unknown_chars.push(UnknownCharRow {
+                        id: u.id.clone(),
+                        characters: prepared.unknown.iter().map(char::to_string).collect(),
+                        action: options.unk.to_string(),
+                        normalized: asr_text::normalize(&u.transcript, &policy),
+                    });
+                }
+                if prepared.labels.is_empty() {
+                    skipped.push((
+                        order,
+                        SkippedRow {
+                            id: u.id.clone(),
+                            code: "empty_transcript".into(),
+                            message: "no characters of the vocabulary left in the transcript"
+                                .into(),
+                            source: u.source.clone(),
+                        },
+                    ));
+                    continue;
+                }
+                candidates.push(Candidate {
+                    order,
+                    utterance: u,
+                    split,
+                    text: prepared.text,
+                    labels: prepared.labels,
+                });
+            }
+            Err(EncodeError::UnknownCharacter { .. }) => {
+                let normalized = asr_text::normalize(&u.transcript, &policy);
+                let unknown = vocab
+                    .prepare(&u.transcript, &policy, UnkPolicy::Drop)
+                    .map(|p| p.unknown)
+                    .unwrap_or_default();
+                refused.push(UnknownCharRow {
+                    id: u.id.clone(),
+                    characters: unknown.iter().map(char::to_string).collect(),
+                    action: "error".into(),
+                    normalized,
+                });
+            }
+            Err(e) => return Err(PackError::Options(format!("{}: {e}", u.id))),
+        }
+    }
+    if !refused.is_empty() {
+        return Err(PackError::UnknownCharacters { rows: refused });
+    }
+    if candidates.is_empty() {
+        skipped.sort_by_key(|(order, _)| *order);
+        return Err(PackError::NothingToPack {
+            total: selected.len(),
+            skipped: skipped.into_iter().map(|(_, s)| s).collect(),
+        });
+    }
+    for _ in 0..skipped.len() {
+        progress.row_done(0.0);
+    }
+
+    // 4. Writers, resume.
+    let out = &options.out_dir;
+    fs::create_dir_all(out).map_err(|source| PackError::Io {
+        path: out.clone(),
+        source,
+    })?;
+    let file_prefix = match part {
+        Some(p) => format!("shard-{}", part_tag(p)),
+        None => "shard".to_string(),
+    };
+    let writer_options = ShardWriterOptions {
+        shard_size_bytes: options.shard_size_bytes,
+        rows_per_batch: options.rows_per_batch,
+        audio_dtype: options.audio_dtype,
+        vocab_json: vocab.to_json_string(),
+        file_prefix: file_prefix.clone(),
+    };
+    let journal_path = out.join(format!(".pack-decode-skips-{file_prefix}.jsonl"));
+    let fingerprint = fingerprint(options, &writer_options);
+    let journaled = if options.resume {
+        read_decode_journal(&journal_path, &fingerprint)
+    } else {
+        HashMap::new()
+    };
+    let mut split_names: Vec<String> = Vec::new();
+    for c in &candidates {
+        if !split_names.contains(&c.split) {
+            split_names.push(c.split.clone());
+        }
+    }
+    let mut writers: BTreeMap<String, ShardWriter> = BTreeMap::new();
+    let mut done = vec![false; candidates.len()];
+    let mut resumed_rows = 0u64;
+    for name in &split_names {
+        let mut writer = if options.resume {
+            ShardWriter::resume(out, name, writer_options.clone())?
+        } else {
+            ShardWriter::create(out, name, writer_options.clone())?
+        };
+        if let Some(last) = writer.last_completed_id().map(str::to_string) {
+            // The rows of this split up to the last completed shard's last row.
+            let positions: Vec<usize> = candidates
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| &c.split == name)
+                .map(|(i, _)| i)
+                .collect();
+            let end = positions
+                .iter()
+                .position(|&i| candidates[i].utterance.id == last);
+            let consistent = end.is_some_and(|end| {
+                let written = positions[..=end]
+                    .iter()
+                    .filter(|&&i| !journaled.contains_key(&candidates[i].utterance.id))
+                    .count() as u64;
+                written == writer.rows_completed()
+            });
+            match (consistent, end) {
+                (true, Some(end)) => {
+                    for &i in &positions[..=end] {
+                        done[i] = true;
+                    }
+                    resumed_rows += writer.rows_completed();
+                }
+                _ => writer = ShardWriter::create(out, name, writer_options.clone())?,
+            }
+        }
+        writers.insert(name.clone(), writer);
+    }
+    // Rows left out while decoding in the run being resumed keep their entries.
+    let mut journal = DecodeJournal::open(&journal_path, &fingerprint)?;
+    for (i, c) in candidates.iter().enumerate() {
+        if done[i] {
+            if let Some(entry) = journaled.get(&c.utterance.id) {
+                journal.append(entry)?;
+                skipped.push((
+                    c.order,
+                    SkippedRow {
+                        id: c.utterance.id.clone(),
+                        code: entry.code.clone(),
+                        message: entry.message.clone(),
+                        source: c.utterance.source.clone(),
+                    },
+                ));
+            }
+            progress.row_done(0.0);
+        }
+    }
+
+    // 5. Decode in parallel, write in order.
+    let todo: Vec<&Candidate> = candidates
+        .iter()
+        .zip(&done)
+        .filter(|(_, done)| !**done)
+        .map(|(c, _)| c)
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(options.threads)
+        .thread_name(|i| format!("pack-decode-{i}"))
+        .build()
+        .map_err(|e| PackError::Options(format!("cannot start decoding threads: {e}")))?;
+    let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<Decoded, (String, String)>)>();
+    let window = options.in_flight.max(1);
+    let (min_s, max_s) = (options.min_duration_s, options.max_duration_s);
+    let submit = |index: usize| {
+        let path = todo[index].utterance.audio_path.clone();
+        let tx = tx.clone();
+        pool.spawn(move || {
+            let result = decode_one(&path, min_s, max_s);
+            let _ = tx.send((index, result));
+        });
+    };
+    let mut submitted = 0usize;
+    while submitted < todo.len() && submitted < window {
+        submit(submitted);
+        submitted += 1;
+    }
+    let mut pending: BTreeMap<usize, Result<Decoded, (String, String)>> = BTreeMap::new();
+    let mut decoded_rows = 0u64;
+    let mut decoded_audio_s = 0.0;
+    for (next, candidate) in todo.iter().enumerate() {
+        let result = loop {
+            if let Some(result) = pending.remove(&next) {
+                break result;
+            }
+            let (index, result) = rx
+                .recv()
+                .map_err(|_| PackError::Options("a decoding thread stopped".into()))?;
+            pending.insert(index, result);
+        };
+        if submitted < todo.len() {
+            submit(submitted);
+            submitted += 1;
+        }
+        let u = candidate.utterance;
+        match result {
+            Ok(decoded) => {
+                let writer = writers
+                    .get_mut(&candidate.split)
+                    .expect("a writer per split");
+                writer.write(RowRef {
+                    id: &u.id,
+                    audio: &decoded.audio,
+                    text: &candidate.text,
+                    labels: &candidate.labels,
+                    speaker: u.speaker.as_deref(),
+                    source: &u.source,
+                })?;
+                decoded_rows += 1;
+                decoded_audio_s += decoded.source_s;
+                progress.row_done(decoded.source_s);
+            }
+            Err((code, message)) => {
+                let entry = DecodeSkip {
+                    id: u.id.clone(),
+                    code,
+                    message,
+                };
+                journal.append(&entry)?;
+                skipped.push((
+                    candidate.order,
+                    SkippedRow {
+                        id: entry.id,
+                        code: entry.code,
+                        message: entry.message,
+                        source: u.source.clone(),
+                    },
+                ));
+                progress.row_done(0.0);
+            }
+        }
+    }
+    drop(tx);
+
+    // 6. Finish: shards, skipped rows, unknown characters, manifest last.
+    let mut manifest = Manifest::new(&vocab, options.audio_dtype, part);
+    for (name, writer) in writers {
+        manifest.splits.insert(name, writer.finish()?);
+    }
+    skipped.sort_by_key(|(order, _)| *order);
+    let skipped: Vec<SkippedRow> = skipped.into_iter().map(|(_, s)| s).collect();
+    for row in &skipped {
+        manifest.skipped.add(&row.code);
+    }
+    write_jsonl(&out.join(&manifest.skipped.file), &skipped)?;
+    let unknown_file = out.join(match part {
+        Some(p) => format!("unknown_chars-{}.jsonl", part_tag(p)),
+        None => "unknown_chars.jsonl".to_string(),
+    });
+    if unknown_chars.is_empty() {
+        let _ = fs::remove_file(&unknown_file);
+    } else {
+        write_jsonl(&unknown_file, &unknown_chars)?;
+    }
+    manifest.write(out)?;
+    debug_assert!(manifest.skipped.file == SKIPPED_FILE || part.is_some());
+    Ok(PackSummary {
+        manifest,
+        skipped,
+        unknown_chars,
+        resumed_rows,
+        decoded_rows,
+        decoded_audio_s,
+        wall_s: start.elapsed().as_secs_f64(),
+    })
+}
+
+fn check_options(options: &PackOptions) -> Result<(), PackError> {
+    if options.shard_size_bytes == 0 {
+        return Err(PackError::Options("--shard-size must be positive".into()));
+    }
+    if options.rows_per_batch == 0 {
+        return Err(PackError::Options("rows per batch must be positive".into()));
+    }
+    if options.min_duration_s.is_nan()
+        || options.max_duration_s.is_nan()
+        || options.min_duration_s > options.max_duration_s
+    {
+        return Err(PackError::Options(format!(
+            "--min-duration {} is above --max-duration {}",
+            options.min_duration_s, options.max_duration_s
+        )));
+    }
+    Ok(())
+}
+
+/// The split name a corpus split is packed under: its role (`train`, `dev`, `test`)
+/// when it has one, else the name itself made safe for a folder.
+fn split_name(corpus_split: &str) -> String {
+    match SplitRole::of(corpus_split) {
+        Some(role) => role.as_str().to_string(),
+        None => {
+            let safe: String = corpus_split
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect();
+            if safe.is_empty() || safe.starts_with('.') {
+                "train".to_string()
+            } else {
+                safe
+            }
+        }
+    }
+}
+
+/// Decode, downmix, resample to 16 kHz and check the duration of one file.
+fn decode_one(path: &Path, min_s: f64, max_s: f64) -> Result<Decoded, (String, String)> {
+    let decoded = asr_audio::decode_file(path)
+        .map_err(|e| ("undecodable_audio".to_string(), e.to_string()))?;
+    let source_s = decoded.duration_s();
+    let mono = if decoded.channels == 1 {
+        decoded.samples
+    } else {
+        decoded.to_mono()
+    };
+    if mono.is_empty() {
+        return Err(("empty_audio".into(), "the audio has no samples".into()));
+    }
+    let audio = asr_audio::resample::resample_to_16k(mono, decoded.sample_rate_hz)
+        .map_err(|e| ("undecodable_audio".to_string(), e.to_string()))?;
+    let duration_s = audio.len() as f64 / 16_000.0;
+    if duration_s < min_s {
+        return Err((
+            "too_short".into(),
+            format!("{duration_s:.2} s is shorter than --min-duration {min_s} s"),
+        ));
+    }
+    if duration_s > max_s {
+        return Err((
+            "too_long".into(),
+            format!("{duration_s:.2} s is longer than --max-duration {max_s} s"),
+        ));
+    }
+    Ok(Decoded { audio, source_s })
+}
+
+/// Everything that changes what is written: a resume journal from a run with another
+/// fingerprint is ignored.
+fn fingerprint(options: &PackOptions, writer: &ShardWriterOptions) -> String {
+    let mut exclude: Vec<&String> = options.exclude.iter().collect();
+    exclude.sort();
+    let text = format!(
+        "{writer:?}|{:?}|{}|{}|{:?}|{:?}|{exclude:?}",
+        options.split, options.min_duration_s, options.max_duration_s, options.unk, options.part
+    );
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn read_decode_journal(path: &Path, fingerprint: &str) -> HashMap<String, DecodeSkip> {
+    let Ok(text) = fs::read_to_string(path) else {
+        return HashMap::new();
+    };
+    let mut lines = text.lines();
+    if lines.next() != Some(fingerprint) {
+        return HashMap::new();
+    }
+    lines
+        .filter_map(|line| serde_json::from_str::<DecodeSkip>(line).ok())
+        .map(|entry| (entry.id.clone(), entry))
+        .collect()
+}
+
+/// Append-only journal of rows left out while decoding (for resume).
+struct DecodeJournal {
+    path: PathBuf,
+    file: File,
+}
+
+impl DecodeJournal {
+    fn open(path: &Path, fingerprint: &str) -> Result<Self, PackError> {
+        let io = |source| PackError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = File::create(path).map_err(io)?;
+        writeln!(file, "{fingerprint}").map_err(io)?;
+        Ok(DecodeJournal {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    fn append(&mut self, entry: &DecodeSkip) -> Result<(), PackError> {
+        let line = serde_json::to_string(entry).expect("journal entry serializes");
+        writeln!(self.file, "{line}").map_err(|source| PackError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+}
+
+/// Writes one JSON object per line, atomically (temporary file, fsync, rename).
+fn write_jsonl<T: Serialize>(path: &Path, rows: &[T]) -> Result<(), PackError> {
+    let io = |source| PackError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let temp = path.with_file_name(format!(
+        ".{}.partial",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    let mut text = String::new();
+    for row in rows {
+        text.push_str(&serde_json::to_string(row).expect("row serializes"));
+        text.push('\n');
+    }
+    let mut file = File::create(&temp).map_err(io)?;
+    file.write_all(text.as_bytes()).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    fs::rename(&temp, path).map_err(io)
+}
