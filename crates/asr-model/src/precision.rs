@@ -20,6 +20,7 @@
 //! ```
 //! fp16 needs dynamic loss scaling in the training loop (bf16 does not).
 use std::fmt;
+use std::marker::PhantomData;
 use std::str::FromStr;
 
 use tch::Device;
@@ -96,11 +97,13 @@ fn device_type(device: Device) -> Option<i8> {
 
 /// Autocast switched on for one device type while the guard lives; the previous state
 /// (enabled flag and dtype) comes back on drop. Guards nest.
+/// ATen's autocast state is per thread, so the guard cannot leave its thread.
 #[must_use = "autocast is only on while the guard lives"]
 pub struct Autocast {
     device_type: Option<i8>,
     previous_enabled: bool,
     previous_dtype: i8,
+    _not_send: PhantomData<*const ()>,
 }
 
 impl Autocast {
@@ -113,6 +116,7 @@ impl Autocast {
                 device_type: None,
                 previous_enabled: false,
                 previous_dtype: SCALAR_FLOAT,
+                _not_send: PhantomData,
             };
         };
         // SAFETY: plain C calls into ATen's thread-local autocast state; the shim
@@ -127,6 +131,7 @@ impl Autocast {
                 device_type: Some(device_type),
                 previous_enabled,
                 previous_dtype,
+                _not_send: PhantomData,
             }
         }
     }

@@ -507,6 +507,43 @@ mod io {
         assert!(err.contains("model.safetensors"), "{err}");
     }
 
+    /// Large checkpoints come as shards listed in `model.safetensors.index.json`.
+    #[test]
+    fn sharded_checkpoint_loads_through_its_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            fixtures().join("w2v2-base/config.json"),
+            tmp.path().join("config.json"),
+        )
+        .unwrap();
+        let tensors = read_weights(&fixtures().join("w2v2-base/model.safetensors")).unwrap();
+        let (first, second) = tensors.split_at(tensors.len() / 2);
+        let mut weight_map = serde_json::Map::new();
+        for (shard, part) in [
+            ("model-00001-of-00002.safetensors", first),
+            ("model-00002-of-00002.safetensors", second),
+        ] {
+            let part: Vec<(String, Tensor)> = part
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect();
+            asr_model::write_safetensors(&tmp.path().join(shard), &part).unwrap();
+            for (name, _) in &part {
+                weight_map.insert(name.clone(), shard.into());
+            }
+        }
+        let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+        std::fs::write(
+            tmp.path().join("model.safetensors.index.json"),
+            index.to_string(),
+        )
+        .unwrap();
+        let model = CtcModel::from_pretrained(tmp.path(), Device::Cpu).unwrap();
+        let exp = expected("w2v2-base");
+        let diff = max_abs_diff(&forward(&model, &exp, true).logits, &exp["logits_masked"]);
+        assert!(diff <= 1e-4, "{diff}");
+    }
+
     /// A `Wav2Vec2ForPreTraining` checkpoint (wav2vec2-base, XLS-R): no CTC head, extra
     /// quantizer tensors. The head is newly initialized and the quantizer ignored.
     #[test]
