@@ -203,6 +203,32 @@ pub(crate) fn run(
     for _ in 0..skipped.len() {
         progress.row_done(0.0);
     }
+    // Rows the reader could not turn into utterances (an unreadable transcript line, a
+    // duplicate id's second row) are listed too: nothing is dropped silently.
+    let known: std::collections::HashSet<&str> =
+        corpus.utterances.iter().map(|u| u.id.as_str()).collect();
+    let mut listed = std::collections::HashSet::new();
+    for finding in &report.findings {
+        let Some(id) = finding.id.as_deref() else {
+            continue;
+        };
+        if finding.severity != Severity::Error
+            || known.contains(id)
+            || part.is_some_and(|p| !in_part(id, p.index, p.count))
+            || !listed.insert(id)
+        {
+            continue;
+        }
+        skipped.push((
+            corpus.utterances.len() + listed.len(),
+            SkippedRow {
+                id: id.to_string(),
+                code: finding.code.as_str().to_string(),
+                message: finding.message.clone(),
+                source: finding.path.clone().unwrap_or_default(),
+            },
+        ));
+    }
 
     // 4. Writers, resume.
     let out = &options.out_dir;

@@ -1,0 +1,410 @@
+//! `asr-data pack` on the committed fixture corpora: every row is packed or listed with its
+//! code, packed rows read back with their ids, 16 kHz sample counts and labels that decode
+//! to the normalized transcript; vocabularies, `--unk`, splits, parts, determinism and
+//! resume.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use asr_corpus::{read_corpus, Corpus, ReadOptions};
+use asr_pack::{pack, NoProgress, PackError, PackOptions, SkippedRow, SplitPlan};
+use asr_shards::{merge_parts, verify, Manifest, ShardReader, ShardRow};
+use asr_text::{NormalizePolicy, UnkPolicy, Vocab};
+
+fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures")
+        .join(rel)
+}
+
+fn corpus(rel: &str) -> Corpus {
+    read_corpus(&fixture(rel), &ReadOptions::default()).unwrap()
+}
+
+fn small(out: &Path) -> PackOptions {
+    let mut options = PackOptions::new(out);
+    options.shard_size_bytes = 300_000;
+    options.rows_per_batch = 4;
+    options
+}
+
+fn read_rows(manifest: &Manifest, split: &str) -> Vec<ShardRow> {
+    manifest
+        .shard_paths(split)
+        .iter()
+        .flat_map(|p| {
+            ShardReader::open(p)
+                .unwrap()
+                .rows()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn skipped(out: &Path) -> Vec<SkippedRow> {
+    fs::read_to_string(out.join("skipped.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn all_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path
+                    .strip_prefix(dir)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// The contract shared by every layout: each corpus row is packed xor skipped, packed rows
+/// carry the right sample count and labels that decode to the normalized transcript.
+fn check_round_trip(corpus: &Corpus, out: &Path) -> (Manifest, Vec<ShardRow>, Vec<SkippedRow>) {
+    let manifest = Manifest::load(out).unwrap();
+    assert!(verify(out).unwrap().ok());
+    let vocab = manifest.vocab().unwrap();
+    let policy = NormalizePolicy::for_vocab(&vocab);
+    let mut packed = Vec::new();
+    for split in manifest.splits() {
+        packed.extend(read_rows(&manifest, split));
+    }
+    let skipped = skipped(out);
+    let packed_ids: BTreeSet<&str> = packed.iter().map(|r| r.id.as_str()).collect();
+    let skipped_ids: BTreeSet<&str> = skipped.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(packed_ids.len(), packed.len(), "no id packed twice");
+    assert!(packed_ids.is_disjoint(&skipped_ids));
+    for u in &corpus.utterances {
+        assert!(
+            packed_ids.contains(u.id.as_str()) || skipped_ids.contains(u.id.as_str()),
+            "{} silently dropped",
+            u.id
+        );
+    }
+    assert_eq!(manifest.skipped.total as usize, skipped.len());
+    let by_id: BTreeMap<&str, &asr_corpus::Utterance> = corpus
+        .utterances
+        .iter()
+        .map(|u| (u.id.as_str(), u))
+        .collect();
+    for row in &packed {
+        let u = by_id[row.id.as_str()];
+        assert_eq!(
+            row.text,
+            asr_text::normalize(&u.transcript, &policy),
+            "{}",
+            row.id
+        );
+        assert_eq!(vocab.decode_labels(&row.labels), row.text, "{}", row.id);
+        assert_eq!(row.source, u.source);
+        assert_eq!(row.speaker, u.speaker);
+        let decoded = asr_audio::decode_file(&u.audio_path).unwrap();
+        let want = asr_audio::resample::resampled_len(decoded.num_frames(), decoded.sample_rate_hz);
+        assert_eq!(row.num_samples as usize, want, "{}", row.id);
+        assert_eq!(row.audio.len(), want);
+    }
+    (manifest, packed, skipped)
+}
+
+fn codes(skipped: &[SkippedRow]) -> BTreeMap<String, String> {
+    skipped
+        .iter()
+        .map(|r| (r.id.clone(), r.code.clone()))
+        .collect()
+}
+
+#[test]
+fn librispeech_round_trip_with_planted_defects_skipped_by_code() {
+    let corpus = corpus("librispeech/LibriSpeech");
+    let tmp = tempfile::tempdir().unwrap();
+    let summary = pack(&corpus, &small(tmp.path()), &NoProgress).unwrap();
+    let (manifest, packed, skipped) = check_round_trip(&corpus, tmp.path());
+    assert_eq!(manifest.splits(), vec!["train", "dev", "test"]);
+    let codes = codes(&skipped);
+    for (id, code) in [
+        ("1002-2003-0004", "missing_audio"),
+        ("1001-2001-0004", "duplicate_id"),
+        ("1001-2009-0002", "bad_id"),
+        ("1002-2003-0005", "unreadable_transcript"),
+        ("1003-2004-0003", "undecodable_audio"),
+        ("1004-2005-0003", "undecodable_audio"),
+        ("1003-2004-0004", "empty_audio"),
+        ("1001-2001-0006", "empty_transcript"),
+        ("1001-2002-0004", "ctc_infeasible"),
+    ] {
+        assert_eq!(
+            codes.get(id).map(String::as_str),
+            Some(code),
+            "{id}: {codes:?}"
+        );
+    }
+    // Warnings do not keep a row out: the 8 kHz, stereo, too-short and too-long clips are
+    // packed (no duration limits given), resampled and downmixed.
+    let ids: BTreeSet<&str> = packed.iter().map(|r| r.id.as_str()).collect();
+    for id in [
+        "1002-2003-0006",
+        "1002-2003-0007",
+        "1001-2001-0005",
+        "1001-2001-0007",
+    ] {
+        assert!(ids.contains(id), "{id}");
+    }
+    assert_eq!(summary.skipped.len(), skipped.len());
+    assert_eq!(
+        manifest.skipped.by_code.values().sum::<u64>(),
+        skipped.len() as u64
+    );
+}
+
+#[test]
+fn common_voice_mp3_at_48_khz_round_trip() {
+    let corpus = corpus("commonvoice");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut options = small(tmp.path());
+    options.unk = UnkPolicy::Error;
+    pack(&corpus, &options, &NoProgress).unwrap();
+    let (manifest, packed, skipped) = check_round_trip(&corpus, tmp.path());
+    assert!(manifest.splits().contains(&"train"));
+    assert!(!packed.is_empty());
+    let codes = codes(&skipped);
+    assert_eq!(codes["common_voice_en_900"], "missing_audio");
+    assert_eq!(codes["common_voice_en_20"], "empty_transcript");
+    assert_eq!(codes["common_voice_en_15"], "undecodable_audio");
+}
+
+#[test]
+fn csv_and_jsonl_manifests_round_trip_including_cjk() {
+    for rel in ["csv/kaggle/cv-valid-train.csv", "jsonl/manifest.jsonl"] {
+        let corpus = corpus(rel);
+        let tmp = tempfile::tempdir().unwrap();
+        pack(&corpus, &small(tmp.path()), &NoProgress).unwrap();
+        check_round_trip(&corpus, tmp.path());
+    }
+    let corpus = corpus("csv/cjk/manifest");
+    let tmp = tempfile::tempdir().unwrap();
+    pack(&corpus, &small(tmp.path()), &NoProgress).unwrap();
+    let (manifest, packed, _) = check_round_trip(&corpus, tmp.path());
+    let vocab = manifest.vocab().unwrap();
+    assert!(
+        vocab
+            .tokens()
+            .iter()
+            .any(|t| t.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))),
+        "a CJK vocabulary: {:?}",
+        vocab.tokens()
+    );
+    assert!(!packed.is_empty());
+}
+
+fn wav2vec2_vocab() -> Vocab {
+    let mut tokens: Vec<String> = ["<pad>", "<s>", "</s>", "<unk>", "|"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    tokens.extend("ETAONIHSRDLUMWCFGYPBVK'XJQZ".chars().map(String::from));
+    Vocab::from_tokens(tokens).unwrap()
+}
+
+#[test]
+fn unknown_characters_follow_the_unk_policy_and_every_row_is_reported() {
+    let corpus = corpus("librispeech/LibriSpeech");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut options = small(tmp.path());
+    options.vocab = Some(wav2vec2_vocab());
+    // error: nothing written, every affected row listed ($, digits, punctuation rows).
+    let error = pack(&corpus, &options, &NoProgress).unwrap_err();
+    let PackError::UnknownCharacters { rows } = error else {
+        panic!("{error}")
+    };
+    let ids: BTreeSet<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    assert!(ids.contains("1004-2005-0006"), "{ids:?}"); // dollar sign and digits
+    assert!(ids.contains("1003-2004-0005"), "{ids:?}"); // punctuation
+    assert!(!tmp.path().join("manifest.json").exists());
+
+    // map: packed, the characters encoded as <unk>, rows listed in unknown_chars.jsonl.
+    options.unk = UnkPolicy::Map;
+    let summary = pack(&corpus, &options, &NoProgress).unwrap();
+    let listed: BTreeSet<String> = summary.unknown_chars.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(listed, ids.iter().map(|s| s.to_string()).collect());
+    let report = fs::read_to_string(tmp.path().join("unknown_chars.jsonl")).unwrap();
+    assert_eq!(report.lines().count(), rows.len());
+    let manifest = Manifest::load(tmp.path()).unwrap();
+    let unk = wav2vec2_vocab().unk_id().unwrap() as i32;
+    let mapped = read_rows(&manifest, "test")
+        .into_iter()
+        .chain(read_rows(&manifest, "dev"))
+        .chain(read_rows(&manifest, "train"))
+        .find(|r| r.id == "1004-2005-0006")
+        .unwrap();
+    assert!(mapped.labels.contains(&unk));
+    // The lower-case row was folded to the vocabulary's upper case, not mapped.
+    assert!(!ids.contains("1002-2003-0008"));
+
+    // drop: the characters are gone from text and labels alike.
+    let tmp = tempfile::tempdir().unwrap();
+    options.out_dir = tmp.path().to_path_buf();
+    options.unk = UnkPolicy::Drop;
+    pack(&corpus, &options, &NoProgress).unwrap();
+    let manifest = Manifest::load(tmp.path()).unwrap();
+    let vocab = manifest.vocab().unwrap();
+    for split in manifest.splits() {
+        for row in read_rows(&manifest, split) {
+            assert!(!row.labels.contains(&unk));
+            assert_eq!(vocab.decode_labels(&row.labels), row.text);
+            assert!(!row.text.contains('$'));
+        }
+    }
+}
+
+#[test]
+fn seeded_splits_are_stable_per_id_whatever_the_corpus_around_it() {
+    let full = corpus("librispeech/LibriSpeech");
+    let mut half = full.clone();
+    half.utterances
+        .retain(|u| u.id.ends_with('0') || u.id.ends_with('2'));
+    half.utterances.reverse();
+    let plan = SplitPlan::parse_ratios("train=0.6,dev=0.2,test=0.2", 7).unwrap();
+    let split_of = |corpus: &Corpus| {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut options = small(tmp.path());
+        options.split = plan.clone();
+        pack(corpus, &options, &NoProgress).unwrap();
+        let manifest = Manifest::load(tmp.path()).unwrap();
+        let mut map = BTreeMap::new();
+        for split in manifest.splits() {
+            for row in read_rows(&manifest, split) {
+                map.insert(row.id, split.to_string());
+            }
+        }
+        map
+    };
+    let a = split_of(&full);
+    let b = split_of(&half);
+    assert!(b.len() >= 5);
+    for (id, split) in &b {
+        assert_eq!(&a[id], split, "{id} moved");
+    }
+    assert_eq!(
+        a.values().collect::<BTreeSet<_>>().len(),
+        3,
+        "all three splits used"
+    );
+}
+
+#[test]
+fn filters_list_their_rows_too() {
+    let corpus = corpus("librispeech/LibriSpeech");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut options = small(tmp.path());
+    options.min_duration_s = 1.0;
+    options.max_duration_s = 15.0;
+    options.exclude = ["1001-2001-0000".to_string()].into_iter().collect();
+    pack(&corpus, &options, &NoProgress).unwrap();
+    let (_, packed, skipped) = check_round_trip(&corpus, tmp.path());
+    let codes = codes(&skipped);
+    assert_eq!(codes["1001-2001-0005"], "too_short");
+    assert_eq!(codes["1001-2001-0007"], "too_long");
+    assert_eq!(codes["1001-2001-0000"], "excluded");
+    for row in &packed {
+        let duration = row.duration_s();
+        assert!((1.0..=15.0).contains(&duration), "{} {duration}", row.id);
+    }
+}
+
+#[test]
+fn same_inputs_give_identical_bytes_and_an_interrupted_pack_resumes_to_them() {
+    let corpus = corpus("librispeech/LibriSpeech");
+    let reference = tempfile::tempdir().unwrap();
+    let mut options = small(reference.path());
+    options.shard_size_bytes = 120_000;
+    pack(&corpus, &options, &NoProgress).unwrap();
+    let want = all_files(reference.path());
+    assert!(want.keys().filter(|k| k.starts_with("train/")).count() > 5);
+
+    // The same run again, in another folder and over itself.
+    let again = tempfile::tempdir().unwrap();
+    options.out_dir = again.path().to_path_buf();
+    pack(&corpus, &options, &NoProgress).unwrap();
+    assert_eq!(all_files(again.path()), want);
+    let summary = pack(&corpus, &options, &NoProgress).unwrap();
+    assert_eq!(
+        summary.decoded_rows, 0,
+        "a finished pack re-runs from its journal"
+    );
+    assert_eq!(all_files(again.path()), want);
+
+    // The state a kill -9 leaves: the manifest and skipped list not yet written, the last
+    // shards of train missing, a half-written temporary file, the journal one line short.
+    let train = again.path().join("train");
+    fs::remove_file(again.path().join("manifest.json")).unwrap();
+    fs::remove_file(again.path().join("skipped.jsonl")).unwrap();
+    let journal = train.join(".shard.progress.jsonl");
+    let lines: Vec<String> = fs::read_to_string(&journal)
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let keep = 3; // header + 2 shards
+    fs::write(&journal, lines[..keep].join("\n") + "\n{\"file\":\"tr").unwrap();
+    for k in keep - 1..lines.len() - 1 {
+        let _ = fs::remove_file(train.join(format!("shard-{k:05}.arrow")));
+    }
+    fs::write(train.join(".shard-00002.arrow.partial"), b"ARROW half").unwrap();
+    let summary = pack(&corpus, &options, &NoProgress).unwrap();
+    assert!(summary.resumed_rows > 0);
+    assert!(summary.decoded_rows > 0);
+    assert_eq!(all_files(again.path()), want);
+}
+
+#[test]
+fn parts_pack_disjoint_rows_that_merge_into_the_whole() {
+    let corpus = corpus("librispeech/LibriSpeech");
+    let whole = tempfile::tempdir().unwrap();
+    pack(&corpus, &small(whole.path()), &NoProgress).unwrap();
+    let whole_manifest = Manifest::load(whole.path()).unwrap();
+
+    let parts = tempfile::tempdir().unwrap();
+    for k in 0..3 {
+        let mut options = small(parts.path());
+        options.part = Some(format!("{k}/3").parse().unwrap());
+        // Each part builds the same vocabulary only if given one: parts must agree.
+        options.vocab = Some(whole_manifest.vocab().unwrap());
+        pack(&corpus, &options, &NoProgress).unwrap();
+    }
+    assert!(!parts.path().join("manifest.json").exists());
+    let merged = merge_parts(parts.path()).unwrap();
+    assert!(verify(parts.path()).unwrap().ok());
+    for split in whole_manifest.splits() {
+        let mut want: Vec<String> = read_rows(&whole_manifest, split)
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        let mut got: Vec<String> = read_rows(&merged, split)
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        want.sort();
+        got.sort();
+        assert_eq!(got, want, "{split}");
+    }
+    let mut want = skipped(whole.path());
+    let mut got = skipped(parts.path());
+    want.sort_by(|a, b| a.id.cmp(&b.id));
+    got.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(got, want);
+    assert_eq!(merged.skipped, whole_manifest.skipped);
+}
