@@ -187,11 +187,10 @@ pub struct Loaded {
 pub fn load(dir: &Path) -> Result<Loaded, CheckpointError> {
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(io(&state_path))?;
-    let state: TrainState =
-        serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
-            path: state_path.clone(),
-            reason: e.to_string(),
-        })?;
+    let state: TrainState = serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
+        path: state_path.clone(),
+        reason: e.to_string(),
+    })?;
     if state.format_version != CHECKPOINT_FORMAT_VERSION {
         return Err(CheckpointError::Invalid {
             path: state_path,

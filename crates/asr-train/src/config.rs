@@ -217,8 +217,11 @@ impl TrainConfig {
     /// Check ranges that serde cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        if !(self.batch_seconds > 0.0) {
-            return bad(format!("batch_seconds must be > 0, got {}", self.batch_seconds));
+        if self.batch_seconds.is_nan() || self.batch_seconds <= 0.0 {
+            return bad(format!(
+                "batch_seconds must be > 0, got {}",
+                self.batch_seconds
+            ));
         }
         if self.grad_accum == 0 {
             return bad("grad_accum must be at least 1".into());
@@ -227,7 +230,10 @@ impl TrainConfig {
             return bad(format!("lr must be > 0, got {}", self.lr));
         }
         if !(0.0..=1.0).contains(&self.warmup_ratio) {
-            return bad(format!("warmup_ratio must be within 0..1, got {}", self.warmup_ratio));
+            return bad(format!(
+                "warmup_ratio must be within 0..1, got {}",
+                self.warmup_ratio
+            ));
         }
         if !(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2) {
             return bad("adam_beta1 and adam_beta2 must be within [0, 1)".into());
@@ -246,13 +252,22 @@ impl TrainConfig {
         }
         let g = &self.guard;
         if !(g.lr_decay > 0.0 && g.lr_decay < 1.0) {
-            return bad(format!("guard.lr_decay must be within (0, 1), got {}", g.lr_decay));
+            return bad(format!(
+                "guard.lr_decay must be within (0, 1), got {}",
+                g.lr_decay
+            ));
         }
         if !(g.lr_floor > 0.0 && g.lr_floor <= 1.0) {
-            return bad(format!("guard.lr_floor must be within (0, 1], got {}", g.lr_floor));
+            return bad(format!(
+                "guard.lr_floor must be within (0, 1], got {}",
+                g.lr_floor
+            ));
         }
         if !(0.0..1.0).contains(&g.stats_beta) {
-            return bad(format!("guard.stats_beta must be within [0, 1), got {}", g.stats_beta));
+            return bad(format!(
+                "guard.stats_beta must be within [0, 1), got {}",
+                g.stats_beta
+            ));
         }
         Ok(())
     }
@@ -455,17 +470,76 @@ impl RunArgs {
     /// Override `config` with every flag given.
     pub fn apply(&self, config: &mut TrainConfig) {
         let a = self;
-        set_some!(a, config, [shards, max_steps, max_batch_utterances, max_duration_s,
-            warmup_steps, ctc_loss_reduction, ctc_zero_infinity, eval_max_utterances,
-            eval_batch_seconds, patience, save_every, threads]);
-        set!(a, config, [model, out, device, precision, resume, train_split, eval_split,
-            final_splits, seed, epochs, batch_seconds, grad_accum, lr, warmup_ratio, decay,
-            min_lr_ratio, weight_decay, adam_beta1, adam_beta2, adam_eps,
-            freeze_feature_encoder, reinit_head, eval_every, keep_checkpoints, log_every,
-            prefetch_batches, rank, world_size, watchdog_blank_fraction]);
+        set_some!(
+            a,
+            config,
+            [
+                shards,
+                max_steps,
+                max_batch_utterances,
+                max_duration_s,
+                warmup_steps,
+                ctc_loss_reduction,
+                ctc_zero_infinity,
+                eval_max_utterances,
+                eval_batch_seconds,
+                patience,
+                save_every,
+                threads
+            ]
+        );
+        set!(
+            a,
+            config,
+            [
+                model,
+                out,
+                device,
+                precision,
+                resume,
+                train_split,
+                eval_split,
+                final_splits,
+                seed,
+                epochs,
+                batch_seconds,
+                grad_accum,
+                lr,
+                warmup_ratio,
+                decay,
+                min_lr_ratio,
+                weight_decay,
+                adam_beta1,
+                adam_beta2,
+                adam_eps,
+                freeze_feature_encoder,
+                reinit_head,
+                eval_every,
+                keep_checkpoints,
+                log_every,
+                prefetch_batches,
+                rank,
+                world_size,
+                watchdog_blank_fraction
+            ]
+        );
         set_some!(a, config.guard, [max_loss, grad_norm_limit]);
-        set!(a, config.guard, [nonfinite_grads, stats_warmup_steps, stats_beta, lr_decay,
-            lr_floor, recovery_steps, clip, max_grad_norm, clip_z, quarantine_after]);
+        set!(
+            a,
+            config.guard,
+            [
+                nonfinite_grads,
+                stats_warmup_steps,
+                stats_beta,
+                lr_decay,
+                lr_floor,
+                recovery_steps,
+                clip,
+                max_grad_norm,
+                clip_z,
+                quarantine_after
+            ]
+        );
         if let Some(k) = a.grad_norm_factor {
             // 0 turns the relative limit off.
             config.guard.grad_norm_factor = (k > 0.0).then_some(k);
@@ -502,11 +576,17 @@ mod tests {
         let value: serde_json::Value = toml::from_str(&text).unwrap();
         let schema = schema();
         let validator = jsonschema::validator_for(&schema).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&value).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(&value)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{errors:?}");
         // The resolved defaults validate too (written to RUN/config.json).
         let defaults = serde_json::to_value(TrainConfig::default()).unwrap();
-        let errors: Vec<String> = validator.iter_errors(&defaults).map(|e| e.to_string()).collect();
+        let errors: Vec<String> = validator
+            .iter_errors(&defaults)
+            .map(|e| e.to_string())
+            .collect();
         assert!(errors.is_empty(), "{errors:?}");
     }
 
@@ -570,11 +650,19 @@ mod tests {
         let path = dir.path().join("run.toml");
         std::fs::write(&path, "lr = 1e-4\nbatch_secnds = 3\n").unwrap();
         let err = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
-        assert!(err.contains("run.toml") && err.contains("batch_secnds") && err.contains("line 2"), "{err}");
+        assert!(
+            err.contains("run.toml") && err.contains("batch_secnds") && err.contains("line 2"),
+            "{err}"
+        );
         std::fs::write(&path, "lr = \"fast\"\n").unwrap();
         let err = TrainConfig::from_toml_file(&path).unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
         let cli = Cli::parse_from(["x", "--grad-accum", "0"]);
-        assert!(cli.run.resolve().unwrap_err().to_string().contains("grad_accum"));
+        assert!(cli
+            .run
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("grad_accum"));
     }
 }

@@ -431,7 +431,11 @@ mod tests {
         let lengths = lengths();
         let b = batching(12.0);
         let a = plan_epoch(&lengths, &b, 0);
-        assert_eq!(a, plan_epoch(&lengths, &b, 0), "same seed and epoch, same plan");
+        assert_eq!(
+            a,
+            plan_epoch(&lengths, &b, 0),
+            "same seed and epoch, same plan"
+        );
         assert_ne!(a, plan_epoch(&lengths, &b, 1));
         // Padding stays small: padded audio is close to real audio.
         let real: u64 = lengths.iter().sum();
@@ -484,13 +488,22 @@ mod tests {
 
     #[test]
     fn normalization_matches_the_feature_extractor() {
-        let audio: Vec<f32> = (0..1000).map(|i| ((i as f32) * 0.01).sin() * 0.3 + 0.1).collect();
+        let audio: Vec<f32> = (0..1000)
+            .map(|i| ((i as f32) * 0.01).sin() * 0.3 + 0.1)
+            .collect();
         let mut out = vec![0.0; audio.len()];
         normalize_into(&audio, &mut out);
         let n = out.len() as f64;
         let mean = out.iter().map(|&x| f64::from(x)).sum::<f64>() / n;
-        let var = out.iter().map(|&x| (f64::from(x) - mean).powi(2)).sum::<f64>() / n;
-        assert!(mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-4, "{mean} {var}");
+        let var = out
+            .iter()
+            .map(|&x| (f64::from(x) - mean).powi(2))
+            .sum::<f64>()
+            / n;
+        assert!(
+            mean.abs() < 1e-6 && (var - 1.0).abs() < 1e-4,
+            "{mean} {var}"
+        );
         // Silence stays finite (the 1e-7 in the denominator).
         let mut silent = vec![1.0; 4];
         normalize_into(&[0.0; 4], &mut silent);
@@ -524,12 +537,19 @@ mod tests {
         assert_eq!(batch.labels, vec![3, 4, 5, PAD_LABEL]);
         assert!((batch.audio_s - 2000.0 / 16_000.0).abs() < 1e-12);
 
-        let mut loader = Loader::start(source.clone(), vec![0, 1, 2], b, DataPosition::default(), 2);
+        let mut loader =
+            Loader::start(source.clone(), vec![0, 1, 2], b, DataPosition::default(), 2);
         let first: Vec<Batch> = (0..4).map(|_| loader.next_batch().unwrap()).collect();
         assert_eq!(first[0].ids, vec!["c", "a", "b"]);
         assert_eq!(first[1].position, DataPosition { epoch: 1, batch: 0 });
         drop(loader);
-        let mut resumed = Loader::start(source, vec![0, 1, 2], b, DataPosition { epoch: 2, batch: 0 }, 2);
+        let mut resumed = Loader::start(
+            source,
+            vec![0, 1, 2],
+            b,
+            DataPosition { epoch: 2, batch: 0 },
+            2,
+        );
         assert_eq!(resumed.next_batch().unwrap(), first[2]);
     }
 }

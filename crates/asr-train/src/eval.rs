@@ -172,7 +172,11 @@ pub fn reduce_losses(losses: &Tensor, label_lengths: &[i64], reduction: LossRedu
 }
 
 /// Per-utterance losses normalized as the reduction does (for reports).
-pub fn normalized_losses(losses: &[f64], label_lengths: &[i64], reduction: LossReduction) -> Vec<f64> {
+pub fn normalized_losses(
+    losses: &[f64],
+    label_lengths: &[i64],
+    reduction: LossReduction,
+) -> Vec<f64> {
     losses
         .iter()
         .zip(label_lengths)
@@ -219,7 +223,10 @@ pub fn evaluate(
             ok
         })
         .collect();
-    let lengths: Vec<u64> = included.iter().map(|&i| source.index()[i].num_samples).collect();
+    let lengths: Vec<u64> = included
+        .iter()
+        .map(|&i| source.index()[i].num_samples)
+        .collect();
     let plan = plan_epoch(
         &lengths,
         &Batching {
@@ -279,8 +286,9 @@ pub fn evaluate(
                     loss.zero_infinity,
                 )
                 .map_err(|e| DataError(e.to_string()))?;
-                let losses = Vec::<f64>::try_from(&losses.to_kind(Kind::Double).to_device(tch::Device::Cpu))
-                    .map_err(|e| DataError(e.to_string()))?;
+                let losses =
+                    Vec::<f64>::try_from(&losses.to_kind(Kind::Double).to_device(tch::Device::Cpu))
+                        .map_err(|e| DataError(e.to_string()))?;
                 Ok((model.greedy_decode(&output, vocab), losses))
             })?;
             for l in normalized_losses(&losses, &label_lengths, loss.reduction) {
@@ -304,7 +312,10 @@ pub fn evaluate(
     for p in &predictions {
         rates.add(&p.reference, &p.hypothesis);
     }
-    let blanks = predictions.iter().filter(|p| p.hypothesis.is_empty()).count();
+    let blanks = predictions
+        .iter()
+        .filter(|p| p.hypothesis.is_empty())
+        .count();
     Ok(EvalOutput {
         rates,
         loss: (loss_count > 0).then(|| loss_sum / loss_count as f64),

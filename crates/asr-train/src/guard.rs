@@ -402,8 +402,7 @@ impl ExplosionGuard {
             self.step_had_event = false;
         } else {
             self.state.clean_steps += 1;
-            if self.state.lr_scale < 1.0 && self.state.clean_steps >= self.config.recovery_steps
-            {
+            if self.state.lr_scale < 1.0 && self.state.clean_steps >= self.config.recovery_steps {
                 self.state.lr_scale = (self.state.lr_scale / self.config.lr_decay).min(1.0);
                 self.state.clean_steps = 0;
                 self.state.counts.recoveries += 1;

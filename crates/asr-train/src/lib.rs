@@ -6,6 +6,7 @@
 //! [`score`] the `asr-train score` command.
 
 pub mod checkpoint;
+pub mod commands;
 pub mod config;
 pub mod data;
 pub mod eval;
@@ -15,4 +16,6 @@ pub mod optim;
 pub mod plot;
 pub mod schedule;
 pub mod score;
+pub mod shards;
 pub mod trainer;
+pub mod transcribe;

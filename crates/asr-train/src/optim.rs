@@ -24,15 +24,18 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
-/// Whether transformers' Trainer would decay this parameter (not biases, not norms).
+/// Whether a parameter is in the weight-decay group: not biases, not normalization
+/// weights. transformers' `Trainer` excludes biases and `nn.LayerNorm` parameters; here
+/// every `*layer_norm*` / `*norm.*` weight is excluded, which also spares the group norm
+/// of group-norm feature encoders (named `conv_layers.0.layer_norm`), a difference that
+/// only matters when the feature encoder is trained.
 pub fn decays(name: &str) -> bool {
-    if name.ends_with(".bias") {
-        return false;
-    }
     let lower = name.to_ascii_lowercase();
-    !(lower.contains("layer_norm") || lower.contains("layernorm") || lower.contains(".norm."))
-        && !lower.ends_with("norm.weight")
-        && !lower.contains("masked_spec_embed")
+    !(lower.ends_with(".bias")
+        || lower.contains("layer_norm")
+        || lower.contains("layernorm")
+        || lower.contains(".norm.")
+        || lower.ends_with("norm.weight"))
 }
 
 /// One parameter's optimizer state.
@@ -55,7 +58,10 @@ pub struct AdamW {
 impl AdamW {
     /// An optimizer over `params` (name, tensor; shallow clones are taken, so updates
     /// reach the model).
-    pub fn new<'a>(config: AdamWConfig, params: impl IntoIterator<Item = (&'a str, &'a Tensor)>) -> Self {
+    pub fn new<'a>(
+        config: AdamWConfig,
+        params: impl IntoIterator<Item = (&'a str, &'a Tensor)>,
+    ) -> Self {
         let slots = params
             .into_iter()
             .map(|(name, p)| Slot {
@@ -80,8 +86,18 @@ impl AdamW {
 
     /// Names of the parameters in the decay group and in the no-decay group.
     pub fn groups(&self) -> (Vec<&str>, Vec<&str>) {
-        let decay = self.slots.iter().filter(|s| s.decay).map(|s| s.name.as_str()).collect();
-        let no_decay = self.slots.iter().filter(|s| !s.decay).map(|s| s.name.as_str()).collect();
+        let decay = self
+            .slots
+            .iter()
+            .filter(|s| s.decay)
+            .map(|s| s.name.as_str())
+            .collect();
+        let no_decay = self
+            .slots
+            .iter()
+            .filter(|s| !s.decay)
+            .map(|s| s.name.as_str())
+            .collect();
         (decay, no_decay)
     }
 
@@ -113,7 +129,10 @@ impl AdamW {
         if counts.is_empty() {
             return 0;
         }
-        Tensor::stack(&counts, 0).sum(Kind::Int64).int64_value(&[]).max(0) as u64
+        Tensor::stack(&counts, 0)
+            .sum(Kind::Int64)
+            .int64_value(&[])
+            .max(0) as u64
     }
 
     /// Replace NaN and infinite gradient values by zero.
@@ -172,7 +191,10 @@ impl AdamW {
         let mut out = Vec::with_capacity(self.slots.len() * 2);
         for s in &self.slots {
             out.push((format!("exp_avg.{}", s.name), s.exp_avg.shallow_clone()));
-            out.push((format!("exp_avg_sq.{}", s.name), s.exp_avg_sq.shallow_clone()));
+            out.push((
+                format!("exp_avg_sq.{}", s.name),
+                s.exp_avg_sq.shallow_clone(),
+            ));
         }
         out
     }
@@ -182,9 +204,13 @@ impl AdamW {
         let find = |key: &str| tensors.iter().find(|(n, _)| n == key).map(|(_, t)| t);
         tch::no_grad(|| {
             for s in &mut self.slots {
-                for (prefix, dst) in [("exp_avg", &mut s.exp_avg), ("exp_avg_sq", &mut s.exp_avg_sq)] {
+                for (prefix, dst) in [
+                    ("exp_avg", &mut s.exp_avg),
+                    ("exp_avg_sq", &mut s.exp_avg_sq),
+                ] {
                     let key = format!("{prefix}.{}", s.name);
-                    let src = find(&key).ok_or_else(|| format!("optimizer state has no tensor {key}"))?;
+                    let src =
+                        find(&key).ok_or_else(|| format!("optimizer state has no tensor {key}"))?;
                     if src.size() != dst.size() {
                         return Err(format!(
                             "optimizer state {key} has shape {:?}, the parameter {:?}",
@@ -251,9 +277,11 @@ mod tests {
         assert!(!decays("lm_head.bias"));
         assert!(!decays("wav2vec2.encoder.layers.0.layer_norm.weight"));
         assert!(!decays("wav2vec2.encoder.layer_norm.weight"));
-        assert!(!decays("wav2vec2.feature_extractor.conv_layers.0.layer_norm.weight"));
+        assert!(!decays(
+            "wav2vec2.feature_extractor.conv_layers.0.layer_norm.weight"
+        ));
         assert!(!decays("wav2vec2.feature_projection.layer_norm.weight"));
-        assert!(!decays("wav2vec2.masked_spec_embed"));
+        assert!(decays("wav2vec2.masked_spec_embed"));
         assert!(decays("wav2vec2.encoder.pos_conv_embed.conv.weight_v"));
     }
 
@@ -317,7 +345,10 @@ mod tests {
         other.load_state(&state, opt.steps()).unwrap();
         assert_eq!(other.steps(), 1);
         assert!(other.state_tensors()[0].1.equal(&state[0].1));
-        assert!(other.load_state(&[], 1).unwrap_err().contains("exp_avg.x.weight"));
+        assert!(other
+            .load_state(&[], 1)
+            .unwrap_err()
+            .contains("exp_avg.x.weight"));
     }
 
     #[test]

@@ -33,9 +33,12 @@ pub struct PlotError {
     pub message: String,
 }
 
+/// A named line of a panel.
+type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
+
 struct Series {
     title: &'static str,
-    lines: Vec<(&'static str, RGBColor, Vec<(f64, f64)>)>,
+    lines: Vec<Line>,
     log_y: bool,
 }
 
@@ -122,7 +125,9 @@ fn draw_panel(
         .collect();
     let (mut lo, mut hi) = ys
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| (a.min(y), b.max(y)));
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &y| {
+            (a.min(y), b.max(y))
+        });
     if !lo.is_finite() {
         (lo, hi) = if panel.log_y { (0.1, 10.0) } else { (0.0, 1.0) };
     }
@@ -158,7 +163,10 @@ fn draw_panel(
             for (name, color, points) in &panel.lines {
                 let color = *color;
                 $chart
-                    .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+                    .draw_series(LineSeries::new(
+                        points.iter().copied(),
+                        color.stroke_width(2),
+                    ))
                     .map_err(|e| e.to_string())?
                     .label(*name)
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color));

@@ -556,7 +556,10 @@ mod tests {
         let r = write(dir.path(), "ref.txt", "a\nb\n");
         let h = write(dir.path(), "hyp.txt", "a\n");
         let err = score_files(&r, &h, Pairing::Lines).unwrap_err().to_string();
-        assert!(err.contains("has 2 lines") && err.contains("has 1"), "{err}");
+        assert!(
+            err.contains("has 2 lines") && err.contains("has 1"),
+            "{err}"
+        );
 
         let r = write(dir.path(), "ref.txt", "u1 a\nu2 b\n");
         let h = write(dir.path(), "hyp.txt", "u1 a\nu3 b\n");
@@ -626,15 +629,25 @@ mod tests {
                 chars,
                 "{case}"
             );
-            assert!((report.wer - case["wer"].as_f64().unwrap()).abs() < 1e-9, "{case}");
-            assert!((report.cer - case["cer"].as_f64().unwrap()).abs() < 1e-9, "{case}");
+            assert!(
+                (report.wer - case["wer"].as_f64().unwrap()).abs() < 1e-9,
+                "{case}"
+            );
+            assert!(
+                (report.cer - case["cer"].as_f64().unwrap()).abs() < 1e-9,
+                "{case}"
+            );
             refs.push_str(&format!("{r}\n"));
             hyps.push_str(&format!("{h}\n"));
             word_errors += words[1] + words[2] + words[3];
             word_refs += words[0] + words[1] + words[2];
             checked += 1;
         }
-        assert!(checked > 100, "only {checked} jiwer cases read from {}", path.display());
+        assert!(
+            checked > 100,
+            "only {checked} jiwer cases read from {}",
+            path.display()
+        );
         // The whole file as one corpus: total edits over total reference words.
         let corpus = score(&refs, &hyps, Pairing::Lines);
         assert_eq!(corpus.utterances, checked);

@@ -33,9 +33,7 @@ use crate::data::{plan_epoch, Batch, Batching, DataPosition, Loader, UtteranceSo
 use crate::eval::{
     self, batch_tensors, ctc_losses, normalized_losses, reduce_losses, FinalResults, LossSettings,
 };
-use crate::guard::{
-    ExplosionGuard, GuardEvent, LossDecision, NonFiniteDecision, NormDecision,
-};
+use crate::guard::{ExplosionGuard, GuardEvent, LossDecision, NonFiniteDecision, NormDecision};
 use crate::metrics::{
     read_metrics, EvalRecord, EventRecord, MetricsRecord, MetricsWriter, Quarantine, StepRecord,
 };
@@ -288,25 +286,33 @@ fn epoch_fraction(position: DataPosition, batches_in_epoch: usize) -> f64 {
 }
 
 /// Train as `config` says on `data`; see the module documentation.
-pub fn run(config: &TrainConfig, data: TrainData, mut hooks: Hooks) -> Result<RunSummary, TrainError> {
+pub fn run(
+    config: &TrainConfig,
+    data: TrainData,
+    mut hooks: Hooks,
+) -> Result<RunSummary, TrainError> {
     config
         .validate()
         .map_err(|e| TrainError::Config(e.to_string()))?;
     let run_started = Instant::now();
     let out = config.out.clone();
-    let threads = config.threads.unwrap_or_else(|| {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    });
+    let threads = config
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     tch::set_num_threads(threads as i32);
 
-    let train_source = data.splits.get(&config.train_split).cloned().ok_or_else(|| {
-        TrainError::Config(format!(
-            "{} has no split {:?} to train on (splits: {})",
-            data.origin,
-            config.train_split,
-            data.splits.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))
-    })?;
+    let train_source = data
+        .splits
+        .get(&config.train_split)
+        .cloned()
+        .ok_or_else(|| {
+            TrainError::Config(format!(
+                "{} has no split {:?} to train on (splits: {})",
+                data.origin,
+                config.train_split,
+                data.splits.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
     let eval_source = data.splits.get(&config.eval_split).cloned();
 
     // The run folder: fresh, or resumed.
@@ -393,9 +399,9 @@ pub fn run(config: &TrainConfig, data: TrainData, mut hooks: Hooks) -> Result<Ru
         )));
     }
     let accum = u64::from(config.grad_accum);
-    let total_steps = config.max_steps.unwrap_or_else(|| {
-        (u64::from(config.epochs) * batches_per_epoch as u64).div_ceil(accum)
-    });
+    let total_steps = config
+        .max_steps
+        .unwrap_or_else(|| (u64::from(config.epochs) * batches_per_epoch as u64).div_ceil(accum));
     let warmup_steps = config
         .warmup_steps
         .unwrap_or((config.warmup_ratio * total_steps as f64).round() as u64);
@@ -451,7 +457,10 @@ pub fn run(config: &TrainConfig, data: TrainData, mut hooks: Hooks) -> Result<Ru
         evals_without_improvement = s.evals_without_improvement;
         quarantine = s.quarantine.clone();
         train_audio_s = s.train_audio_s;
-        log(&format!("resuming from {} (step {step})", loaded.dir.display()));
+        log(&format!(
+            "resuming from {} (step {step})",
+            loaded.dir.display()
+        ));
     } else if config.resume {
         log(&format!(
             "no checkpoint in {}: starting a new run",
@@ -524,8 +533,7 @@ pub fn run(config: &TrainConfig, data: TrainData, mut hooks: Hooks) -> Result<Ru
             tch::manual_seed(seed as i64);
             let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EC_A0C);
             let (input, labels) = batch_tensors(&batch, device);
-            let label_lengths: Vec<i64> =
-                batch.label_ids.iter().map(|l| l.len() as i64).collect();
+            let label_lengths: Vec<i64> = batch.label_ids.iter().map(|l| l.len() as i64).collect();
             let (loss, per_utterance, output_lengths) = {
                 let _autocast = Autocast::enter(device, precision);
                 let output = model.forward_padded(&input, &batch.lengths, true, Some(&mut rng))?;
@@ -723,8 +731,18 @@ pub fn run(config: &TrainConfig, data: TrainData, mut hooks: Hooks) -> Result<Ru
         metrics.flush()?;
         if save_every > 0 && step % save_every == 0 {
             save_checkpoint(
-                &out, &model, &optimizer, &guard, &scaler, step, position, best,
-                evals_without_improvement, &quarantine, train_audio_s, config,
+                &out,
+                &model,
+                &optimizer,
+                &guard,
+                &scaler,
+                step,
+                position,
+                best,
+                evals_without_improvement,
+                &quarantine,
+                train_audio_s,
+                config,
             )?;
             last_saved = step;
         }
@@ -766,8 +784,18 @@ pub fn run(config: &TrainConfig, data: TrainData, mut hooks: Hooks) -> Result<Ru
     metrics.flush()?;
     if last_saved != step {
         save_checkpoint(
-            &out, &model, &optimizer, &guard, &scaler, step, position, best,
-            evals_without_improvement, &quarantine, train_audio_s, config,
+            &out,
+            &model,
+            &optimizer,
+            &guard,
+            &scaler,
+            step,
+            position,
+            best,
+            evals_without_improvement,
+            &quarantine,
+            train_audio_s,
+            config,
         )?;
     }
     drop(optimizer);
@@ -812,7 +840,13 @@ pub fn run(config: &TrainConfig, data: TrainData, mut hooks: Hooks) -> Result<Ru
         steps: Some(step),
         stop_reason: Some(stop_reason.clone()),
         events: Some(guard.state().counts),
-        quarantined: Some(quarantine.ids(threshold).iter().map(|s| s.to_string()).collect()),
+        quarantined: Some(
+            quarantine
+                .ids(threshold)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        ),
         train_audio_s_per_s: Some(audio_this_process / step_secs.max(1e-9)),
         data_wait_fraction: Some(wait_total.as_secs_f64() / step_secs.max(1e-9)),
     };
@@ -966,9 +1000,7 @@ fn evaluate_during_training(
     progress.line(&format!(
         "eval step {step}: {} WER {wer:.4} CER {cer:.4} loss {} ({} utterances){}",
         config.eval_split,
-        output
-            .loss
-            .map_or("-".to_string(), |l| format!("{l:.4}")),
+        output.loss.map_or("-".to_string(), |l| format!("{l:.4}")),
         output.rates.utterances,
         if improved { ", best so far" } else { "" }
     ));

@@ -104,7 +104,10 @@ fn steps(records: &[MetricsRecord]) -> Vec<&asr_train::metrics::StepRecord> {
         .collect()
 }
 
-fn events<'a>(records: &'a [MetricsRecord], name: &str) -> Vec<&'a asr_train::metrics::EventRecord> {
+fn events<'a>(
+    records: &'a [MetricsRecord],
+    name: &str,
+) -> Vec<&'a asr_train::metrics::EventRecord> {
     records
         .iter()
         .filter_map(|r| match r {
@@ -145,7 +148,12 @@ fn tiny_model_overfits_six_utterances() {
         "overfit: {:?}, {:.2} steps/s, {:.1} audio s/s",
         summary.results.splits, summary.steps_per_s, summary.audio_s_per_s
     );
-    assert!(train.wer <= 0.1, "train WER {} after {} steps", train.wer, summary.steps);
+    assert!(
+        train.wer <= 0.1,
+        "train WER {} after {} steps",
+        train.wer,
+        summary.steps
+    );
     // The outputs of a run are all there.
     for name in [
         "metrics.jsonl",
@@ -191,7 +199,11 @@ fn infeasible_utterance_is_skipped_recorded_and_quarantined() {
     let summary = run(&c, data(utterances.clone(), utterances, vocab), quiet()).unwrap();
     let records = read_metrics(&out.join("metrics.jsonl")).unwrap();
     let skipped = events(&records, "nonfinite_loss");
-    assert!(skipped.len() >= 2, "{} non-finite loss events", skipped.len());
+    assert!(
+        skipped.len() >= 2,
+        "{} non-finite loss events",
+        skipped.len()
+    );
     for e in &skipped {
         assert_eq!(e.culprits, vec!["too-many-labels".to_string()]);
         assert!(e.ids.contains(&"too-many-labels".to_string()));
@@ -205,7 +217,9 @@ fn infeasible_utterance_is_skipped_recorded_and_quarantined() {
     // Training went on with finite losses and weights.
     let losses: Vec<f64> = steps(&records).iter().filter_map(|s| s.loss).collect();
     assert!(losses.len() >= 20 && losses.iter().all(|l| l.is_finite()));
-    assert!(summary.results.splits["train"].loss.is_some_and(f64::is_finite));
+    assert!(summary.results.splits["train"]
+        .loss
+        .is_some_and(f64::is_finite));
 }
 
 #[test]
@@ -240,16 +254,26 @@ fn low_grad_norm_limit_skips_decays_and_recovers() {
     let summary = run(&c, data(utterances.clone(), utterances, vocab), hooks).unwrap();
     let records = read_metrics(&out.join("metrics.jsonl")).unwrap();
     let explosions = events(&records, "explosion");
-    assert_eq!(explosions.iter().map(|e| e.step).collect::<Vec<_>>(), [5, 6, 7]);
+    assert_eq!(
+        explosions.iter().map(|e| e.step).collect::<Vec<_>>(),
+        [5, 6, 7]
+    );
     assert!(explosions.iter().all(|e| !e.ids.is_empty()));
     let step_records = steps(&records);
     for s in &step_records[4..7] {
-        assert!(!s.updated && s.lr == 0.0, "step {} should be skipped", s.step);
+        assert!(
+            !s.updated && s.lr == 0.0,
+            "step {} should be skipped",
+            s.step
+        );
     }
     assert_eq!(step_records[6].lr_scale, 0.125);
     // Two clean steps climb back a notch each time: 0.25 at step 9, 0.5 at 11, 1 at 13.
     let recoveries = events(&records, "recovery");
-    assert_eq!(recoveries.iter().map(|e| e.step).collect::<Vec<_>>(), [9, 11, 13]);
+    assert_eq!(
+        recoveries.iter().map(|e| e.step).collect::<Vec<_>>(),
+        [9, 11, 13]
+    );
     assert_eq!(step_records[12].lr_scale, 1.0);
     assert_eq!(summary.results.events.unwrap().explosions, 3);
 }
@@ -279,7 +303,10 @@ fn nan_gradients_are_zeroed_and_counted() {
     assert_eq!(nan.len(), 1);
     assert_eq!(nan[0].step, 3);
     let counts = summary.results.events.unwrap();
-    assert_eq!((counts.nonfinite_grads, counts.nonfinite_grad_values), (1, 2));
+    assert_eq!(
+        (counts.nonfinite_grads, counts.nonfinite_grad_values),
+        (1, 2)
+    );
     let s3 = steps(&records)[2];
     assert!(s3.updated && s3.grad_norm.is_some_and(f64::is_finite));
     let weights = asr_model::read_weights(&out.join("best/model.safetensors")).unwrap();
@@ -302,7 +329,12 @@ fn resume_continues_exactly() {
     c.save_every = Some(4);
     c.eval_every = 4;
     c.keep_checkpoints = 2;
-    run(&c, data(utterances.clone(), utterances.clone(), vocab.clone()), quiet()).unwrap();
+    run(
+        &c,
+        data(utterances.clone(), utterances.clone(), vocab.clone()),
+        quiet(),
+    )
+    .unwrap();
     // The same run killed after step 4 (its folder as it was then, metrics beyond step
     // 4 included), then resumed.
     let half = dir.path().join("half");
@@ -382,13 +414,246 @@ fn vocabulary_mismatch_is_named_and_reinit_head_trains() {
     let out = dir.path().join("run");
     let mut c = config(&out, 4);
     c.model = pretrained.display().to_string();
-    let err = run(&c, data(utterances.clone(), utterances.clone(), vocab.clone()), quiet())
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("\"O\"") && err.contains("\"Z\"") && err.contains("--reinit-head"), "{err}");
+    let err = run(
+        &c,
+        data(utterances.clone(), utterances.clone(), vocab.clone()),
+        quiet(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("\"O\"") && err.contains("\"Z\"") && err.contains("--reinit-head"),
+        "{err}"
+    );
     c.reinit_head = true;
-    let summary = run(&c, data(utterances.clone(), utterances, vocab.clone()), quiet()).unwrap();
+    let summary = run(
+        &c,
+        data(utterances.clone(), utterances, vocab.clone()),
+        quiet(),
+    )
+    .unwrap();
     assert_eq!(summary.steps, 4);
     let saved = asr_model::read_vocab(&out.join("best")).unwrap();
     assert_eq!(saved, vocab);
+}
+
+/// Shards of the six fixture utterances (train) and the first three (dev), written with
+/// the asr-shards writer as `asr-data pack` does.
+fn write_shards(dir: &Path) -> Vocab {
+    use asr_shards::{Manifest, RowRef, ShardWriter, ShardWriterOptions};
+    let (utterances, vocab) = speech();
+    let mut manifest = Manifest::new(&vocab, asr_shards::AudioDtype::Int16, None);
+    for (split, rows) in [("train", &utterances[..]), ("dev", &utterances[..3])] {
+        let options = ShardWriterOptions::new(1 << 20, vocab.to_json_string());
+        let mut writer = ShardWriter::create(dir, split, options).unwrap();
+        for u in rows {
+            writer
+                .write(RowRef {
+                    id: &u.id,
+                    audio: &u.audio,
+                    text: &u.text,
+                    labels: &u.labels,
+                    speaker: None,
+                    source: "fixture",
+                })
+                .unwrap();
+        }
+        manifest
+            .splits
+            .insert(split.to_string(), writer.finish().unwrap());
+    }
+    manifest.write(dir).unwrap();
+    vocab
+}
+
+fn validate(schema_name: &str, value: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../schemas")
+        .join(schema_name);
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{schema_name}: {errors:?}\n{value}");
+}
+
+#[test]
+fn command_line_runs_evaluates_transcribes_and_scores() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let shards = dir.path().join("shards");
+    write_shards(&shards);
+    let exe = env!("CARGO_BIN_EXE_asr-train");
+    let out = dir.path().join("run");
+    let config = dir.path().join("run.toml");
+    std::fs::write(
+        &config,
+        "max_steps = 3\nbatch_seconds = 4.0\nlr = 1e-3\neval_every = 2\n",
+    )
+    .unwrap();
+    let status = std::process::Command::new(exe)
+        .args(["run", "--config"])
+        .arg(&config)
+        .arg("--shards")
+        .arg(&shards)
+        .arg("--out")
+        .arg(&out)
+        .args(["--device", "cpu", "--threads", "1", "--max-steps", "4"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "{stderr}");
+    // Piped: plain log lines and the end-of-run table.
+    assert!(
+        stderr.contains("run finished (max_steps) after 4 steps"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("eval step 2: dev WER"), "{stderr}");
+    let resolved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(resolved["max_steps"], 4);
+    assert_eq!(resolved["eval_every"], 2);
+    validate("train-config.schema.json", &resolved);
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("final_results.json")).unwrap())
+            .unwrap();
+    validate("train-final-results.schema.json", &results);
+    for line in std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        validate(
+            "train-metrics.schema.json",
+            &serde_json::from_str(line).unwrap(),
+        );
+    }
+    for line in std::fs::read_to_string(out.join("predictions_dev.jsonl"))
+        .unwrap()
+        .lines()
+    {
+        validate(
+            "train-predictions.schema.json",
+            &serde_json::from_str(line).unwrap(),
+        );
+    }
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("checkpoints/step-00000004/state.json")).unwrap(),
+    )
+    .unwrap();
+    validate("train-checkpoint-state.schema.json", &state);
+
+    // A second run into the same folder without --resume is a usage error.
+    let again = std::process::Command::new(exe)
+        .args(["run", "--shards"])
+        .arg(&shards)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+
+    let eval = std::process::Command::new(exe)
+        .args(["eval", "--shards"])
+        .arg(&shards)
+        .arg("--model")
+        .arg(out.join("best"))
+        .args(["--splits", "dev", "--device", "cpu", "--json", "--out"])
+        .arg(dir.path().join("eval"))
+        .output()
+        .unwrap();
+    assert!(
+        eval.status.success(),
+        "{}",
+        String::from_utf8_lossy(&eval.stderr)
+    );
+    let eval_json: serde_json::Value = serde_json::from_slice(&eval.stdout).unwrap();
+    assert_eq!(eval_json["splits"]["dev"]["utterances"], 3);
+    assert_eq!(
+        eval_json["splits"]["dev"]["wer"],
+        results["splits"]["dev"]["wer"]
+    );
+    assert!(dir.path().join("eval/predictions_dev.jsonl").is_file());
+
+    // Transcribe: one line per input, in input order; an 8 kHz file is resampled; a
+    // file that cannot be decoded is named on stderr and the exit code is 1.
+    let bad = dir.path().join("not-audio.wav");
+    std::fs::write(&bad, b"nope").unwrap();
+    let a = fixture_dir().join("utt-01.wav");
+    let b = dir.path().join("utt-00-8k.wav");
+    let (utterances, _) = speech();
+    let half: Vec<i16> = utterances[0]
+        .audio
+        .iter()
+        .step_by(2)
+        .map(|&x| (x * 32767.0) as i16)
+        .collect();
+    write_wav(&b, &half, 8_000);
+    let transcribe = std::process::Command::new(exe)
+        .args(["transcribe", "--device", "cpu", "--model"])
+        .arg(out.join("best"))
+        .arg(&a)
+        .arg(&bad)
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert_eq!(transcribe.status.code(), Some(1));
+    let stdout = String::from_utf8(transcribe.stdout).unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(lines[0].starts_with(&format!("{}\t", a.display())));
+    assert!(lines[1].starts_with(&format!("{}\t", b.display())));
+    assert!(String::from_utf8_lossy(&transcribe.stderr).contains("not-audio.wav"));
+
+    // Score: Kaldi ids detected, JSON with the agreed keys.
+    let r = dir.path().join("ref.txt");
+    let h = dir.path().join("hyp.txt");
+    std::fs::write(&r, "utt-1 A B C D\nutt-2 E F\n").unwrap();
+    std::fs::write(&h, "utt-2 E F G\nutt-1 A X C\n").unwrap();
+    let score = std::process::Command::new(exe)
+        .args(["score", "--json", "--ref"])
+        .arg(&r)
+        .arg("--hyp")
+        .arg(&h)
+        .output()
+        .unwrap();
+    assert!(score.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&score.stdout).unwrap();
+    validate("score.schema.json", &s);
+    assert_eq!(s["wer"], 0.5);
+    assert_eq!(
+        (
+            s["substitutions"].as_u64(),
+            s["deletions"].as_u64(),
+            s["insertions"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(s["reference_words"], 6);
+    assert_eq!(s["pairing"], "kaldi");
+}
+
+/// A mono 16-bit PCM WAV file.
+fn write_wav(path: &Path, samples: &[i16], rate: u32) {
+    let data_len = (samples.len() * 2) as u32;
+    let mut bytes = Vec::with_capacity(44 + data_len as usize);
+    bytes.extend_from_slice(b"RIFF");
+    bytes.extend_from_slice(&(36 + data_len).to_le_bytes());
+    bytes.extend_from_slice(b"WAVEfmt ");
+    bytes.extend_from_slice(&16u32.to_le_bytes());
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    bytes.extend_from_slice(&1u16.to_le_bytes()); // mono
+    bytes.extend_from_slice(&rate.to_le_bytes());
+    bytes.extend_from_slice(&(rate * 2).to_le_bytes());
+    bytes.extend_from_slice(&2u16.to_le_bytes());
+    bytes.extend_from_slice(&16u16.to_le_bytes());
+    bytes.extend_from_slice(b"data");
+    bytes.extend_from_slice(&data_len.to_le_bytes());
+    for s in samples {
+        bytes.extend_from_slice(&s.to_le_bytes());
+    }
+    std::fs::write(path, bytes).unwrap();
 }

@@ -1,0 +1,155 @@
+//! The subcommands other than `run`, as library functions the binary calls:
+//! `eval` (WER/CER and predictions of a model on shard splits) and `transcribe`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use asr_model::precision::Precision;
+use asr_model::CtcModel;
+use asr_text::Vocab;
+
+use crate::config::{LossReduction, PrecisionChoice};
+use crate::eval::{self, FinalResults, LossSettings};
+use crate::trainer::{TrainData, TrainError};
+
+/// What `asr-train eval` needs.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    /// Hugging Face model folder (e.g. `RUN/best`).
+    pub model: PathBuf,
+    /// Splits to evaluate (empty: every split of the shards).
+    pub splits: Vec<String>,
+    /// Where to write `predictions_<split>.jsonl` and `final_results.json`, if anywhere.
+    pub out: Option<PathBuf>,
+    /// `auto`, `cpu`, `cuda`, `cuda:N`.
+    pub device: String,
+    /// Forward precision.
+    pub precision: PrecisionChoice,
+    /// Padded seconds per batch.
+    pub batch_seconds: f64,
+    /// libtorch threads.
+    pub threads: Option<usize>,
+}
+
+fn set_threads(threads: Option<usize>) {
+    let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    tch::set_num_threads(n as i32);
+}
+
+fn precision_for(choice: PrecisionChoice, device: tch::Device) -> Precision {
+    match (choice, device) {
+        (PrecisionChoice::Auto, tch::Device::Cuda(_)) | (PrecisionChoice::Bf16, _) => {
+            Precision::Bf16
+        }
+        (PrecisionChoice::Fp16, tch::Device::Cuda(_)) => Precision::F16,
+        _ => Precision::F32,
+    }
+}
+
+/// Load a model folder with its vocabulary on the requested device.
+pub fn load_model(dir: &Path, device: &str) -> Result<(CtcModel, Vocab, tch::Device), TrainError> {
+    let device = asr_model::device::select(
+        device
+            .parse()
+            .map_err(|e: asr_model::DeviceError| TrainError::Config(e.to_string()))?,
+    )?;
+    let model = CtcModel::from_pretrained(dir, device)?;
+    let vocab = asr_model::read_vocab(dir)?;
+    model.check_vocab(&vocab)?;
+    Ok((model, vocab, device))
+}
+
+/// `asr-train eval`: evaluate a model on shard splits.
+pub fn eval_shards(data: &TrainData, options: &EvalOptions) -> Result<FinalResults, TrainError> {
+    set_threads(options.threads);
+    let (model, vocab, device) = load_model(&options.model, &options.device)?;
+    if let Some(diff) = vocab.diff(&data.vocab) {
+        return Err(TrainError::VocabMismatch {
+            data: data.origin.clone(),
+            model: options.model.display().to_string(),
+            diff: format!("model vs data: {diff}"),
+        });
+    }
+    let precision = precision_for(options.precision, device);
+    let loss = LossSettings {
+        reduction: match model.config().ctc_loss_reduction {
+            asr_model::CtcLossReduction::Sum => LossReduction::Sum,
+            asr_model::CtcLossReduction::Mean => LossReduction::Mean,
+        },
+        zero_infinity: model.config().ctc_zero_infinity,
+    };
+    let names: Vec<String> = if options.splits.is_empty() {
+        data.splits.keys().cloned().collect()
+    } else {
+        options.splits.clone()
+    };
+    if let Some(out) = &options.out {
+        std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
+            path: out.clone(),
+            source,
+        })?;
+    }
+    let mut splits = BTreeMap::new();
+    for name in names {
+        let source = data.splits.get(&name).ok_or_else(|| {
+            TrainError::Config(format!(
+                "{} has no split {name:?} (splits: {})",
+                data.origin,
+                data.splits.keys().cloned().collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+        let output = eval::evaluate(
+            &model,
+            &vocab,
+            source.clone(),
+            None,
+            options.batch_seconds,
+            precision,
+            loss,
+        )?;
+        if let Some(out) = &options.out {
+            let path = out.join(format!("predictions_{name}.jsonl"));
+            eval::write_predictions(&path, &output.predictions)
+                .map_err(|source| TrainError::Io { path, source })?;
+        }
+        splits.insert(name, output.result());
+    }
+    let results = FinalResults {
+        splits,
+        model: options.model.display().to_string(),
+        best_step: None,
+        steps: None,
+        stop_reason: None,
+        events: None,
+        quarantined: None,
+        train_audio_s_per_s: None,
+        data_wait_fraction: None,
+    };
+    if let Some(out) = &options.out {
+        let path = out.join("final_results.json");
+        eval::write_final_results(&path, &results)
+            .map_err(|source| TrainError::Io { path, source })?;
+    }
+    Ok(results)
+}
+
+/// `asr-train transcribe`: one result per file, in order.
+pub fn transcribe(
+    model_dir: &Path,
+    paths: &[PathBuf],
+    device: &str,
+    precision: PrecisionChoice,
+    batch_seconds: f64,
+    threads: Option<usize>,
+) -> Result<Vec<Result<String, String>>, TrainError> {
+    set_threads(threads);
+    let (model, vocab, device) = load_model(model_dir, device)?;
+    let precision = precision_for(precision, device);
+    Ok(crate::transcribe::transcribe_files(
+        &model,
+        &vocab,
+        paths,
+        batch_seconds,
+        precision,
+    ))
+}

@@ -1,0 +1,250 @@
+//! `asr-train`: train, evaluate and run wav2vec2 / HuBERT CTC models on shards made by
+//! `asr-data pack`, and score transcripts. A thin layer over the `asr_train` library:
+//! parse arguments, call one function, print, choose the exit code (0 success, 1 the
+//! command failed, 2 bad usage or input).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use asr_train::config::{PrecisionChoice, RunArgs};
+use asr_train::score::Pairing;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "asr-train",
+    version,
+    about = "Fine-tune and evaluate CTC speech recognizers (wav2vec2 / HuBERT) on packed shards"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model on shards (see `--config` for a TOML file of the same options).
+    Run(Box<RunArgs>),
+    /// WER/CER and predictions of a model on shard splits.
+    Eval {
+        /// Shard folder written by `asr-data pack`.
+        #[arg(long, value_name = "DIR")]
+        shards: PathBuf,
+        /// Hugging Face model folder (e.g. RUN/best).
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// Splits to evaluate, comma-separated [default: all].
+        #[arg(long, value_delimiter = ',')]
+        splits: Vec<String>,
+        /// Write predictions_<split>.jsonl and final_results.json here.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// auto, cpu, cuda, cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Forward precision.
+        #[arg(long, value_enum, default_value = "auto")]
+        precision: PrecisionChoice,
+        /// Padded audio seconds per batch.
+        #[arg(long, default_value_t = 200.0)]
+        batch_seconds: f64,
+        /// libtorch threads [default: all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the results as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Transcribe audio files: `<path>\t<text>` per file on stdout, in input order.
+    Transcribe {
+        /// Hugging Face model folder (e.g. RUN/best).
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// Audio files (FLAC, WAV, MP3, Ogg/Vorbis; any rate and channel count).
+        #[arg(required = true, value_name = "AUDIO")]
+        audio: Vec<PathBuf>,
+        /// auto, cpu, cuda, cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Forward precision.
+        #[arg(long, value_enum, default_value = "auto")]
+        precision: PrecisionChoice,
+        /// Padded audio seconds per batch.
+        #[arg(long, default_value_t = 100.0)]
+        batch_seconds: f64,
+        /// libtorch threads [default: all cores].
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// WER and CER of a hypothesis file against a reference file.
+    Score {
+        /// Reference transcripts: `id text` lines or one utterance per line.
+        #[arg(long = "ref", value_name = "FILE")]
+        reference: PathBuf,
+        /// Hypothesis transcripts, in the same layout.
+        #[arg(long = "hyp", value_name = "FILE")]
+        hypothesis: PathBuf,
+        /// How lines are paired.
+        #[arg(long, value_enum, default_value = "auto")]
+        pairing: Pairing,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure and the exit code it deserves.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+fn usage(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: 2,
+        error: error.into(),
+    }
+}
+
+fn failed(error: impl Into<anyhow::Error>) -> Failure {
+    Failure {
+        code: 1,
+        error: error.into(),
+    }
+}
+
+fn train_failure(error: asr_train::trainer::TrainError) -> Failure {
+    use asr_train::trainer::TrainError as E;
+    match error {
+        E::Config(_) | E::VocabMismatch { .. } | E::Device(_) => usage(error),
+        _ => failed(error),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Run(args) => {
+            let config = args.resolve().map_err(usage)?;
+            let shards = config.shards.clone().ok_or_else(|| {
+                usage(anyhow::anyhow!(
+                    "no shards given: pass --shards DIR (or set shards in the --config file)"
+                ))
+            })?;
+            let data = asr_train::shards::open_shards(&shards)
+                .with_context(|| format!("cannot open the shards in {}", shards.display()))
+                .map_err(usage)?;
+            asr_train::trainer::run(&config, data, asr_train::trainer::Hooks::default())
+                .map_err(train_failure)?;
+            Ok(())
+        }
+        Command::Eval {
+            shards,
+            model,
+            splits,
+            out,
+            device,
+            precision,
+            batch_seconds,
+            threads,
+            json,
+        } => {
+            let data = asr_train::shards::open_shards(&shards)
+                .with_context(|| format!("cannot open the shards in {}", shards.display()))
+                .map_err(usage)?;
+            let options = asr_train::commands::EvalOptions {
+                model,
+                splits,
+                out,
+                device,
+                precision,
+                batch_seconds,
+                threads,
+            };
+            let results =
+                asr_train::commands::eval_shards(&data, &options).map_err(train_failure)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&results).map_err(failed)?
+                );
+            } else {
+                println!(
+                    "{:<10} {:>8} {:>8} {:>11}",
+                    "split", "WER", "CER", "utterances"
+                );
+                for (split, r) in &results.splits {
+                    println!(
+                        "{:<10} {:>8.4} {:>8.4} {:>11}",
+                        split, r.wer, r.cer, r.utterances
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Transcribe {
+            model,
+            audio,
+            device,
+            precision,
+            batch_seconds,
+            threads,
+        } => {
+            let results = asr_train::commands::transcribe(
+                &model,
+                &audio,
+                &device,
+                precision,
+                batch_seconds,
+                threads,
+            )
+            .map_err(train_failure)?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let mut errors = 0;
+            for (path, result) in audio.iter().zip(results) {
+                match result {
+                    Ok(text) => writeln!(out, "{}\t{text}", path.display()).map_err(failed)?,
+                    Err(e) => {
+                        errors += 1;
+                        eprintln!("error: {e}");
+                    }
+                }
+            }
+            if errors > 0 {
+                return Err(failed(anyhow::anyhow!(
+                    "{errors} of {} files could not be transcribed",
+                    audio.len()
+                )));
+            }
+            Ok(())
+        }
+        Command::Score {
+            reference,
+            hypothesis,
+            pairing,
+            json,
+        } => {
+            let report =
+                asr_train::score::score_files(&reference, &hypothesis, pairing).map_err(usage)?;
+            if json {
+                println!("{}", serde_json::to_string(&report).map_err(failed)?);
+            } else {
+                println!("{report}");
+            }
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure { code, error }) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(code)
+        }
+    }
+}
