@@ -146,7 +146,11 @@ pub fn decode_probed_into(
         Container::Ogg => symphonia::default::formats::OggReader::try_new(mss, opts)
             .map(|r| Box::new(r) as Box<dyn FormatReader>),
     };
-    let mut reader = reader.map_err(|e| corrupt(out, format!("cannot open the stream: {e}")))?;
+    let mut reader = reader.map_err(|e| match &info.header_problem {
+        // The header probe already knows why (a truncated WAV, say): say that first.
+        Some(problem) => corrupt(out, format!("{problem} (the decoder: {e})")),
+        None => corrupt(out, format!("cannot open the stream: {e}")),
+    })?;
     let track = reader
         .default_track(TrackType::Audio)
         .ok_or_else(|| corrupt(out, "no audio track".into()))?;

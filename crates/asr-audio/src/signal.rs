@@ -26,24 +26,32 @@ pub struct SignalStats {
 }
 
 impl SignalStats {
-    /// Computes the statistics of `audio` in one pass.
+    /// Computes the statistics of `audio` in one pass over the samples (eight lanes the
+    /// compiler vectorises, flushed to `f64` every block so long clips keep precision)
+    /// and one hash over their bytes.
     pub fn of(audio: &DecodedAudio) -> SignalStats {
+        const LANES: usize = 8;
+        const BLOCK: usize = 4096;
         let samples = &audio.samples;
         let mut peak = 0.0f32;
         let mut clipped = 0u64;
         let mut sum_sq = 0.0f64;
-        let mut hasher = Xxh3::new();
-        hasher.update(&audio.channels.to_le_bytes());
-        hasher.update(&audio.sample_rate_hz.to_le_bytes());
-        let mut bytes = [0u8; 4 * 512];
-        for chunk in samples.chunks(512) {
-            // Eight independent lanes let the compiler vectorise the sums.
-            let mut lane_sq = [0.0f32; 8];
-            let mut lane_peak = [0.0f32; 8];
-            let mut lane_clip = [0u32; 8];
-            for (i, &x) in chunk.iter().enumerate() {
+        for block in samples.chunks(BLOCK) {
+            let mut lane_sq = [0.0f32; LANES];
+            let mut lane_peak = [0.0f32; LANES];
+            let mut lane_clip = [0u32; LANES];
+            let mut frames = block.chunks_exact(LANES);
+            for f in &mut frames {
+                for l in 0..LANES {
+                    let x = f[l];
+                    let a = x.abs();
+                    lane_sq[l] += x * x;
+                    lane_peak[l] = if a > lane_peak[l] { a } else { lane_peak[l] };
+                    lane_clip[l] += u32::from(a >= CLIP_LEVEL);
+                }
+            }
+            for (l, &x) in frames.remainder().iter().enumerate() {
                 let a = x.abs();
-                let l = i & 7;
                 lane_sq[l] += x * x;
                 lane_peak[l] = lane_peak[l].max(a);
                 lane_clip[l] += u32::from(a >= CLIP_LEVEL);
@@ -51,11 +59,12 @@ impl SignalStats {
             sum_sq += lane_sq.iter().map(|&v| f64::from(v)).sum::<f64>();
             peak = lane_peak.iter().fold(peak, |p, &v| p.max(v));
             clipped += lane_clip.iter().map(|&c| u64::from(c)).sum::<u64>();
-            for (dst, x) in bytes.chunks_exact_mut(4).zip(chunk) {
-                dst.copy_from_slice(&x.to_bits().to_le_bytes());
-            }
-            hasher.update(&bytes[..4 * chunk.len()]);
         }
+        let mut hasher = Xxh3::new();
+        hasher.update(&audio.channels.to_le_bytes());
+        hasher.update(&audio.sample_rate_hz.to_le_bytes());
+        // Native-endian sample bytes: the hash compares clips within one run.
+        hasher.update(bytemuck::cast_slice(samples));
         let n = samples.len();
         SignalStats {
             num_frames: audio.num_frames() as u64,

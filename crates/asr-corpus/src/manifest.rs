@@ -418,11 +418,10 @@ pub fn is_manifest(path: &Path, format: Format) -> bool {
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
-    match (format, ext.as_deref()) {
-        (Format::Csv, Some("csv" | "tsv")) => true,
-        (Format::Jsonl, Some("jsonl" | "json" | "ndjson")) => true,
-        _ => false,
-    }
+    matches!(
+        (format, ext.as_deref()),
+        (Format::Csv, Some("csv" | "tsv")) | (Format::Jsonl, Some("jsonl" | "json" | "ndjson"))
+    )
 }
 
 /// Manifests of `format` directly inside `dir`, sorted.

@@ -391,5 +391,5 @@ fn statistics_of_the_librispeech_fixture() {
     assert_eq!(train.speakers, 3);
     let total: f64 = s.splits.iter().map(|x| x.hours).sum();
     assert!((total - s.total_hours).abs() < 1e-9);
-    assert_eq!(r.vocab.get("E").copied().unwrap_or(0) > 100, true);
+    assert!(r.vocab.get("E").copied().unwrap_or(0) > 100);
 }
