@@ -176,11 +176,14 @@ impl AdamW {
                 if slot.decay && c.weight_decay != 0.0 {
                     let _ = slot.param.g_mul_scalar_(1.0 - lr * c.weight_decay);
                 }
+                // m = b1 m + (1 - b1) g and v = b2 v + (1 - b2) g^2, as lerps (one
+                // temporary, g^2); then p -= step_size * m / (sqrt(v) / c2 + eps).
                 let _ = slot.exp_avg.lerp_(&grad, 1.0 - c.beta1);
-                let _ = slot.exp_avg_sq.g_mul_scalar_(c.beta2);
-                let _ = slot.exp_avg_sq.addcmul_(&grad, &(&grad * (1.0 - c.beta2)));
-                let denom = (slot.exp_avg_sq.sqrt() / bias2_sqrt) + c.eps;
-                let _ = slot.param.addcdiv_(&(&slot.exp_avg * (-step_size)), &denom);
+                let _ = slot.exp_avg_sq.lerp_(&grad.square(), 1.0 - c.beta2);
+                let mut denom = slot.exp_avg_sq.sqrt();
+                let _ = denom.g_div_scalar_(bias2_sqrt).g_add_scalar_(c.eps);
+                let mut update = slot.exp_avg.g_div(&denom);
+                let _ = slot.param.g_sub_(&update.g_mul_scalar_(step_size));
             }
         });
     }
