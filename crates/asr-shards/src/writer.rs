@@ -197,9 +197,19 @@ impl BatchBuilder {
     }
 }
 
-/// `x * 32768`, rounded half to even (as numpy does) and clamped to the int16 range (NaN becomes 0).
+/// `x * 32768`, rounded half to even (as numpy does) and clamped to the int16 range (NaN
+/// becomes 0).
+///
+/// Written without `round_ties_even` (a libm call on baseline x86-64, 12% of a pack's
+/// time): adding 1.5 * 2^23 to an f32 of magnitude below 2^22 leaves the integer, rounded
+/// half to even by the FPU's default mode, in the low mantissa bits. The loop vectorizes.
 pub(crate) fn quantize_i16(x: f32) -> i16 {
-    (x * 32_768.0).round_ties_even().clamp(-32_768.0, 32_767.0) as i16
+    const MAGIC: f32 = 12_582_912.0; // 1.5 * 2^23
+    if x.is_nan() {
+        return 0;
+    }
+    let scaled = (x * 32_768.0).clamp(-32_768.0, 32_767.0) + MAGIC;
+    (scaled.to_bits() as i32 - MAGIC.to_bits() as i32) as i16
 }
 
 /// An upper bound of the bytes a row adds to a record batch.
@@ -644,4 +654,34 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ShardErr
     drop(file);
     fs::rename(&temp, path).map_err(|e| ShardError::io(path, e))?;
     sync_dir(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::quantize_i16;
+
+    #[test]
+    fn quantize_matches_round_half_even_and_clamps() {
+        let mut x = -1.2f32;
+        while x < 1.2 {
+            let want = (x * 32_768.0).round_ties_even().clamp(-32_768.0, 32_767.0) as i16;
+            assert_eq!(quantize_i16(x), want, "{x}");
+            x += 0.000_013_7;
+        }
+        for (x, want) in [
+            (0.5 / 32_768.0, 0),
+            (1.5 / 32_768.0, 2),
+            (2.5 / 32_768.0, 2),
+            (-0.5 / 32_768.0, 0),
+            (-1.5 / 32_768.0, -2),
+            (1.0, 32_767),
+            (-1.0, -32_768),
+            (7.0, 32_767),
+            (f32::INFINITY, 32_767),
+            (f32::NEG_INFINITY, -32_768),
+            (f32::NAN, 0),
+        ] {
+            assert_eq!(quantize_i16(x), want, "{x}");
+        }
+    }
 }
