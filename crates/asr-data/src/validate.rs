@@ -189,9 +189,14 @@ fn progress_bar(total: u64, deep: bool) -> ProgressBar {
     let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
     let verb = if deep { "decoding" } else { "probing" };
     if let Ok(style) = ProgressStyle::with_template(&format!(
-        "{verb} {{bar:40}} {{pos}}/{{len}} files  {{per_sec}}  eta {{eta}}"
+        "{verb} [{{bar:40}}] {{pos}}/{{len}} files  {{rate}}  eta {{eta}}"
     )) {
-        bar.set_style(style);
+        bar.set_style(style.progress_chars("=> ").with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} files/s", state.per_sec());
+            },
+        ));
     }
     bar
 }

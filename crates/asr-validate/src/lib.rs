@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use asr_corpus::Corpus;
+use rayon::prelude::*;
 
 pub use finding::{Code, Example, Finding, Severity};
 pub use render::{render, RenderOptions};
@@ -103,7 +104,8 @@ pub fn validate(
     let start = Instant::now();
     let texts: Vec<checks::text::TextFacts> = corpus
         .utterances
-        .iter()
+        .par_iter()
+        .with_min_len(256)
         .map(|u| checks::text::TextFacts::of(&u.transcript))
         .collect();
     let ctx = checks::Ctx {
