@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -42,9 +43,16 @@ def tree_rss_kb(root: int) -> int:
     return total
 
 
-def run(cmd: list[str], out: str) -> tuple[float, float, str]:
-    """Runs cmd; returns (wall seconds, peak tree RSS in MB, stderr)."""
+def cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(cmd: list[str], out: str) -> tuple[float, float, str, float]:
+    """Runs cmd; returns (wall seconds, peak tree RSS in MB, output, CPU seconds of the
+    whole process tree: user + system, insensitive to other load on the machine)."""
     shutil.rmtree(out, ignore_errors=True)
+    cpu_before = cpu_of_children()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     peak = [0]
@@ -61,8 +69,9 @@ def run(cmd: list[str], out: str) -> tuple[float, float, str]:
     sampler.join()
     if proc.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{stdout}\n{stderr[-3000:]}")
+    cpu = cpu_of_children() - cpu_before
     shutil.rmtree(out, ignore_errors=True)
-    return wall, peak[0] / 1024, stdout + stderr
+    return wall, peak[0] / 1024, stdout + stderr, cpu
 
 
 def main() -> None:
@@ -83,19 +92,19 @@ def main() -> None:
         rows = {}
         audio_s = None
         for name, cmd in tools.items():
-            wall, rss, text = run(cmd, cmd[-1])
+            wall, rss, text, cpu = run(cmd, cmd[-1])
             m = re.search(r"work_s=([\d.]+) audio_s=([\d.]+)", text)
             work = float(m.group(1)) if m else wall
             if m:
                 audio_s = float(m.group(2))
-            rows[name] = (wall, work, rss)
+            rows[name] = (wall, work, rss, cpu)
         results[label] = (audio_s, rows)
         print(f"\n{label}: {corpus}, {audio_s:.0f} s of audio ({audio_s / 3600:.2f} h)")
-        print(f"  {'tool':<42} {'wall s':>8} {'audio-s/s':>10} {'peak RSS MB':>12}")
-        for name, (wall, work, rss) in rows.items():
+        print(f"  {'tool':<42} {'wall s':>8} {'audio-s/s':>10} {'peak RSS MB':>12} {'CPU s':>7} {'audio-s/CPU-s':>14}")
+        for name, (wall, work, rss, cpu) in rows.items():
             # The floor is per core and counts its work only (no imports, no listing).
             seconds = work if name.startswith("floor") else wall
-            print(f"  {name:<42} {seconds:>8.2f} {audio_s / seconds:>10.0f} {rss:>12.0f}")
+            print(f"  {name:<42} {seconds:>8.2f} {audio_s / seconds:>10.0f} {rss:>12.0f} {cpu:>7.2f} {audio_s / cpu:>14.0f}")
         speed = {n: audio_s / (w[1] if n.startswith("floor") else w[0]) for n, w in rows.items()}
         ours = speed["asr-data pack (2 threads)"]
         floor = speed["floor: soundfile + soxr, 1 core"]
@@ -103,8 +112,12 @@ def main() -> None:
         print(f"  pack / datasets+torchcodec {ours / speed['datasets + torchcodec (num_proc=2)']:.2f}x")
         print(f"  pack / datasets+soxr      {ours / speed['datasets + soundfile + soxr (num_proc=2)']:.2f}x")
         print(f"  pack / (2 x 1-core floor) {ours / (2 * floor):.2f}  (target >= 0.80)")
+        cpu_eff = {n: audio_s / w[3] for n, w in rows.items()}
+        print(f"  CPU efficiency, audio-s per CPU-s (load-insensitive): pack {cpu_eff['asr-data pack (2 threads)']:.0f}, "
+              f"floor {cpu_eff['floor: soundfile + soxr, 1 core']:.0f} (includes its imports), "
+              f"lhotse {cpu_eff['lhotse to_shar (2 jobs)']:.0f}, datasets+torchcodec {cpu_eff['datasets + torchcodec (num_proc=2)']:.0f}")
     # Memory at a second corpus size.
-    wall, rss, _ = run([asr_data, "pack", small, "--out", f"{out}/pack-small"], f"{out}/pack-small")
+    wall, rss, _, _ = run([asr_data, "pack", small, "--out", f"{out}/pack-small"], f"{out}/pack-small")
     print(f"\nasr-data pack peak RSS: {rss:.0f} MB on {small} (small) vs "
           f"{results['FLAC 16 kHz (LibriSpeech layout)'][1]['asr-data pack (2 threads)'][2]:.0f} MB on the full FLAC corpus")
 
