@@ -2,7 +2,7 @@
 """The Python peer of `asr-data validate` for the benchmark: the same checks on a
 LibriSpeech tree with the tools a Python user would reach for.
 
-    peer.py LIBRISPEECH_ROOT [--deep]
+    peer.py LIBRISPEECH_ROOT [--deep | --decode-only]
 
 - reads every `*.trans.txt` (ids, transcripts) and lists the audio files (orphans);
 - header-only: `soundfile.info` on every file (duration, rate, channels, format);
@@ -13,6 +13,8 @@ LibriSpeech tree with the tools a Python user would reach for.
   the median, split leakage, speaker overlap;
 - statistics with pandas: hours per split, duration quantiles and histogram, per-speaker
   counts, sample rates, formats, characters per second; the character vocabulary.
+
+`--decode-only` is the floor: `soundfile.read` of every file and nothing else.
 
 Prints a one-line summary on stdout and `work_s=<seconds>` (time after the imports) on
 stderr, which the benchmark driver reads.
@@ -64,8 +66,25 @@ def role(split: str) -> str | None:
     return None
 
 
+def decode_only(root: str) -> None:
+    """The floor: libsndfile decoding every FLAC to float32, nothing else."""
+    start = time.perf_counter()
+    frames = 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".flac"):
+                data, _ = sf.read(os.path.join(dirpath, name), dtype="float32")
+                frames += data.shape[0]
+    work = time.perf_counter() - start
+    print(f"decoded {frames} frames")
+    print(f"work_s={work:.6f} import_s={start - T_IMPORT:.6f}", file=sys.stderr)
+
+
 def main() -> None:
     root = sys.argv[1]
+    if "--decode-only" in sys.argv[2:]:
+        decode_only(root)
+        return
     deep = "--deep" in sys.argv[2:]
     start = time.perf_counter()
     if os.path.isdir(os.path.join(root, "LibriSpeech")):
