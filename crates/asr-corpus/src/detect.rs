@@ -8,9 +8,9 @@ use crate::{commonvoice, CorpusError, Format};
 /// Detects the layout of `path`:
 /// - a file: CSV/TSV by `.csv`/`.tsv`, JSON-lines by `.jsonl`/`.json`/`.ndjson`;
 /// - a folder with `clips/` and a Common Voice TSV: Common Voice;
-/// - a folder with a `LibriSpeech/` folder or `*.trans.txt` files at most four levels
-///   down: LibriSpeech;
-/// - a folder with CSV/TSV manifests (or else JSON-lines manifests) directly in it.
+/// - a folder with a `LibriSpeech/` folder: LibriSpeech;
+/// - a folder with CSV/TSV manifests (or else JSON-lines manifests) directly in it;
+/// - a folder with `*.trans.txt` files at most four levels down: LibriSpeech.
 ///
 /// Anything else is [`CorpusError::UnknownLayout`], saying what the folder holds.
 pub fn detect_format(path: &Path) -> Result<Format, CorpusError> {
@@ -33,14 +33,18 @@ pub fn detect_format(path: &Path) -> Result<Format, CorpusError> {
     if commonvoice::looks_like_release(path) {
         return Ok(Format::CommonVoice);
     }
-    if path.join("LibriSpeech").is_dir() || has_trans_txt(path) {
+    if path.join("LibriSpeech").is_dir() {
         return Ok(Format::LibriSpeech);
     }
+    // Manifests in the folder itself win over a (slower) search for transcripts below.
     if !manifests_in(path, Format::Csv).is_empty() {
         return Ok(Format::Csv);
     }
     if !manifests_in(path, Format::Jsonl).is_empty() {
         return Ok(Format::Jsonl);
+    }
+    if has_trans_txt(path) {
+        return Ok(Format::LibriSpeech);
     }
     let entries = std::fs::read_dir(path)
         .map_err(|source| CorpusError::Io {
