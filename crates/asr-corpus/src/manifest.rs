@@ -668,7 +668,9 @@ impl Resolver {
                 return (p, true);
             }
         }
-        (self.bases[0].join(raw_path), false)
+        // Not found anywhere: name it where its neighbours were found, if any were.
+        let base = self.cache.get(&prefix).copied().unwrap_or(0);
+        (self.bases[base].join(raw_path), false)
     }
 }
 
