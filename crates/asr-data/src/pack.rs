@@ -147,9 +147,12 @@ impl Progress for Bar {
         let mut total = self.audio_s.lock().unwrap_or_else(|e| e.into_inner());
         *total += audio_s;
         let elapsed = self.start.elapsed().as_secs_f64().max(1e-9);
-        self.bar
-            .set_message(format!("{:.0}x real time", *total / elapsed));
         self.bar.inc(1);
+        self.bar.set_message(format!(
+            "{:.0} files/s  {:.0}x real time",
+            self.bar.position() as f64 / elapsed,
+            *total / elapsed
+        ));
     }
 }
 
@@ -192,7 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         bar.set_draw_target(ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} packing [{bar:30}] {pos}/{len} files  {per_sec}  {msg}  eta {eta}",
+                "{spinner} packing [{bar:30}] {pos}/{len} files  {msg}  eta {eta}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
