@@ -21,8 +21,9 @@ varied enough that a model cannot pass by memorizing a handful of sentences:
 Layouts:
 - librispeech: `<out>/LibriSpeech/<subset>/<speaker>/<chapter>/<speaker>-<chapter>-<n>.flac`
   with `<speaker>-<chapter>.trans.txt` (upper case, no punctuation but apostrophes, as
-  LibriSpeech), SPEAKERS.TXT and CHAPTERS.TXT; subsets train-clean, dev-clean,
-  test-clean, test-heldout.
+  LibriSpeech) and VOICES.TXT (speaker -> espeak-ng voice); subsets train-clean,
+  dev-clean, test-clean, test-heldout. Seen speakers are in train, dev and test-clean
+  on purpose, so `asr-data validate` reports speaker_overlap for them.
 - commonvoice: `<out>/clips/*.mp3` (48 kHz mono) with train.tsv, dev.tsv, test.tsv
   (held-out speakers), validated.tsv and clip_durations.tsv; sentences keep their case
   and punctuation, as Common Voice's do.
@@ -269,27 +270,12 @@ def write_librispeech_metadata(args, speakers, jobs, durations) -> None:
         with open(folder / f"{speaker}-{chapter}.trans.txt", "w") as f:
             for utt, text in sorted(rows):
                 f.write(f"{utt} {text}\n")
-    minutes: dict[tuple[int, str], float] = {}
-    for job, seconds in zip(jobs, durations):
-        key = (job.speaker.speaker_id, job.split)
-        minutes[key] = minutes.get(key, 0.0) + seconds / 60
-    with open(root / "SPEAKERS.TXT", "w") as f:
-        f.write("; Synthetic speakers (espeak-ng voices) made by tools/make-corpus.py\n")
-        f.write(";ID  |SEX| SUBSET           |MINUTES| NAME\n")
+    # No SPEAKERS.TXT / CHAPTERS.TXT: LibriSpeech's promise one subset per speaker,
+    # and this corpus puts seen speakers in train, dev and test-clean on purpose.
+    with open(root / "VOICES.TXT", "w") as f:
+        f.write("; speaker | sex | espeak-ng voice | held out\n")
         for s in speakers:
-            for (sid, split), mins in sorted(minutes.items()):
-                if sid == s.speaker_id:
-                    f.write(f"{sid:<5}| {s.gender} | {split:<17}| {mins:5.2f} | {s.voice}\n")
-    with open(root / "CHAPTERS.TXT", "w") as f:
-        f.write("; Synthetic chapters made by tools/make-corpus.py\n")
-        f.write(";ID    |READER|MINUTES| SUBSET           | PROJ.|BOOK ID| CH. TITLE | PROJECT TITLE\n")
-        chapters: dict[tuple[int, int, str], float] = {}
-        for job, seconds in zip(jobs, durations):
-            chapter = int(Path(job.out_path).parent.name)
-            key = (chapter, job.speaker.speaker_id, job.split)
-            chapters[key] = chapters.get(key, 0.0) + seconds / 60
-        for (chapter, reader, split), mins in sorted(chapters.items()):
-            f.write(f"{chapter:<7}| {reader:<5}| {mins:5.2f} | {split:<17}| 0    | 0     | synthetic | synthetic\n")
+            f.write(f"{s.speaker_id} | {s.gender} | {s.voice} | {'yes' if s.held_out else 'no'}\n")
 
 
 def write_commonvoice_metadata(args, speakers, jobs, durations) -> None:
