@@ -12,7 +12,7 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 rounds=${1:-5}
 corpus=${ASR_BENCH_CORPUS:-$HOME/.cache/asr-toolkit/bench/validate-librispeech}
-if [[ ! -f $corpus/LibriSpeech/SPEAKERS.TXT ]]; then
+if [[ ! -d $corpus/LibriSpeech/train-clean ]]; then
     echo "generating the benchmark corpus in $corpus (once, a few minutes)" >&2
     python3 tools/make-corpus.py --hours 1.7 --out "$corpus" >&2
 fi
