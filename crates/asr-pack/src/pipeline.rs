@@ -407,7 +407,9 @@ pub(crate) fn run(
     // 6. Finish: shards, skipped rows, unknown characters, manifest last.
     let mut manifest = Manifest::new(&vocab, options.audio_dtype, part);
     for (name, writer) in writers {
-        manifest.splits.insert(name, writer.finish()?);
+        let mut info = writer.finish()?;
+        info.role = SplitRole::of(&name).map(|role| role.as_str().to_string());
+        manifest.splits.insert(name, info);
     }
     skipped.sort_by_key(|(order, _)| *order);
     let skipped: Vec<SkippedRow> = skipped.into_iter().map(|(_, s)| s).collect();
@@ -456,28 +458,26 @@ fn check_options(options: &PackOptions) -> Result<(), PackError> {
     Ok(())
 }
 
-/// The split name a corpus split is packed under: its role (`train`, `dev`, `test`)
-/// when it has one, else the name itself made safe for a folder.
+/// The split name a corpus split is packed under: the dataset's own name (LibriSpeech's
+/// `train-clean-100`, `dev-other`; Common Voice's `train`, `dev`, `test`), made safe for
+/// a folder name. Keeping names apart matters: `test-clean` and `test-other` are reported
+/// separately in every paper. The manifest records each split's role (train, dev, test;
+/// see [`SplitRole::of`]) so that consumers can also select "all training splits".
 fn split_name(corpus_split: &str) -> String {
-    match SplitRole::of(corpus_split) {
-        Some(role) => role.as_str().to_string(),
-        None => {
-            let safe: String = corpus_split
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect();
-            if safe.is_empty() || safe.starts_with('.') {
-                "train".to_string()
+    let safe: String = corpus_split
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
             } else {
-                safe
+                '_'
             }
-        }
+        })
+        .collect();
+    if safe.is_empty() || safe.starts_with(['.', '-']) {
+        format!("split{safe}")
+    } else {
+        safe
     }
 }
 

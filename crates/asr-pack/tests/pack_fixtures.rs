@@ -133,7 +133,20 @@ fn librispeech_round_trip_with_planted_defects_skipped_by_code() {
     let tmp = tempfile::tempdir().unwrap();
     let summary = pack(&corpus, &small(tmp.path()), &NoProgress).unwrap();
     let (manifest, packed, skipped) = check_round_trip(&corpus, tmp.path());
-    assert_eq!(manifest.splits(), vec!["train", "dev", "test"]);
+    // The dataset's split names are kept, with their roles.
+    assert_eq!(
+        manifest.splits(),
+        vec!["train-clean-100", "dev-clean", "test-clean"]
+    );
+    let roles: Vec<Option<&str>> = manifest
+        .splits()
+        .iter()
+        .map(|name| manifest.split(name).unwrap().role.as_deref())
+        .collect();
+    assert_eq!(roles, [Some("train"), Some("dev"), Some("test")]);
+    assert_eq!(manifest.select_splits("train"), ["train-clean-100"]);
+    assert_eq!(manifest.select_splits("dev-clean"), ["dev-clean"]);
+    assert!(manifest.select_splits("other").is_empty());
     let codes = codes(&skipped);
     for (id, code) in [
         ("1002-2003-0004", "missing_audio"),
@@ -244,10 +257,10 @@ fn unknown_characters_follow_the_unk_policy_and_every_row_is_reported() {
     assert_eq!(report.lines().count(), rows.len());
     let manifest = Manifest::load(tmp.path()).unwrap();
     let unk = wav2vec2_vocab().unk_id().unwrap() as i32;
-    let mapped = read_rows(&manifest, "test")
+    let mapped = read_rows(&manifest, "test-clean")
         .into_iter()
-        .chain(read_rows(&manifest, "dev"))
-        .chain(read_rows(&manifest, "train"))
+        .chain(read_rows(&manifest, "dev-clean"))
+        .chain(read_rows(&manifest, "train-clean-100"))
         .find(|r| r.id == "1004-2005-0006")
         .unwrap();
     assert!(mapped.labels.contains(&unk));
@@ -333,7 +346,12 @@ fn same_inputs_give_identical_bytes_and_an_interrupted_pack_resumes_to_them() {
     options.shard_size_bytes = 120_000;
     pack(&corpus, &options, &NoProgress).unwrap();
     let want = all_files(reference.path());
-    assert!(want.keys().filter(|k| k.starts_with("train/")).count() > 5);
+    assert!(
+        want.keys()
+            .filter(|k| k.starts_with("train-clean-100/"))
+            .count()
+            > 5
+    );
 
     // The same run again, in another folder and over itself.
     let again = tempfile::tempdir().unwrap();
@@ -349,7 +367,7 @@ fn same_inputs_give_identical_bytes_and_an_interrupted_pack_resumes_to_them() {
 
     // The state a kill -9 leaves: the manifest and skipped list not yet written, the last
     // shards of train missing, a half-written temporary file, the journal one line short.
-    let train = again.path().join("train");
+    let train = again.path().join("train-clean-100");
     fs::remove_file(again.path().join("manifest.json")).unwrap();
     fs::remove_file(again.path().join("skipped.jsonl")).unwrap();
     let journal = train.join(".shard.progress.jsonl");

@@ -36,9 +36,15 @@ pub struct ShardInfo {
     pub last_id: String,
 }
 
-/// One split (train, dev, test...): totals and its shards in order.
+/// One split (train-clean-100, dev, test...): totals and its shards in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct SplitInfo {
+    /// What the split is for, `train`, `dev` or `test`, when its name says so
+    /// (`train-clean-100` is training data, `test-other` test data); `None` for names
+    /// that say nothing. Consumers select by name or by role: `asr-train --train-split
+    /// train` trains on every split whose role is train.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
     /// Rows in the split.
     pub rows: u64,
     /// Total 16 kHz samples.
@@ -56,6 +62,7 @@ impl SplitInfo {
     pub fn from_shards(shards: Vec<ShardInfo>) -> SplitInfo {
         let num_samples = shards.iter().map(|s| s.num_samples).sum();
         SplitInfo {
+            role: None,
             rows: shards.iter().map(|s| s.rows).sum(),
             num_samples,
             seconds: num_samples as f64 / f64::from(SAMPLE_RATE_HZ),
@@ -256,22 +263,38 @@ impl Manifest {
         })
     }
 
-    /// Split names: `train`, `dev`, `validation`, `test` first (those present), then the
-    /// others in alphabetical order.
+    /// Split names, training splits first, then dev, then test, then splits without a
+    /// role; alphabetical within each group (`train-clean-100`, `train-clean-360`,
+    /// `dev-clean`, `dev-other`, `test-clean`, `test-other`).
     pub fn splits(&self) -> Vec<&str> {
-        const FIRST: [&str; 4] = ["train", "dev", "validation", "test"];
-        let mut names: Vec<&str> = FIRST
+        // A split without a recorded role (a manifest of an older writer) ranks by its
+        // name when the name is a role itself.
+        let rank = |name: &str, info: &SplitInfo| match info.role.as_deref().unwrap_or(name) {
+            "train" => 0u8,
+            "dev" | "validation" => 1,
+            "test" => 2,
+            _ => 3,
+        };
+        let mut names: Vec<(u8, &str)> = self
+            .splits
             .iter()
-            .copied()
-            .filter(|name| self.splits.contains_key(*name))
+            .map(|(name, info)| (rank(name, info), name.as_str()))
             .collect();
-        names.extend(
-            self.splits
-                .keys()
-                .map(String::as_str)
-                .filter(|name| !FIRST.contains(name)),
-        );
-        names
+        names.sort();
+        names.into_iter().map(|(_, name)| name).collect()
+    }
+
+    /// The splits a selector names: the split of that exact name when there is one,
+    /// else every split whose role is the selector (`train` selects `train-clean-100`
+    /// and `train-other-500`), in [`Manifest::splits`] order. Empty when nothing matches.
+    pub fn select_splits(&self, selector: &str) -> Vec<&str> {
+        if let Some((name, _)) = self.splits.get_key_value(selector) {
+            return vec![name.as_str()];
+        }
+        self.splits()
+            .into_iter()
+            .filter(|name| self.splits[*name].role.as_deref() == Some(selector))
+            .collect()
     }
 
     /// The summary of one split.
@@ -452,8 +475,12 @@ pub fn merge_manifests(mut parts: Vec<Manifest>) -> Result<Manifest, ShardError>
         file: SKIPPED_FILE.to_string(),
         ..SkippedCounts::default()
     };
+    let mut roles: BTreeMap<String, String> = BTreeMap::new();
     for part in parts {
         for (name, split) in part.splits {
+            if let Some(role) = split.role {
+                roles.insert(name.clone(), role);
+            }
             shards_by_split
                 .entry(name)
                 .or_default()
@@ -471,7 +498,16 @@ pub fn merge_manifests(mut parts: Vec<Manifest>) -> Result<Manifest, ShardError>
         vocab,
         splits: shards_by_split
             .into_iter()
-            .map(|(name, shards)| (name, SplitInfo::from_shards(shards)))
+            .map(|(name, shards)| {
+                let role = roles.get(&name).cloned();
+                (
+                    name,
+                    SplitInfo {
+                        role,
+                        ..SplitInfo::from_shards(shards)
+                    },
+                )
+            })
             .collect(),
         skipped,
         part: None,

@@ -81,7 +81,15 @@ pub fn eval_shards(data: &TrainData, options: &EvalOptions) -> Result<FinalResul
     let names: Vec<String> = if options.splits.is_empty() {
         data.splits.keys().cloned().collect()
     } else {
-        options.splits.clone()
+        let names = data.select_all(&options.splits);
+        if let Some(missing) = options.splits.iter().find(|s| data.select(s).is_empty()) {
+            return Err(TrainError::Config(format!(
+                "{} has no split named {missing:?} and none whose role is {missing:?} (splits: {})",
+                data.origin,
+                data.describe_splits()
+            )));
+        }
+        names
     };
     if let Some(out) = &options.out {
         std::fs::create_dir_all(out).map_err(|source| TrainError::Io {

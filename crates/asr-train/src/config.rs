@@ -53,11 +53,14 @@ pub struct TrainConfig {
     pub precision: PrecisionChoice,
     /// Continue from the last checkpoint in `out`.
     pub resume: bool,
-    /// Split to train on.
+    /// Split to train on: a split name (`train-clean-100`), or a role (`train`) that
+    /// selects every split the shard manifest gives that role.
     pub train_split: String,
-    /// Split evaluated during training (best checkpoint, early stopping).
+    /// Split evaluated during training (best checkpoint, early stopping): a name, or a
+    /// role whose splits are evaluated together.
     pub eval_split: String,
-    /// Splits evaluated with the best model at the end (those present in the shards).
+    /// Splits evaluated with the best model at the end, each reported under its own
+    /// name: names or roles (`dev,test` = every dev and test split present).
     pub final_splits: Vec<String>,
     /// Seed of shuffling, initialization, dropout and masking.
     pub seed: u64,
@@ -297,13 +300,13 @@ pub struct RunArgs {
     /// Continue from the last checkpoint in the output folder.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub resume: Option<bool>,
-    /// Split to train on [default: train].
+    /// Split to train on: a name, or a role (train) for every split with that role [default: train].
     #[arg(long)]
     pub train_split: Option<String>,
-    /// Split evaluated during training [default: dev].
+    /// Split evaluated during training: a name, or a role evaluated as one [default: dev].
     #[arg(long)]
     pub eval_split: Option<String>,
-    /// Splits evaluated at the end, comma-separated [default: dev,test].
+    /// Splits evaluated at the end, comma-separated names or roles, each reported by name [default: dev,test].
     #[arg(long, value_delimiter = ',')]
     pub final_splits: Option<Vec<String>>,
     /// Seed [default: 42].

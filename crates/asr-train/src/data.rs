@@ -103,6 +103,48 @@ impl UtteranceSource for MemorySource {
     }
 }
 
+/// Several sources read as one, in order (e.g. `train-clean-100` + `train-clean-360`
+/// when a run trains on every split whose role is train).
+pub struct ConcatSource {
+    parts: Vec<Arc<dyn UtteranceSource>>,
+    infos: Vec<UtteranceInfo>,
+    /// (part, index in the part) of each entry of `infos`.
+    locations: Vec<(usize, usize)>,
+}
+
+impl ConcatSource {
+    /// The sources one after the other.
+    pub fn new(parts: Vec<Arc<dyn UtteranceSource>>) -> Self {
+        let mut infos = Vec::new();
+        let mut locations = Vec::new();
+        for (p, part) in parts.iter().enumerate() {
+            for (i, info) in part.index().iter().enumerate() {
+                infos.push(info.clone());
+                locations.push((p, i));
+            }
+        }
+        ConcatSource {
+            parts,
+            infos,
+            locations,
+        }
+    }
+}
+
+impl UtteranceSource for ConcatSource {
+    fn index(&self) -> &[UtteranceInfo] {
+        &self.infos
+    }
+
+    fn load(&self, i: usize) -> Result<Utterance, DataError> {
+        let &(part, local) = self
+            .locations
+            .get(i)
+            .ok_or_else(|| DataError(format!("no utterance {i}")))?;
+        self.parts[part].load(local)
+    }
+}
+
 /// How batches are cut.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Batching {

@@ -72,13 +72,18 @@ pub fn open_shards(dir: &Path) -> Result<TrainData, ShardError> {
     let manifest = Manifest::load(dir)?;
     let vocab = manifest.vocab()?;
     let mut splits: BTreeMap<String, Arc<dyn UtteranceSource>> = BTreeMap::new();
+    let mut roles = BTreeMap::new();
     for split in manifest.splits() {
         let source = ShardSource::open(&manifest.shard_paths(split))?;
         splits.insert(split.to_string(), Arc::new(source));
+        if let Some(role) = manifest.split(split).and_then(|info| info.role.clone()) {
+            roles.insert(split.to_string(), role);
+        }
     }
     Ok(TrainData {
         vocab,
         splits,
+        roles,
         origin: format!("the shards in {}", dir.display()),
     })
 }

@@ -46,8 +46,66 @@ pub struct TrainData {
     pub vocab: Vocab,
     /// Splits by name.
     pub splits: BTreeMap<String, Arc<dyn UtteranceSource>>,
+    /// The role (`train`, `dev`, `test`) of each split that has one, as the shard
+    /// manifest records it; [`TrainData::select`] resolves a role to its splits.
+    pub roles: BTreeMap<String, String>,
     /// Where the data came from (for messages).
     pub origin: String,
+}
+
+impl TrainData {
+    /// The split names a selector means: the split of that exact name when there is
+    /// one, else every split whose role is the selector (`train` selects
+    /// `train-clean-100` and `train-clean-360`), in name order. Empty when none.
+    pub fn select(&self, selector: &str) -> Vec<String> {
+        if self.splits.contains_key(selector) {
+            return vec![selector.to_string()];
+        }
+        self.splits
+            .keys()
+            .filter(|name| self.roles.get(*name).map(String::as_str) == Some(selector))
+            .cloned()
+            .collect()
+    }
+
+    /// The utterances a selector means, as one source; `None` when it selects nothing.
+    pub fn source(&self, selector: &str) -> Option<Arc<dyn UtteranceSource>> {
+        let mut sources: Vec<Arc<dyn UtteranceSource>> = self
+            .select(selector)
+            .iter()
+            .filter_map(|name| self.splits.get(name).cloned())
+            .collect();
+        match sources.len() {
+            0 => None,
+            1 => sources.pop(),
+            _ => Some(Arc::new(crate::data::ConcatSource::new(sources))),
+        }
+    }
+
+    /// The split names of several selectors, each once, in the order given.
+    pub fn select_all(&self, selectors: &[String]) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for selector in selectors {
+            for name in self.select(selector) {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names
+    }
+
+    /// "train-clean-100 (train), dev-clean (dev), ...": the splits, for messages.
+    pub fn describe_splits(&self) -> String {
+        self.splits
+            .keys()
+            .map(|name| match self.roles.get(name) {
+                Some(role) if role != name => format!("{name} ({role})"),
+                _ => name.clone(),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// A training run failed.
@@ -301,19 +359,16 @@ pub fn run(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     tch::set_num_threads(threads as i32);
 
-    let train_source = data
-        .splits
-        .get(&config.train_split)
-        .cloned()
-        .ok_or_else(|| {
-            TrainError::Config(format!(
-                "{} has no split {:?} to train on (splits: {})",
-                data.origin,
-                config.train_split,
-                data.splits.keys().cloned().collect::<Vec<_>>().join(", ")
-            ))
-        })?;
-    let eval_source = data.splits.get(&config.eval_split).cloned();
+    let train_source = data.source(&config.train_split).ok_or_else(|| {
+        TrainError::Config(format!(
+            "{} has no split named {:?} and none whose role is {:?} to train on (splits: {}); choose one with --train-split",
+            data.origin,
+            config.train_split,
+            config.train_split,
+            data.describe_splits()
+        ))
+    })?;
+    let eval_source = data.source(&config.eval_split);
 
     // The run folder: fresh, or resumed.
     let checkpoints = checkpoint::list(&out)?;
@@ -809,7 +864,7 @@ pub fn run(
         &model
     };
     let mut splits = BTreeMap::new();
-    for split in &config.final_splits {
+    for split in &data.select_all(&config.final_splits) {
         let Some(source) = data.splits.get(split) else {
             continue;
         };
@@ -1075,4 +1130,72 @@ pub fn summary_table(summary: &RunSummary, wall: Duration) -> String {
     }
     s.push_str(&format!("outputs in {}", summary.out.display()));
     s
+}
+
+#[cfg(test)]
+mod split_selection_tests {
+    use super::*;
+    use crate::data::{MemorySource, Utterance};
+
+    fn source(ids: &[&str]) -> Arc<dyn UtteranceSource> {
+        Arc::new(MemorySource::new(
+            ids.iter()
+                .map(|id| Utterance {
+                    id: id.to_string(),
+                    audio: vec![0.0; 400],
+                    labels: vec![1],
+                    text: "a".into(),
+                })
+                .collect(),
+        ))
+    }
+
+    fn librispeech_like() -> TrainData {
+        let mut splits = BTreeMap::new();
+        let mut roles = BTreeMap::new();
+        for (name, role, ids) in [
+            ("train-clean-100", "train", &["a1", "a2"][..]),
+            ("train-other-500", "train", &["b1"][..]),
+            ("dev-clean", "dev", &["c1"][..]),
+            ("test-clean", "test", &["d1"][..]),
+            ("test-other", "test", &["e1"][..]),
+        ] {
+            splits.insert(name.to_string(), source(ids));
+            roles.insert(name.to_string(), role.to_string());
+        }
+        splits.insert("extra".to_string(), source(&["f1"]));
+        TrainData {
+            vocab: Vocab::from_chars("a".chars()),
+            splits,
+            roles,
+            origin: "test".into(),
+        }
+    }
+
+    #[test]
+    fn a_role_selects_every_split_with_that_role() {
+        let data = librispeech_like();
+        assert_eq!(data.select("train"), ["train-clean-100", "train-other-500"]);
+        let train = data.source("train").unwrap();
+        let ids: Vec<&str> = train.index().iter().map(|u| u.id.as_str()).collect();
+        assert_eq!(ids, ["a1", "a2", "b1"]);
+        assert_eq!(train.load(2).unwrap().id, "b1");
+    }
+
+    #[test]
+    fn a_name_selects_that_split_only() {
+        let data = librispeech_like();
+        assert_eq!(data.select("test-other"), ["test-other"]);
+        assert_eq!(data.select("extra"), ["extra"]);
+        assert!(data.select("validation").is_empty());
+        assert!(data.source("validation").is_none());
+    }
+
+    #[test]
+    fn final_splits_expand_roles_once_each_in_order() {
+        let data = librispeech_like();
+        let names = data.select_all(&["test".into(), "dev".into(), "test-clean".into()]);
+        assert_eq!(names, ["test-clean", "test-other", "dev-clean"]);
+        assert!(data.describe_splits().contains("test-other (test)"));
+    }
 }

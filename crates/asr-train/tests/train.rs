@@ -60,6 +60,7 @@ fn data(train: Vec<Utterance>, dev: Vec<Utterance>, vocab: Vocab) -> TrainData {
     TrainData {
         vocab,
         splits,
+        roles: Default::default(),
         origin: "test data".into(),
     }
 }
