@@ -476,7 +476,7 @@ impl CtcModel {
             input.to_kind(Kind::Float)
         };
         // Wav2Vec2Model.forward
-        let features = self.feature_extractor.forward(&input).transpose(1, 2);
+        let features = self.feature_extractor.forward(&input);
         let mut hidden = self
             .feature_projection
             .forward(&features, &self.config, train);

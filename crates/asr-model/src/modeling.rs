@@ -164,23 +164,52 @@ impl ConvLayer {
         }
     }
 
+    /// `x`: time-major features `[B, T, C_in]`; returns `[B, T_out, C_out]`.
+    ///
+    /// transformers computes `conv1d` on `[B, C, T]` and, for the layer norm over
+    /// channels, transposes to `[B, T, C]` and back around it: two full copies of the
+    /// activations per layer in the forward pass and more in the backward. Here the
+    /// conv runs as a `conv2d` on a `[B, C, 1, T]` view of the time-major tensor, whose
+    /// strides are channels-last, so oneDNN reads and writes time-major memory
+    /// directly, the layer norm runs over the contiguous last axis, and the activation
+    /// sees contiguous memory. Same arithmetic, no transposes materialized.
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = x.conv1d(&self.weight, self.bias.as_ref(), [self.stride], [0], [1], 1);
-        let x = match &self.norm {
-            ConvNorm::None => x,
-            ConvNorm::Layer(norm) => norm.forward(&x.transpose(-2, -1)).transpose(-2, -1),
+        let x = x.unsqueeze(1).permute([0, 3, 1, 2]);
+        let weight = self.weight.unsqueeze(2);
+        let y = x.conv2d(
+            &weight,
+            self.bias.as_ref(),
+            [1, self.stride],
+            [0, 0],
+            [1, 1],
+            1,
+        );
+        let y = match &self.norm {
+            ConvNorm::None => time_major(&y),
+            ConvNorm::Layer(norm) => norm.forward(&time_major(&y)),
+            // Group norm (one group per channel) normalizes each channel over time; the
+            // CPU kernel handles channels-last input as it is.
             ConvNorm::Group {
                 weight,
                 bias,
                 channels,
-            } => x.group_norm(*channels, Some(weight), Some(bias), TORCH_NORM_EPS, true),
+            } => {
+                time_major(&y.group_norm(*channels, Some(weight), Some(bias), TORCH_NORM_EPS, true))
+            }
         };
-        self.activation.apply(&x)
+        self.activation.apply(&y)
     }
 }
 
+/// `[B, C, 1, T]` (conv2d output) to time-major `[B, T, C]`: a view, contiguous when
+/// the conv produced channels-last memory.
+fn time_major(y: &Tensor) -> Tensor {
+    y.permute([0, 2, 3, 1]).squeeze_dim(1)
+}
+
 /// `Wav2Vec2FeatureEncoder` / `HubertFeatureEncoder`: raw audio `[B, T]` to features
-/// `[B, conv_dim[-1], F]`.
+/// `[B, F, conv_dim[-1]]` (time-major: transformers returns `[B, conv_dim[-1], F]` and
+/// transposes it right after).
 pub(crate) struct FeatureEncoder {
     conv_layers: Vec<ConvLayer>,
 }
@@ -194,8 +223,9 @@ impl FeatureEncoder {
         FeatureEncoder { conv_layers }
     }
 
+    /// Raw audio `[B, T]` to time-major features `[B, F, conv_dim[-1]]`.
     pub(crate) fn forward(&self, input_values: &Tensor) -> Tensor {
-        let mut hidden = input_values.unsqueeze(1);
+        let mut hidden = input_values.unsqueeze(-1);
         for layer in &self.conv_layers {
             hidden = layer.forward(&hidden);
         }
@@ -623,5 +653,39 @@ impl Encoder {
             hidden = self.layer_norm.forward(&hidden);
         }
         hidden
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    use crate::params::ParamStore;
+
+    /// The feature encoder writes time-major memory directly (no transposed copies):
+    /// every conv layer's output, and so the encoder's, is a contiguous `[B, F, C]`.
+    #[test]
+    fn feature_encoder_output_is_contiguous_time_major() {
+        for norm in [FeatExtractNorm::Layer, FeatExtractNorm::Group] {
+            let config = Config {
+                conv_dim: vec![16, 16, 24],
+                conv_kernel: vec![10, 3, 2],
+                conv_stride: vec![5, 2, 2],
+                conv_bias: true,
+                feat_extract_norm: norm,
+                ..Config::default()
+            };
+            let store = RefCell::new(ParamStore::default());
+            let scope = Scope::root(&store, Device::Cpu, true);
+            let encoder = FeatureEncoder::new(&scope, &config);
+            let audio = Tensor::randn([3, 4000], (Kind::Float, Device::Cpu));
+            let mut hidden = audio.unsqueeze(-1);
+            for layer in &encoder.conv_layers {
+                hidden = layer.forward(&hidden);
+                assert!(hidden.is_contiguous(), "{norm:?}: {:?}", hidden.stride());
+            }
+            assert_eq!(hidden.size(), [3, config.num_frames(4000), 24]);
+        }
     }
 }
