@@ -14,6 +14,7 @@ pub mod guard;
 pub mod metrics;
 pub mod optim;
 pub mod plot;
+pub mod runtime;
 pub mod schedule;
 pub mod score;
 pub mod shards;

@@ -239,6 +239,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn main() -> ExitCode {
+    // CPU runtime settings (see asr_train::runtime): libgomp's spin count must be in
+    // the environment before libtorch loads, hence a re-exec; malloc's in-process.
+    asr_train::runtime::reexec_with_openmp_settings();
+    asr_train::runtime::keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
