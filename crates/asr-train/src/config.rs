@@ -94,8 +94,13 @@ pub struct TrainConfig {
     pub adam_beta2: f64,
     /// AdamW epsilon.
     pub adam_eps: f64,
-    /// Keep the convolutional feature encoder fixed.
-    pub freeze_feature_encoder: bool,
+    /// Keep the convolutional feature encoder fixed. Default (unset): frozen when
+    /// fine-tuning pretrained weights (an HF folder), whose feature encoder already
+    /// extracts good features and is easily damaged by CTC gradients (transformers'
+    /// `freeze_feature_encoder()` in its CTC recipes); trained when the model starts
+    /// from random weights (a preset or a config.json), since a frozen random feature
+    /// encoder cannot learn anything.
+    pub freeze_feature_encoder: Option<bool>,
     /// Replace the CTC head by a new one sized for the shards' vocabulary.
     pub reinit_head: bool,
     /// CTC loss reduction (default: the model's `ctc_loss_reduction`).
@@ -159,7 +164,7 @@ impl Default for TrainConfig {
             adam_beta1: 0.9,
             adam_beta2: 0.999,
             adam_eps: 1e-8,
-            freeze_feature_encoder: true,
+            freeze_feature_encoder: None,
             reinit_head: false,
             ctc_loss_reduction: None,
             ctc_zero_infinity: None,
@@ -357,7 +362,7 @@ pub struct RunArgs {
     /// AdamW epsilon [default: 1e-8].
     #[arg(long)]
     pub adam_eps: Option<f64>,
-    /// Keep the feature encoder fixed [default: true].
+    /// Keep the feature encoder fixed [default: true for pretrained weights, false for presets and config.json files].
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub freeze_feature_encoder: Option<bool>,
     /// New CTC head for the shards' vocabulary.
@@ -488,7 +493,8 @@ impl RunArgs {
                 eval_batch_seconds,
                 patience,
                 save_every,
-                threads
+                threads,
+                freeze_feature_encoder
             ]
         );
         set!(
@@ -515,7 +521,6 @@ impl RunArgs {
                 adam_beta1,
                 adam_beta2,
                 adam_eps,
-                freeze_feature_encoder,
                 reinit_head,
                 eval_every,
                 keep_checkpoints,
@@ -644,7 +649,7 @@ mod tests {
         assert_eq!(config.seed, 42);
         let cli = Cli::parse_from(["x", "--freeze-feature-encoder=false", "--reinit-head"]);
         let config = cli.run.resolve().unwrap();
-        assert!(!config.freeze_feature_encoder && config.reinit_head);
+        assert!(config.freeze_feature_encoder == Some(false) && config.reinit_head);
     }
 
     #[test]

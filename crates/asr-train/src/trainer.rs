@@ -229,7 +229,9 @@ pub fn build_model(
     device: Device,
 ) -> Result<CtcModel, TrainError> {
     tch::manual_seed(config.seed as i64);
-    let mut model = match ModelSpec::parse(&config.model)? {
+    let spec = ModelSpec::parse(&config.model)?;
+    let pretrained = matches!(spec, ModelSpec::Pretrained(_));
+    let mut model = match spec {
         ModelSpec::Pretrained(dir) => {
             let mut model = CtcModel::from_pretrained(&dir, device)?;
             if config.reinit_head {
@@ -249,7 +251,8 @@ pub fn build_model(
         }
         _ => CtcModel::load(&config.model, Some(vocab), device)?,
     };
-    if config.freeze_feature_encoder {
+    // Frozen by default only when fine-tuning pretrained weights (see TrainConfig).
+    if config.freeze_feature_encoder.unwrap_or(pretrained) {
         model.freeze_feature_encoder();
     }
     Ok(model)

@@ -77,7 +77,7 @@ fn config(out: &Path, max_steps: u64) -> TrainConfig {
         lr: 3e-3,
         warmup_steps: Some(10),
         eval_every: 0,
-        freeze_feature_encoder: false,
+        freeze_feature_encoder: Some(false),
         threads: Some(1),
         final_splits: vec!["train".into()],
         ctc_loss_reduction: Some(LossReduction::Mean),
@@ -448,6 +448,35 @@ fn vocabulary_mismatch_is_named_and_reinit_head_trains() {
     assert_eq!(summary.steps, 4);
     let saved = asr_model::read_vocab(&out.join("best")).unwrap();
     assert_eq!(saved, vocab);
+}
+
+/// Presets and config files start from random weights: their feature encoder trains
+/// unless told otherwise; a pretrained folder's is frozen by default.
+#[test]
+fn feature_encoder_is_frozen_by_default_only_for_pretrained_weights() {
+    let _serial = serial();
+    let (_, vocab) = speech();
+    let dir = tempfile::tempdir().unwrap();
+    let pretrained = dir.path().join("pretrained");
+    asr_model::CtcModel::from_preset("tiny", &vocab, tch::Device::Cpu)
+        .unwrap()
+        .save_pretrained(&pretrained, &vocab)
+        .unwrap();
+    let config_json = pretrained.join("config.json").display().to_string();
+    let frozen = |model: &str, choice: Option<bool>| {
+        let mut c = config(dir.path(), 1);
+        c.model = model.to_string();
+        c.freeze_feature_encoder = choice;
+        asr_train::trainer::build_model(&c, &vocab, "test data", tch::Device::Cpu)
+            .unwrap()
+            .is_feature_encoder_frozen()
+    };
+    let folder = pretrained.display().to_string();
+    assert!(frozen(&folder, None));
+    assert!(!frozen(&folder, Some(false)));
+    assert!(!frozen("tiny", None));
+    assert!(!frozen(&config_json, None));
+    assert!(frozen("tiny", Some(true)));
 }
 
 /// Shards of the six fixture utterances (train) and the first three (dev), written with
