@@ -46,6 +46,10 @@ pub struct TrainState {
     pub quarantine: Quarantine,
     /// Audio seconds trained on so far.
     pub train_audio_s: f64,
+    /// Wall-clock seconds of training so far (0 in checkpoints written before it was
+    /// recorded).
+    #[serde(default)]
+    pub elapsed_s: f64,
     /// The seed of the run (a resumed run must use the same one).
     pub seed: u64,
 }

@@ -68,6 +68,10 @@ pub struct TrainConfig {
     pub epochs: u32,
     /// Optimizer steps to run; overrides `epochs`.
     pub max_steps: Option<u64>,
+    /// Stop training after this many minutes of wall-clock training time (evaluations
+    /// included), then finish as usual (final evaluation, best model). The learning-rate
+    /// schedule still spans `max_steps` / `epochs`: set those to what fits the time.
+    pub max_minutes: Option<f64>,
     /// Cap of a batch's padded audio (utterances x longest utterance), in seconds.
     pub batch_seconds: f64,
     /// Cap of a batch's utterance count.
@@ -151,6 +155,7 @@ impl Default for TrainConfig {
             seed: 42,
             epochs: 10,
             max_steps: None,
+            max_minutes: None,
             batch_seconds: 100.0,
             max_batch_utterances: None,
             max_duration_s: None,
@@ -230,6 +235,9 @@ impl TrainConfig {
                 "batch_seconds must be > 0, got {}",
                 self.batch_seconds
             ));
+        }
+        if self.max_minutes.is_some_and(|m| m.is_nan() || m <= 0.0) {
+            return bad("max_minutes must be > 0".into());
         }
         if self.grad_accum == 0 {
             return bad("grad_accum must be at least 1".into());
@@ -323,6 +331,9 @@ pub struct RunArgs {
     /// Optimizer steps; overrides --epochs.
     #[arg(long)]
     pub max_steps: Option<u64>,
+    /// Stop after this many minutes of training (evaluations included).
+    #[arg(long)]
+    pub max_minutes: Option<f64>,
     /// Padded audio seconds per batch [default: 100].
     #[arg(long)]
     pub batch_seconds: Option<f64>,
@@ -484,6 +495,7 @@ impl RunArgs {
             [
                 shards,
                 max_steps,
+                max_minutes,
                 max_batch_utterances,
                 max_duration_s,
                 warmup_steps,

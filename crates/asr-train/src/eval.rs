@@ -106,7 +106,7 @@ pub struct FinalResults {
     /// Optimizer steps run (training runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<u64>,
-    /// Why training stopped: `max_steps`, `epochs` or `early_stopping`.
+    /// Why training stopped: `max_steps`, `epochs`, `early_stopping` or `max_minutes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
     /// Explosion-guard event counts (training runs).

@@ -117,6 +117,10 @@ pub struct StepRecord {
     /// Names of the events of this step.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub events: Vec<String>,
+    /// Wall-clock seconds of training when the step ended: since the run started,
+    /// evaluations included, continued across `--resume` (a learning curve's x axis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_s: Option<f64>,
 }
 
 /// One guard event with its context.
@@ -158,6 +162,10 @@ pub struct EvalRecord {
     pub best: bool,
     /// Seconds the evaluation took.
     pub eval_time_s: f64,
+    /// Wall-clock seconds of training when the evaluation ended (see
+    /// [`StepRecord::elapsed_s`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elapsed_s: Option<f64>,
 }
 
 /// A line of `metrics.jsonl`.
@@ -362,6 +370,7 @@ mod tests {
             data_wait_s: 0.0,
             loss_scale: None,
             events: vec![],
+            elapsed_s: None,
         })
     }
 

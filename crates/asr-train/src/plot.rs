@@ -235,6 +235,7 @@ mod tests {
                 data_wait_s: 0.0,
                 loss_scale: None,
                 events: vec![],
+                elapsed_s: Some(step as f64 * 0.1),
             }));
             if step % 10 == 0 {
                 records.push(MetricsRecord::Eval(EvalRecord {
@@ -248,6 +249,7 @@ mod tests {
                     blank_fraction: 0.0,
                     best: true,
                     eval_time_s: 0.1,
+                    elapsed_s: Some(step as f64 * 0.1 + 0.1),
                 }));
             }
         }

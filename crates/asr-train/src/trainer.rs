@@ -195,6 +195,19 @@ pub struct RunSummary {
     pub steps_per_s: f64,
 }
 
+/// Wall-clock training time: this process's since the loop started, plus what a
+/// resumed checkpoint had accumulated.
+struct Clock {
+    started: Instant,
+    before_s: f64,
+}
+
+impl Clock {
+    fn elapsed_s(&self) -> f64 {
+        self.before_s + self.started.elapsed().as_secs_f64()
+    }
+}
+
 /// A mix of the seed and step for per-step random streams.
 fn step_seed(seed: u64, step: u64, micro: u32) -> u64 {
     // SplitMix64 finalizer over the combined value.
@@ -346,6 +359,76 @@ fn epoch_fraction(position: DataPosition, batches_in_epoch: usize) -> f64 {
     position.epoch as f64 + position.batch as f64 / batches_in_epoch.max(1) as f64
 }
 
+/// The training utterances `config` selects, as one source.
+fn train_source(
+    config: &TrainConfig,
+    data: &TrainData,
+) -> Result<Arc<dyn UtteranceSource>, TrainError> {
+    data.source(&config.train_split).ok_or_else(|| {
+        TrainError::Config(format!(
+            "{} has no split named {:?} and none whose role is {:?} to train on (splits: {}); choose one with --train-split",
+            data.origin,
+            config.train_split,
+            config.train_split,
+            data.describe_splits()
+        ))
+    })
+}
+
+/// Positions of the utterances a run trains on: at least one frame long, and within
+/// `max_samples` when given.
+fn included_utterances(
+    index: &[crate::data::UtteranceInfo],
+    min_samples: u64,
+    max_samples: Option<u64>,
+) -> Vec<usize> {
+    (0..index.len())
+        .filter(|&i| {
+            let n = index[i].num_samples;
+            n >= min_samples && max_samples.is_none_or(|m| n <= m)
+        })
+        .collect()
+}
+
+fn train_batching(config: &TrainConfig) -> Batching {
+    Batching {
+        batch_seconds: config.batch_seconds,
+        max_utterances: config.max_batch_utterances,
+        shuffle: true,
+        seed: config.seed,
+        rank: config.rank,
+        world_size: config.world_size,
+    }
+}
+
+/// The utterance ids of each batch of training epoch `epoch`, in the order [`run`]
+/// trains on them with this configuration (`min_samples`: the model's
+/// [`asr_model::Config::min_num_samples`]). Benchmarks use it to feed another trainer
+/// exactly the same batches.
+pub fn training_batches(
+    config: &TrainConfig,
+    data: &TrainData,
+    min_samples: u64,
+    epoch: u64,
+) -> Result<Vec<Vec<String>>, TrainError> {
+    let source = train_source(config, data)?;
+    let max_samples = config
+        .max_duration_s
+        .map(|s| (s * f64::from(crate::data::SAMPLE_RATE_HZ)) as u64);
+    let index = source.index();
+    let included = included_utterances(index, min_samples.max(1), max_samples);
+    let lengths: Vec<u64> = included.iter().map(|&i| index[i].num_samples).collect();
+    Ok(plan_epoch(&lengths, &train_batching(config), epoch)
+        .into_iter()
+        .map(|batch| {
+            batch
+                .into_iter()
+                .map(|m| index[included[m]].id.clone())
+                .collect()
+        })
+        .collect())
+}
+
 /// Train as `config` says on `data`; see the module documentation.
 pub fn run(
     config: &TrainConfig,
@@ -362,15 +445,7 @@ pub fn run(
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     tch::set_num_threads(threads as i32);
 
-    let train_source = data.source(&config.train_split).ok_or_else(|| {
-        TrainError::Config(format!(
-            "{} has no split named {:?} and none whose role is {:?} to train on (splits: {}); choose one with --train-split",
-            data.origin,
-            config.train_split,
-            config.train_split,
-            data.describe_splits()
-        ))
-    })?;
+    let train_source = train_source(config, &data)?;
     let eval_source = data.source(&config.eval_split);
 
     // The run folder: fresh, or resumed.
@@ -425,12 +500,7 @@ pub fn run(
         .max_duration_s
         .map(|s| (s * f64::from(crate::data::SAMPLE_RATE_HZ)) as u64);
     let index = train_source.index();
-    let included: Vec<usize> = (0..index.len())
-        .filter(|&i| {
-            let n = index[i].num_samples;
-            n >= min_samples && max_samples.is_none_or(|m| n <= m)
-        })
-        .collect();
+    let included = included_utterances(index, min_samples, max_samples);
     let left_out = index.len() - included.len();
     if left_out > 0 {
         log(&format!(
@@ -438,14 +508,7 @@ pub fn run(
             index.len()
         ));
     }
-    let batching = Batching {
-        batch_seconds: config.batch_seconds,
-        max_utterances: config.max_batch_utterances,
-        shuffle: true,
-        seed: config.seed,
-        rank: config.rank,
-        world_size: config.world_size,
-    };
+    let batching = train_batching(config);
     let lengths: Vec<u64> = included.iter().map(|&i| index[i].num_samples).collect();
     let batches_per_epoch = plan_epoch(&lengths, &batching, 0).len();
     if batches_per_epoch == 0 {
@@ -488,6 +551,7 @@ pub fn run(
     let mut evals_without_improvement = 0u32;
     let mut quarantine = Quarantine::default();
     let mut train_audio_s = 0.0;
+    let mut elapsed_before_s = 0.0;
     if let Some(loaded) = &resumed {
         let s = &loaded.state;
         if s.seed != config.seed {
@@ -515,6 +579,7 @@ pub fn run(
         evals_without_improvement = s.evals_without_improvement;
         quarantine = s.quarantine.clone();
         train_audio_s = s.train_audio_s;
+        elapsed_before_s = s.elapsed_s;
         log(&format!(
             "resuming from {} (step {step})",
             loaded.dir.display()
@@ -566,9 +631,21 @@ pub fn run(
         .eval_batch_seconds
         .unwrap_or(2.0 * config.batch_seconds);
 
+    let clock = Clock {
+        started: Instant::now(),
+        before_s: elapsed_before_s,
+    };
+    let max_s = config.max_minutes.map(|m| m * 60.0);
     let stop_reason: String = loop {
         if step >= total_steps {
             break "max_steps".into();
+        }
+        if max_s.is_some_and(|limit| clock.elapsed_s() >= limit) {
+            progress.line(&format!(
+                "time limit: {:.1} minutes of training",
+                clock.elapsed_s() / 60.0
+            ));
+            break "max_minutes".into();
         }
         if config.max_steps.is_none() && position.epoch >= u64::from(config.epochs) {
             break "epochs".into();
@@ -744,6 +821,7 @@ pub fn run(
             data_wait_s: waited.as_secs_f64(),
             loss_scale: scaler.as_ref().map(|s| s.scale),
             events: events.iter().map(|e| e.event.name().to_string()).collect(),
+            elapsed_s: Some(clock.elapsed_s()),
         };
         metrics.write(&MetricsRecord::Step(record.clone()))?;
         for event in &events {
@@ -775,6 +853,7 @@ pub fn run(
                     &mut evals_without_improvement,
                     &best_dir,
                     warmup_steps,
+                    &clock,
                     &progress,
                     &mut metrics,
                 )?;
@@ -800,6 +879,7 @@ pub fn run(
                 evals_without_improvement,
                 &quarantine,
                 train_audio_s,
+                clock.elapsed_s(),
                 config,
             )?;
             last_saved = step;
@@ -831,6 +911,7 @@ pub fn run(
                 &mut evals_without_improvement,
                 &best_dir,
                 warmup_steps,
+                &clock,
                 &progress,
                 &mut metrics,
             )?;
@@ -853,6 +934,7 @@ pub fn run(
             evals_without_improvement,
             &quarantine,
             train_audio_s,
+            clock.elapsed_s(),
             config,
         )?;
     }
@@ -974,6 +1056,7 @@ fn save_checkpoint(
     evals_without_improvement: u32,
     quarantine: &Quarantine,
     train_audio_s: f64,
+    elapsed_s: f64,
     config: &TrainConfig,
 ) -> Result<(), TrainError> {
     let state = TrainState {
@@ -987,6 +1070,7 @@ fn save_checkpoint(
         evals_without_improvement,
         quarantine: quarantine.clone(),
         train_audio_s,
+        elapsed_s,
         seed: config.seed,
     };
     let tensors = model
@@ -1020,6 +1104,7 @@ fn evaluate_during_training(
     evals_without_improvement: &mut u32,
     best_dir: &Path,
     warmup_steps: u64,
+    clock: &Clock,
     progress: &Progress,
     metrics: &mut MetricsWriter,
 ) -> Result<EvalRecord, TrainError> {
@@ -1053,6 +1138,7 @@ fn evaluate_during_training(
         blank_fraction: output.blank_fraction,
         best: improved,
         eval_time_s: output.seconds,
+        elapsed_s: Some(clock.elapsed_s()),
     };
     metrics.write(&MetricsRecord::Eval(record.clone()))?;
     progress.line(&format!(

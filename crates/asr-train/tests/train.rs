@@ -393,7 +393,13 @@ fn resume_continues_exactly() {
             .lines()
             .map(|l| {
                 let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
-                for key in ["step_time_s", "data_wait_s", "audio_s_per_s", "eval_time_s"] {
+                for key in [
+                    "step_time_s",
+                    "data_wait_s",
+                    "audio_s_per_s",
+                    "eval_time_s",
+                    "elapsed_s",
+                ] {
                     v.as_object_mut().unwrap().remove(key);
                 }
                 v
@@ -448,6 +454,41 @@ fn vocabulary_mismatch_is_named_and_reinit_head_trains() {
     assert_eq!(summary.steps, 4);
     let saved = asr_model::read_vocab(&out.join("best")).unwrap();
     assert_eq!(saved, vocab);
+}
+
+/// A wall-clock limit ends training early and the run finishes normally; every step
+/// and evaluation record carries the training time it ended at.
+#[test]
+fn time_limit_stops_training_and_records_elapsed_time() {
+    let _serial = serial();
+    let (utterances, vocab) = speech();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut c = config(&out, 10_000);
+    c.max_minutes = Some(0.003); // 0.18 s
+    c.eval_every = 2;
+    let summary = run(&c, data(utterances.clone(), utterances, vocab), quiet()).unwrap();
+    assert_eq!(summary.stop_reason, "max_minutes");
+    assert!(
+        summary.steps >= 1 && summary.steps < 10_000,
+        "{}",
+        summary.steps
+    );
+    let records = read_metrics(&out.join("metrics.jsonl")).unwrap();
+    let elapsed: Vec<f64> = records
+        .iter()
+        .filter_map(|r| match r {
+            MetricsRecord::Step(s) => s.elapsed_s,
+            MetricsRecord::Eval(e) => e.elapsed_s,
+            MetricsRecord::Event(_) => None,
+        })
+        .collect();
+    assert!(elapsed.len() as u64 > summary.steps, "{elapsed:?}");
+    assert!(elapsed.windows(2).all(|w| w[0] <= w[1]), "{elapsed:?}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("final_results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["stop_reason"], "max_minutes");
 }
 
 /// Presets and config files start from random weights: their feature encoder trains
