@@ -11,9 +11,10 @@
 //! the output buffer is sized from the header's frame count before decoding starts.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
+use std::io::{Cursor, Seek, SeekFrom};
 use std::path::Path;
 
+use symphonia::core::audio::conv::ConvertibleSample;
 use symphonia::core::codecs::audio::AudioDecoderOptions;
 use symphonia::core::codecs::CodecParameters;
 use symphonia::core::errors::Error as SymphoniaError;
@@ -85,6 +86,38 @@ pub enum DecodeError {
     },
 }
 
+/// Decoded audio as int16: interleaved samples with their layout (see
+/// [`decodes_exactly_to_i16`] and [`decode_bytes_i16_into`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DecodedPcm16 {
+    /// Interleaved samples.
+    pub samples: Vec<i16>,
+    /// Number of interleaved channels.
+    pub channels: u16,
+    /// Sample rate in Hz.
+    pub sample_rate_hz: u32,
+}
+
+impl DecodedPcm16 {
+    /// Frames (samples per channel).
+    pub fn num_frames(&self) -> usize {
+        if self.channels == 0 {
+            0
+        } else {
+            self.samples.len() / usize::from(self.channels)
+        }
+    }
+
+    /// Duration in seconds.
+    pub fn duration_s(&self) -> f64 {
+        if self.sample_rate_hz == 0 {
+            0.0
+        } else {
+            self.num_frames() as f64 / f64::from(self.sample_rate_hz)
+        }
+    }
+}
+
 /// Decodes a whole file to interleaved `f32`.
 pub fn decode_file(path: &Path) -> Result<DecodedAudio, DecodeError> {
     let mut out = DecodedAudio::default();
@@ -107,6 +140,73 @@ pub fn decode_probed_into(
     info: &AudioInfo,
     out: &mut DecodedAudio,
 ) -> Result<(), DecodeError> {
+    check_decodable(info)?;
+    let mut file = File::open(path).map_err(ProbeError::from)?;
+    if info.container == Container::Mp3 {
+        // Skip an ID3v2 tag: the MPEG reader expects frames from the start.
+        let mut head = [0u8; 10];
+        let n = std::io::Read::read(&mut file, &mut head).map_err(ProbeError::from)?;
+        let skip = crate::probe::id3v2_skip(&head[..n]);
+        file.seek(SeekFrom::Start(skip)).map_err(ProbeError::from)?;
+    }
+    let mss = MediaSourceStream::new(Box::new(file), MediaSourceStreamOptions::default());
+    decode_stream(
+        mss,
+        info,
+        &mut out.samples,
+        &mut out.channels,
+        &mut out.sample_rate_hz,
+    )
+}
+
+/// Decodes an audio file held in memory (all its bytes, probed with
+/// [`probe::probe_bytes`]) into `out`, with the checks of [`decode_probed_into`]. Reading a
+/// file whole once and probing and decoding it from memory saves the opens and small
+/// reads of probing and decoding from the file (see `asr-pack`).
+pub fn decode_bytes_into(
+    bytes: &[u8],
+    info: &AudioInfo,
+    out: &mut DecodedAudio,
+) -> Result<(), DecodeError> {
+    check_decodable(info)?;
+    decode_stream(
+        memory_stream(bytes, info),
+        info,
+        &mut out.samples,
+        &mut out.channels,
+        &mut out.sample_rate_hz,
+    )
+}
+
+/// True when decoding straight to int16 ([`decode_bytes_i16_into`]) gives exactly the
+/// samples that decoding to `f32` and quantizing (`x * 32768`, rounded) would: FLAC and
+/// signed 16-bit PCM of at most 16 bits, whose samples are int16 values to begin with.
+/// For these, the int16 path skips two conversions and halves the memory traffic.
+pub fn decodes_exactly_to_i16(info: &AudioInfo) -> bool {
+    matches!(info.codec, Codec::Flac | Codec::PcmS16le)
+        && info.bits_per_sample.is_some_and(|bits| bits <= 16)
+        && !(info.container == Container::Wav && info.rf64)
+}
+
+/// Like [`decode_bytes_into`], to int16 samples. Exact only when
+/// [`decodes_exactly_to_i16`] holds; for other sources symphonia's conversion truncates
+/// (24-bit and float sources) or widens, so decode those to `f32`.
+pub fn decode_bytes_i16_into(
+    bytes: &[u8],
+    info: &AudioInfo,
+    out: &mut DecodedPcm16,
+) -> Result<(), DecodeError> {
+    check_decodable(info)?;
+    decode_stream(
+        memory_stream(bytes, info),
+        info,
+        &mut out.samples,
+        &mut out.channels,
+        &mut out.sample_rate_hz,
+    )
+}
+
+fn check_decodable(info: &AudioInfo) -> Result<(), DecodeError> {
     if !info.codec.is_decodable() {
         return Err(DecodeError::Unsupported {
             codec: info.codec,
@@ -119,24 +219,51 @@ pub fn decode_probed_into(
             what: "RF64/BW64 WAV",
         });
     }
-    let mut file = File::open(path).map_err(ProbeError::from)?;
-    if info.container == Container::Mp3 {
-        // Skip an ID3v2 tag: the MPEG reader expects frames from the start.
-        let mut head = [0u8; 10];
-        let n = std::io::Read::read(&mut file, &mut head).map_err(ProbeError::from)?;
-        let skip = crate::probe::id3v2_skip(&head[..n]);
-        file.seek(SeekFrom::Start(skip)).map_err(ProbeError::from)?;
-    }
-    let mss = MediaSourceStream::new(Box::new(file), MediaSourceStreamOptions::default());
-    out.samples.clear();
-    out.channels = info.channels;
-    out.sample_rate_hz = info.sample_rate_hz;
-    let corrupt = |out: &DecodedAudio, message: String| DecodeError::Corrupt {
-        decoded_s: out.duration_s(),
-        message,
+    Ok(())
+}
+
+/// A stream over in-memory file bytes (past an MP3's ID3v2 tag).
+fn memory_stream<'a>(bytes: &'a [u8], info: &AudioInfo) -> MediaSourceStream<'a> {
+    let skip = if info.container == Container::Mp3 {
+        usize::try_from(crate::probe::id3v2_skip(&bytes[..bytes.len().min(10)]))
+            .unwrap_or(usize::MAX)
+            .min(bytes.len())
+    } else {
+        0
     };
+    MediaSourceStream::new(
+        Box::new(Cursor::new(&bytes[skip..])),
+        MediaSourceStreamOptions::default(),
+    )
+}
+
+fn decoded_seconds(samples: usize, channels: u16, rate: u32) -> f64 {
+    if channels == 0 || rate == 0 {
+        0.0
+    } else {
+        (samples / usize::from(channels)) as f64 / f64::from(rate)
+    }
+}
+
+/// Decodes every packet of `mss` into `samples` (cleared first), interleaved, converted
+/// to `S`; sets `channels` and `rate`; checks the length against the header's.
+fn decode_stream<S: ConvertibleSample + Default + Copy>(
+    mss: MediaSourceStream<'_>,
+    info: &AudioInfo,
+    samples: &mut Vec<S>,
+    channels: &mut u16,
+    rate: &mut u32,
+) -> Result<(), DecodeError> {
+    samples.clear();
+    *channels = info.channels;
+    *rate = info.sample_rate_hz;
+    let corrupt =
+        |samples: &Vec<S>, channels: u16, rate: u32, message: String| DecodeError::Corrupt {
+            decoded_s: decoded_seconds(samples.len(), channels, rate),
+            message,
+        };
     let opts = FormatOptions::default();
-    let reader: Result<Box<dyn FormatReader>, SymphoniaError> = match info.container {
+    let reader: Result<Box<dyn FormatReader + '_>, SymphoniaError> = match info.container {
         Container::Flac => symphonia::default::formats::FlacReader::try_new(mss, opts)
             .map(|r| Box::new(r) as Box<dyn FormatReader>),
         Container::Wav => symphonia::default::formats::WavReader::try_new(mss, opts)
@@ -148,26 +275,50 @@ pub fn decode_probed_into(
     };
     let mut reader = reader.map_err(|e| match &info.header_problem {
         // The header probe already knows why (a truncated WAV, say): say that first.
-        Some(problem) => corrupt(out, format!("{problem} (the decoder: {e})")),
-        None => corrupt(out, format!("cannot open the stream: {e}")),
+        Some(problem) => corrupt(
+            samples,
+            *channels,
+            *rate,
+            format!("{problem} (the decoder: {e})"),
+        ),
+        None => corrupt(
+            samples,
+            *channels,
+            *rate,
+            format!("cannot open the stream: {e}"),
+        ),
     })?;
     let track = reader
         .default_track(TrackType::Audio)
-        .ok_or_else(|| corrupt(out, "no audio track".into()))?;
+        .ok_or_else(|| corrupt(samples, *channels, *rate, "no audio track".into()))?;
     let track_id = track.id;
     let params = match &track.codec_params {
         Some(CodecParameters::Audio(p)) => p.clone(),
-        _ => return Err(corrupt(out, "no audio codec parameters".into())),
+        _ => {
+            return Err(corrupt(
+                samples,
+                *channels,
+                *rate,
+                "no audio codec parameters".into(),
+            ))
+        }
     };
     let mut decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
-        .map_err(|e| corrupt(out, format!("cannot create the decoder: {e}")))?;
+        .map_err(|e| {
+            corrupt(
+                samples,
+                *channels,
+                *rate,
+                format!("cannot create the decoder: {e}"),
+            )
+        })?;
     if let Some(n) = info.num_frames {
         // Exact for lossless formats; lossy ones may differ by a frame or so.
         let want = (n as usize)
             .saturating_mul(usize::from(info.channels))
             .min(1 << 30);
-        out.samples.reserve(want + 4096);
+        samples.reserve(want + 4096);
     }
     let mut channels_seen: Option<usize> = None;
     loop {
@@ -176,18 +327,35 @@ pub fn decode_probed_into(
             Ok(None) => break,
             Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Err(corrupt(
-                    out,
+                    samples,
+                    *channels,
+                    *rate,
                     "truncated: the file ends in the middle of a packet".into(),
                 ))
             }
-            Err(e) => return Err(corrupt(out, format!("cannot read a packet: {e}"))),
+            Err(e) => {
+                return Err(corrupt(
+                    samples,
+                    *channels,
+                    *rate,
+                    format!("cannot read a packet: {e}"),
+                ))
+            }
         };
         if packet.track_id != track_id {
             continue;
         }
-        let buf = decoder
-            .decode(&packet)
-            .map_err(|e| corrupt(out, format!("decoding failed: {e}")))?;
+        let buf = match decoder.decode(&packet) {
+            Ok(buf) => buf,
+            Err(e) => {
+                return Err(corrupt(
+                    samples,
+                    *channels,
+                    *rate,
+                    format!("decoding failed: {e}"),
+                ))
+            }
+        };
         let planes = buf.num_planes();
         if planes == 0 || buf.frames() == 0 {
             continue;
@@ -195,23 +363,25 @@ pub fn decode_probed_into(
         match channels_seen {
             None => {
                 channels_seen = Some(planes);
-                out.channels = u16::try_from(planes).unwrap_or(u16::MAX);
-                out.sample_rate_hz = buf.spec().rate();
+                *channels = u16::try_from(planes).unwrap_or(u16::MAX);
+                *rate = buf.spec().rate();
             }
             Some(c) if c != planes => {
                 return Err(corrupt(
-                    out,
+                    samples,
+                    *channels,
+                    *rate,
                     format!("channel count changes mid-stream ({c} -> {planes})"),
                 ))
             }
             Some(_) => {}
         }
-        let start = out.samples.len();
-        out.samples.resize(start + buf.samples_interleaved(), 0.0);
-        buf.copy_to_slice_interleaved(&mut out.samples[start..]);
+        let start = samples.len();
+        samples.resize(start + buf.samples_interleaved(), S::default());
+        buf.copy_to_slice_interleaved(&mut samples[start..]);
     }
     if let Some(declared) = info.num_frames {
-        let decoded = out.num_frames() as u64;
+        let decoded = (samples.len() / usize::from((*channels).max(1))) as u64;
         let lossless = matches!(info.container, Container::Flac | Container::Wav);
         let tolerance = if lossless {
             0
@@ -221,7 +391,9 @@ pub fn decode_probed_into(
         if decoded + tolerance < declared {
             let rate = f64::from(info.sample_rate_hz.max(1));
             return Err(corrupt(
-                out,
+                samples,
+                *channels,
+                info.sample_rate_hz,
                 format!(
                     "truncated: the header declares {:.2} s but the stream ends after {:.2} s",
                     declared as f64 / rate,

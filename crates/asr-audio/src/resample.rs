@@ -337,6 +337,23 @@ pub fn resample_to_16k(samples: Vec<f32>, sample_rate_hz: u32) -> Result<Vec<f32
     if sample_rate_hz == TARGET_SAMPLE_RATE_HZ {
         return Ok(samples);
     }
+    let mut out = Vec::new();
+    resample_to_16k_into(&samples, sample_rate_hz, &mut out)?;
+    Ok(out)
+}
+
+/// Like [`resample_to_16k`], writing into `out` (cleared first) to reuse its allocation;
+/// 16 kHz input is copied.
+pub fn resample_to_16k_into(
+    samples: &[f32],
+    sample_rate_hz: u32,
+    out: &mut Vec<f32>,
+) -> Result<(), ResampleError> {
+    if sample_rate_hz == TARGET_SAMPLE_RATE_HZ {
+        out.clear();
+        out.extend_from_slice(samples);
+        return Ok(());
+    }
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         let resampler = match cache.entry(sample_rate_hz) {
@@ -345,7 +362,7 @@ pub fn resample_to_16k(samples: Vec<f32>, sample_rate_hz: u32) -> Result<Vec<f32
                 e.insert(Resampler16k::new(sample_rate_hz)?)
             }
         };
-        resampler.process(&samples)
+        resampler.process_into(samples, out)
     })
 }
 

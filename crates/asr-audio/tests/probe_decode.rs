@@ -305,3 +305,41 @@ proptest! {
         let _ = probe_bytes(&w);
     }
 }
+
+/// The int16 path pack takes for 16-bit FLAC and WAV gives the very samples of the f32
+/// path (each `x * 32768` is an integer there), and is refused for sources it would
+/// change (MP3, Ogg Vorbis).
+#[test]
+fn int16_decoding_matches_float_decoding_exactly_where_offered() {
+    let files = [
+        "fixtures/librispeech/LibriSpeech/test-clean/1004/2005/1004-2005-0000.flac",
+        "fixtures/jsonl/audio/clip_00.wav",
+    ];
+    for file in files {
+        let path = repo().join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        let info = probe_bytes(&bytes).unwrap();
+        assert!(asr_audio::decodes_exactly_to_i16(&info), "{file}");
+        let float = decode_file(&path).unwrap();
+        let mut pcm = asr_audio::DecodedPcm16::default();
+        asr_audio::decode_bytes_i16_into(&bytes, &info, &mut pcm).unwrap();
+        assert_eq!(
+            (pcm.channels, pcm.sample_rate_hz),
+            (float.channels, float.sample_rate_hz)
+        );
+        assert_eq!(pcm.samples.len(), float.samples.len(), "{file}");
+        assert!(!pcm.samples.is_empty());
+        for (i, (&s, &x)) in pcm.samples.iter().zip(&float.samples).enumerate() {
+            assert_eq!(f32::from(s), x * 32_768.0, "{file}: sample {i}");
+        }
+    }
+    let mp3s: Vec<_> = std::fs::read_dir(repo().join("fixtures/commonvoice/clips"))
+        .unwrap()
+        .filter_map(|entry| probe_file(&entry.unwrap().path()).ok())
+        .filter(|info| info.codec == Codec::Mp3)
+        .collect();
+    assert!(!mp3s.is_empty());
+    assert!(mp3s
+        .iter()
+        .all(|info| !asr_audio::decodes_exactly_to_i16(info)));
+}

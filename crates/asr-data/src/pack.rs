@@ -78,6 +78,10 @@ pub struct Args {
     /// Rewrite everything instead of resuming an interrupted pack.
     #[arg(long)]
     pub no_resume: bool,
+    /// Print where the wall time went (planning, decoding and writing, finishing; the
+    /// writer's busy and waiting time; the decoding threads' busy time), on stderr.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 fn format_of(arg: FormatArg) -> Option<Format> {
@@ -299,6 +303,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         summary.wall_s,
         summary.decoded_audio_s / summary.wall_s.max(1e-9)
     );
+    if args.timings {
+        let t = &summary.timings;
+        eprintln!(
+            "timings: plan {:.3} s, decode+write {:.3} s (writer busy {:.3} s, waiting {:.3} s; \
+             {} decoding threads busy {:.3} thread-s), finish {:.3} s",
+            t.plan_s,
+            t.decode_write_s,
+            t.writer_busy_s,
+            t.writer_wait_s,
+            t.threads,
+            t.decode_busy_s,
+            t.finish_s
+        );
+    }
     if let Some(part) = m.part {
         println!(
             "part {part}: join the parts with `asr-data merge {}`",

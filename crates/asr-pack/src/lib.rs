@@ -153,6 +153,35 @@ pub struct PackSummary {
     pub decoded_audio_s: f64,
     /// Wall time of the run, seconds.
     pub wall_s: f64,
+    /// Where the wall time went.
+    pub timings: PackTimings,
+}
+
+/// Where a pack's wall time went, in seconds (`asr-data pack --timings`): enough to tell
+/// a pack limited by its decoding threads from one limited by its writer, its disk, or
+/// other programs on the machine.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PackTimings {
+    /// Before decoding: validation (a header probe of every file, in parallel), transcript
+    /// normalization and encoding, splits, and opening the writers (with resume checks).
+    pub plan_s: f64,
+    /// Decoding and writing: from the first file handed to the decoding threads to the
+    /// last row written.
+    pub decode_write_s: f64,
+    /// After decoding: closing each split's last shard (flush, fsync, rename; the splits
+    /// in parallel), then `skipped.jsonl` and the manifest.
+    pub finish_s: f64,
+    /// Part of `decode_write_s` the ordered writer spent on rows: record batches, sha256,
+    /// file writes, and closing full shards.
+    pub writer_busy_s: f64,
+    /// Part of `decode_write_s` the writer spent waiting for the next row in order.
+    pub writer_wait_s: f64,
+    /// Wall time the decoding threads spent on files, summed over the threads. Time a
+    /// thread was runnable but not running (other programs on the machine) counts too:
+    /// with `threads` threads kept busy it is about `threads x decode_write_s`.
+    pub decode_busy_s: f64,
+    /// Decoding threads.
+    pub threads: usize,
 }
 
 impl PackSummary {

@@ -1,21 +1,33 @@
 //! The pack pipeline: plan (validate, filter, split, encode), then decode in parallel with
 //! an ordered, memory-bounded writer.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
+use asr_audio::decode::{downmix_to_mono_into, DecodedAudio, DecodedPcm16};
+use asr_audio::resample::TARGET_SAMPLE_RATE_HZ;
+use asr_audio::{DecodeError, ProbeError};
 use asr_corpus::{SplitRole, Utterance};
-use asr_shards::{part_tag, Manifest, RowRef, ShardWriter, ShardWriterOptions, SKIPPED_FILE};
+use asr_shards::{
+    part_tag, quantize_i16_into, AudioDtype, Manifest, Samples, SamplesRowRef, ShardWriter,
+    ShardWriterOptions, SKIPPED_FILE,
+};
 use asr_text::{EncodeError, NormalizePolicy, UnkPolicy, Vocab};
 use asr_validate::{Code, Severity, ValidateOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::plan::{in_part, split_of_id};
-use crate::{PackError, PackOptions, PackSummary, Progress, SkippedRow, SplitPlan, UnknownCharRow};
+use crate::{
+    PackError, PackOptions, PackSummary, PackTimings, Progress, SkippedRow, SplitPlan,
+    UnknownCharRow,
+};
 
 /// A row that will be decoded and written.
 struct Candidate<'a> {
@@ -27,10 +39,71 @@ struct Candidate<'a> {
     labels: Vec<i32>,
 }
 
-/// A decoded, resampled row ready for the writer.
+/// A decoded, resampled row ready for the writer, in the shards' sample type (int16 is
+/// quantized on the decoding threads, so the writer only copies it).
 struct Decoded {
-    audio: Vec<f32>,
+    audio: Audio,
     source_s: f64,
+}
+
+/// 16 kHz mono samples of one row.
+enum Audio {
+    F32(Vec<f32>),
+    I16(Vec<i16>),
+}
+
+impl Audio {
+    fn len(&self) -> usize {
+        match self {
+            Audio::F32(x) => x.len(),
+            Audio::I16(x) => x.len(),
+        }
+    }
+
+    fn as_samples(&self) -> Samples<'_> {
+        match self {
+            Audio::F32(x) => Samples::F32(x),
+            Audio::I16(x) => Samples::I16(x),
+        }
+    }
+}
+
+/// Files up to this size are read whole and decoded from memory; larger ones are
+/// streamed from disk so a long recording does not sit in memory twice.
+const MAX_IN_MEMORY_FILE_BYTES: u64 = 64 << 20;
+
+/// A reused buffer is dropped after a file that grew it past this many bytes, so one long
+/// recording does not pin its memory for the rest of the run.
+const MAX_KEPT_BUFFER_BYTES: usize = 64 << 20;
+
+/// The buffers of one decoding thread, reused from file to file: no allocation per file
+/// beyond the row handed to the writer.
+#[derive(Default)]
+struct DecodeBuffers {
+    bytes: Vec<u8>,
+    decoded: DecodedAudio,
+    pcm16: DecodedPcm16,
+    mono: Vec<f32>,
+    resampled: Vec<f32>,
+}
+
+impl DecodeBuffers {
+    fn trim(&mut self) {
+        fn trim<T>(v: &mut Vec<T>) {
+            if v.capacity() * std::mem::size_of::<T>() > MAX_KEPT_BUFFER_BYTES {
+                *v = Vec::new();
+            }
+        }
+        trim(&mut self.bytes);
+        trim(&mut self.decoded.samples);
+        trim(&mut self.pcm16.samples);
+        trim(&mut self.mono);
+        trim(&mut self.resampled);
+    }
+}
+
+thread_local! {
+    static BUFFERS: RefCell<DecodeBuffers> = RefCell::new(DecodeBuffers::default());
 }
 
 /// One line of the decode-skip journal.
@@ -320,6 +393,12 @@ pub(crate) fn run(
     }
 
     // 5. Decode in parallel, write in order.
+    let mut timings = PackTimings {
+        plan_s: start.elapsed().as_secs_f64(),
+        ..PackTimings::default()
+    };
+    let decode_start = Instant::now();
+    let decode_busy_ns = Arc::new(AtomicU64::new(0));
     let todo: Vec<&Candidate> = candidates
         .iter()
         .zip(&done)
@@ -334,11 +413,16 @@ pub(crate) fn run(
     let (tx, rx) = crossbeam_channel::unbounded::<(usize, Result<Decoded, (String, String)>)>();
     let window = options.in_flight.max(1);
     let (min_s, max_s) = (options.min_duration_s, options.max_duration_s);
+    let dtype = options.audio_dtype;
     let submit = |index: usize| {
         let path = todo[index].utterance.audio_path.clone();
         let tx = tx.clone();
+        let decode_busy_ns = Arc::clone(&decode_busy_ns);
         pool.spawn(move || {
-            let result = decode_one(&path, min_s, max_s);
+            let busy = Instant::now();
+            let result = decode_one(&path, dtype, min_s, max_s);
+            let busy_ns = u64::try_from(busy.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            decode_busy_ns.fetch_add(busy_ns, Ordering::Relaxed);
             let _ = tx.send((index, result));
         });
     };
@@ -355,9 +439,11 @@ pub(crate) fn run(
             if let Some(result) = pending.remove(&next) {
                 break result;
             }
-            let (index, result) = rx
-                .recv()
-                .map_err(|_| PackError::Options("a decoding thread stopped".into()))?;
+            let waiting = Instant::now();
+            let received = rx.recv();
+            timings.writer_wait_s += waiting.elapsed().as_secs_f64();
+            let (index, result) =
+                received.map_err(|_| PackError::Options("a decoding thread stopped".into()))?;
             pending.insert(index, result);
         };
         if submitted < todo.len() {
@@ -367,17 +453,19 @@ pub(crate) fn run(
         let u = candidate.utterance;
         match result {
             Ok(decoded) => {
+                let writing = Instant::now();
                 let writer = writers
                     .get_mut(&candidate.split)
                     .expect("a writer per split");
-                writer.write(RowRef {
+                writer.write_samples(SamplesRowRef {
                     id: &u.id,
-                    audio: &decoded.audio,
+                    audio: decoded.audio.as_samples(),
                     text: &candidate.text,
                     labels: &candidate.labels,
                     speaker: u.speaker.as_deref(),
                     source: &u.source,
                 })?;
+                timings.writer_busy_s += writing.elapsed().as_secs_f64();
                 decoded_rows += 1;
                 decoded_audio_s += decoded.source_s;
                 progress.row_done(decoded.source_s);
@@ -403,11 +491,36 @@ pub(crate) fn run(
         }
     }
     drop(tx);
+    timings.decode_write_s = decode_start.elapsed().as_secs_f64();
+    timings.decode_busy_s = decode_busy_ns.load(Ordering::Relaxed) as f64 * 1e-9;
+    timings.threads = pool.current_num_threads();
+    let finish_start = Instant::now();
 
     // 6. Finish: shards, skipped rows, unknown characters, manifest last.
+    // Each split's last shard is flushed, fsynced and renamed, and its folder and journal
+    // fsynced: the splits do this at the same time, so the end of a pack waits for the
+    // slowest split's disk writes rather than for every split's in turn.
     let mut manifest = Manifest::new(&vocab, options.audio_dtype, part);
-    for (name, writer) in writers {
-        let mut info = writer.finish()?;
+    let finished: Vec<(
+        String,
+        Result<asr_shards::SplitInfo, asr_shards::ShardError>,
+    )> = std::thread::scope(|scope| {
+        let handles: Vec<_> = writers
+            .into_iter()
+            .map(|(name, writer)| (name, scope.spawn(move || writer.finish())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|(name, handle)| {
+                let result = handle
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                (name, result)
+            })
+            .collect()
+    });
+    for (name, result) in finished {
+        let mut info = result?;
         info.role = SplitRole::of(&name).map(|role| role.as_str().to_string());
         manifest.splits.insert(name, info);
     }
@@ -427,6 +540,7 @@ pub(crate) fn run(
         write_jsonl(&unknown_file, &unknown_chars)?;
     }
     manifest.write(out)?;
+    timings.finish_s = finish_start.elapsed().as_secs_f64();
     debug_assert!(manifest.skipped.file == SKIPPED_FILE || part.is_some());
     Ok(PackSummary {
         manifest,
@@ -436,6 +550,7 @@ pub(crate) fn run(
         decoded_rows,
         decoded_audio_s,
         wall_s: start.elapsed().as_secs_f64(),
+        timings,
     })
 }
 
@@ -481,21 +596,110 @@ fn split_name(corpus_split: &str) -> String {
     }
 }
 
-/// Decode, downmix, resample to 16 kHz and check the duration of one file.
-fn decode_one(path: &Path, min_s: f64, max_s: f64) -> Result<Decoded, (String, String)> {
-    let decoded = asr_audio::decode_file(path)
-        .map_err(|e| ("undecodable_audio".to_string(), e.to_string()))?;
-    let source_s = decoded.duration_s();
-    let mono = if decoded.channels == 1 {
-        decoded.samples
+/// Decode, downmix, resample to 16 kHz, quantize (int16 shards) and check the duration
+/// of one file, with this thread's reused buffers.
+fn decode_one(
+    path: &Path,
+    dtype: AudioDtype,
+    min_s: f64,
+    max_s: f64,
+) -> Result<Decoded, (String, String)> {
+    BUFFERS.with(|buffers| {
+        let mut buffers = buffers.borrow_mut();
+        let result = decode_with(&mut buffers, path, dtype, min_s, max_s);
+        buffers.trim();
+        result
+    })
+}
+
+fn decode_with(
+    b: &mut DecodeBuffers,
+    path: &Path,
+    dtype: AudioDtype,
+    min_s: f64,
+    max_s: f64,
+) -> Result<Decoded, (String, String)> {
+    let undecodable = |e: DecodeError| ("undecodable_audio".to_string(), e.to_string());
+    // The file is read whole, once: the header probe and the decoder both work on the
+    // bytes in memory (the validation pass probed it already, from its own open).
+    let in_memory = read_small_file(path, &mut b.bytes)
+        .map_err(|e| undecodable(DecodeError::Probe(ProbeError::Io(e))))?;
+    let info = if in_memory {
+        asr_audio::probe_bytes(&b.bytes).map_err(|e| undecodable(e.into()))?
     } else {
-        decoded.to_mono()
+        asr_audio::probe_file(path).map_err(|e| undecodable(e.into()))?
+    };
+    // 16 kHz mono FLAC or 16-bit WAV going into int16 shards: its samples are the stored
+    // values (the float path would convert and quantize them back to the same integers).
+    if in_memory
+        && dtype == AudioDtype::Int16
+        && asr_audio::decodes_exactly_to_i16(&info)
+        && info.channels == 1
+        && info.sample_rate_hz == TARGET_SAMPLE_RATE_HZ
+    {
+        asr_audio::decode_bytes_i16_into(&b.bytes, &info, &mut b.pcm16).map_err(undecodable)?;
+        if b.pcm16.channels == 1 && b.pcm16.sample_rate_hz == TARGET_SAMPLE_RATE_HZ {
+            let source_s = b.pcm16.duration_s();
+            let audio = Audio::I16(std::mem::take(&mut b.pcm16.samples));
+            return check_duration(audio, source_s, min_s, max_s);
+        }
+        // The stream disagrees with its header: take the general path.
+    }
+    if in_memory {
+        asr_audio::decode_bytes_into(&b.bytes, &info, &mut b.decoded).map_err(undecodable)?;
+    } else {
+        asr_audio::decode_probed_into(path, &info, &mut b.decoded).map_err(undecodable)?;
+    }
+    let source_s = b.decoded.duration_s();
+    let mono: &[f32] = if b.decoded.channels == 1 {
+        &b.decoded.samples
+    } else {
+        downmix_to_mono_into(
+            &b.decoded.samples,
+            usize::from(b.decoded.channels),
+            &mut b.mono,
+        );
+        &b.mono
     };
     if mono.is_empty() {
         return Err(("empty_audio".into(), "the audio has no samples".into()));
     }
-    let audio = asr_audio::resample::resample_to_16k(mono, decoded.sample_rate_hz)
+    asr_audio::resample::resample_to_16k_into(mono, b.decoded.sample_rate_hz, &mut b.resampled)
         .map_err(|e| ("undecodable_audio".to_string(), e.to_string()))?;
+    let audio = match dtype {
+        AudioDtype::Int16 => {
+            let mut pcm = Vec::new();
+            quantize_i16_into(&b.resampled, &mut pcm);
+            Audio::I16(pcm)
+        }
+        AudioDtype::Float32 => Audio::F32(b.resampled.clone()),
+    };
+    check_duration(audio, source_s, min_s, max_s)
+}
+
+/// Reads `path` whole into `bytes` (replacing its contents) when it is at most
+/// [`MAX_IN_MEMORY_FILE_BYTES`]; returns false, reading nothing, for a larger file.
+fn read_small_file(path: &Path, bytes: &mut Vec<u8>) -> std::io::Result<bool> {
+    let mut file = File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > MAX_IN_MEMORY_FILE_BYTES {
+        return Ok(false);
+    }
+    bytes.clear();
+    bytes.reserve(len as usize);
+    file.read_to_end(bytes)?;
+    Ok(true)
+}
+
+fn check_duration(
+    audio: Audio,
+    source_s: f64,
+    min_s: f64,
+    max_s: f64,
+) -> Result<Decoded, (String, String)> {
+    if audio.len() == 0 {
+        return Err(("empty_audio".into(), "the audio has no samples".into()));
+    }
     let duration_s = audio.len() as f64 / 16_000.0;
     if duration_s < min_s {
         return Err((

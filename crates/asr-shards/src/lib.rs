@@ -43,7 +43,10 @@ pub use schema::{
 pub use verify::{
     inspect, sha256_file, verify, InspectReport, SampleRow, ShardCheck, SplitSummary, VerifyReport,
 };
-pub use writer::{RowRef, ShardWriter, ShardWriterOptions, DEFAULT_ROWS_PER_BATCH};
+pub use writer::{
+    quantize_i16, quantize_i16_into, RowRef, Samples, SamplesRowRef, ShardWriter,
+    ShardWriterOptions, DEFAULT_ROWS_PER_BATCH,
+};
 
 /// One utterance as stored in a shard, decoded.
 #[derive(Debug, Clone, PartialEq)]

@@ -245,6 +245,45 @@ fn same_rows_give_byte_identical_shards() {
     );
 }
 
+/// Rows handed over as int16 (pack quantizes on its decoding threads, or passes a 16-bit
+/// source's own samples) give the bytes of the same rows handed over as float, in both
+/// audio types.
+#[test]
+fn int16_and_float_rows_give_the_same_shards() {
+    use asr_shards::{quantize_i16_into, Samples, SamplesRowRef};
+    let input = rows(30, 8);
+    for dtype in [AudioDtype::Int16, AudioDtype::Float32] {
+        let a = tempfile::tempdir().unwrap();
+        let b = tempfile::tempdir().unwrap();
+        let mut opts = options(200_000);
+        opts.audio_dtype = dtype;
+        let mut float = ShardWriter::create(a.path(), "train", opts.clone()).unwrap();
+        let mut int16 = ShardWriter::create(b.path(), "train", opts).unwrap();
+        let mut quantized_audio = Vec::new();
+        for row in &input {
+            // Float32 shards of int16 input hold x / 32768: compare with float rows that
+            // were quantized already.
+            quantize_i16_into(&row.audio, &mut quantized_audio);
+            let exact: Vec<f32> = quantized_audio
+                .iter()
+                .map(|&s| f32::from(s) / 32_768.0)
+                .collect();
+            let mut float_row = row.as_row_ref();
+            float_row.audio = &exact;
+            float.write(float_row).unwrap();
+            let mut int16_row = SamplesRowRef::from(row.as_row_ref());
+            int16_row.audio = Samples::I16(&quantized_audio);
+            int16.write_samples(int16_row).unwrap();
+        }
+        let (x, y) = (float.finish().unwrap(), int16.finish().unwrap());
+        assert_eq!(x.shards.len(), y.shards.len());
+        assert!(x.shards.len() > 1, "{dtype:?}: {} shards", x.shards.len());
+        for (p, q) in x.shards.iter().zip(&y.shards) {
+            assert_eq!(p.sha256, q.sha256, "{dtype:?}: {} differs", p.file);
+        }
+    }
+}
+
 #[test]
 fn a_shard_appears_under_its_final_name_only_when_complete() {
     let tmp = tempfile::tempdir().unwrap();
