@@ -2,7 +2,7 @@
 //! backward, global grad norm, clipping, AdamW), timed per phase; for profiling the
 //! step without the data pipeline (`perf record` this binary).
 //!
-//!     cargo run --release -p asr-train --example bench_step -- CONFIG_JSON BATCH SECONDS STEPS THREADS
+//!     cargo run --release -p asr-train --example train_step -- CONFIG_JSON BATCH SECONDS STEPS THREADS
 //!
 //! CONFIG_JSON is a model config.json or a preset name. Prints per-phase medians and
 //! one tab-separated summary line: `asr-train batch seconds threads median_step_s min_step_s`.

@@ -107,6 +107,13 @@ pub struct TrainConfig {
     pub freeze_feature_encoder: Option<bool>,
     /// Replace the CTC head by a new one sized for the shards' vocabulary.
     pub reinit_head: bool,
+    /// Changes to the model's run-time settings, `KEY=VALUE` with Hugging Face config
+    /// names (`mask_time_prob=0`, `layerdrop=0.05`, `hidden_dropout=0`), applied after
+    /// loading as transformers' `from_pretrained(..., mask_time_prob=0)` does: dropouts,
+    /// `layerdrop`, SpecAugment `mask_*`, `apply_spec_augment`, `ctc_*`. Fields that
+    /// shape the network (sizes, norms, vocabulary) are refused. VALUE is read as JSON
+    /// (a number, `true`, `"mean"`), or as a string when it is not JSON.
+    pub model_set: Vec<String>,
     /// CTC loss reduction (default: the model's `ctc_loss_reduction`).
     pub ctc_loss_reduction: Option<LossReduction>,
     /// Zero infinite CTC losses (default: the model's `ctc_zero_infinity`).
@@ -171,6 +178,7 @@ impl Default for TrainConfig {
             adam_eps: 1e-8,
             freeze_feature_encoder: None,
             reinit_head: false,
+            model_set: Vec::new(),
             ctc_loss_reduction: None,
             ctc_zero_infinity: None,
             eval_every: 500,
@@ -379,6 +387,10 @@ pub struct RunArgs {
     /// New CTC head for the shards' vocabulary.
     #[arg(long, num_args = 0..=1, default_missing_value = "true")]
     pub reinit_head: Option<bool>,
+    /// Model setting KEY=VALUE, e.g. `mask_time_prob=0,hidden_dropout=0` (repeatable;
+    /// replaces the config file's list).
+    #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
+    pub model_set: Option<Vec<String>>,
     /// CTC loss reduction [default: the model's].
     #[arg(long, value_enum)]
     pub ctc_loss_reduction: Option<LossReduction>,
@@ -534,6 +546,7 @@ impl RunArgs {
                 adam_beta2,
                 adam_eps,
                 reinit_head,
+                model_set,
                 eval_every,
                 keep_checkpoints,
                 log_every,

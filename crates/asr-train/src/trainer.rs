@@ -264,11 +264,46 @@ pub fn build_model(
         }
         _ => CtcModel::load(&config.model, Some(vocab), device)?,
     };
+    apply_model_settings(&mut model, &config.model_set)?;
     // Frozen by default only when fine-tuning pretrained weights (see TrainConfig).
     if config.freeze_feature_encoder.unwrap_or(pretrained) {
         model.freeze_feature_encoder();
     }
     Ok(model)
+}
+
+/// Applies `model_set` (`KEY=VALUE` with the model config's field names, see
+/// [`TrainConfig::model_set`]) to a built model.
+pub fn apply_model_settings(model: &mut CtcModel, settings: &[String]) -> Result<(), TrainError> {
+    if settings.is_empty() {
+        return Ok(());
+    }
+    let mut value: serde_json::Value = serde_json::from_str(&model.config().to_json_string())
+        .map_err(|e| TrainError::Config(format!("model config: {e}")))?;
+    let Some(fields) = value.as_object_mut() else {
+        return Err(TrainError::Config(
+            "model config is not a JSON object".into(),
+        ));
+    };
+    for setting in settings {
+        let Some((key, raw)) = setting.split_once('=') else {
+            return Err(TrainError::Config(format!(
+                "model_set \"{setting}\": expected KEY=VALUE, e.g. mask_time_prob=0"
+            )));
+        };
+        let (key, raw) = (key.trim(), raw.trim());
+        if !fields.contains_key(key) {
+            return Err(TrainError::Config(format!(
+                "model_set \"{setting}\": the model config has no field \"{key}\""
+            )));
+        }
+        let parsed = serde_json::from_str(raw)
+            .unwrap_or_else(|_| serde_json::Value::String(raw.to_string()));
+        fields.insert(key.to_string(), parsed);
+    }
+    let changed = asr_model::Config::from_json_str(&value.to_string(), Path::new("model_set"))?;
+    model.update_config(|config| *config = changed)?;
+    Ok(())
 }
 
 struct Progress {

@@ -520,6 +520,47 @@ fn feature_encoder_is_frozen_by_default_only_for_pretrained_weights() {
     assert!(frozen("tiny", Some(true)));
 }
 
+/// `model_set` changes run-time settings of the loaded model (as transformers'
+/// `from_pretrained(..., mask_time_prob=0)` does) and refuses what it cannot change.
+#[test]
+fn model_set_changes_run_time_settings_and_refuses_the_rest() {
+    let _serial = serial();
+    let (_, vocab) = speech();
+    let dir = tempfile::tempdir().unwrap();
+    let build = |settings: &[&str]| {
+        let mut c = config(dir.path(), 1);
+        c.model_set = settings.iter().map(|s| s.to_string()).collect();
+        asr_train::trainer::build_model(&c, &vocab, "test data", tch::Device::Cpu)
+    };
+    let model = build(&[
+        "mask_time_prob=0",
+        "hidden_dropout=0",
+        "ctc_loss_reduction=mean",
+    ])
+    .unwrap();
+    let preset = asr_model::Preset::Tiny.config(vocab.len() as i64);
+    assert!(preset.mask_time_prob > 0.0 && preset.hidden_dropout > 0.0);
+    assert_eq!(model.config().mask_time_prob, 0.0);
+    assert_eq!(model.config().hidden_dropout, 0.0);
+    assert_eq!(
+        model.config().ctc_loss_reduction,
+        asr_model::CtcLossReduction::Mean
+    );
+    assert_eq!(model.config().attention_dropout, preset.attention_dropout);
+    for (setting, expected) in [
+        ("hidden_size=8", "hidden_size"),
+        ("no_such_field=1", "no_such_field"),
+        ("mask_time_prob", "KEY=VALUE"),
+        ("mask_time_prob=2", "mask_time_prob"),
+    ] {
+        let Err(error) = build(&[setting]) else {
+            panic!("{setting} was accepted");
+        };
+        let error = error.to_string();
+        assert!(error.contains(expected), "{setting}: {error}");
+    }
+}
+
 /// Shards of the six fixture utterances (train) and the first three (dev), written with
 /// the asr-shards writer as `asr-data pack` does.
 fn write_shards(dir: &Path) -> Vocab {
