@@ -278,7 +278,7 @@ impl CtcModel {
     /// that shape the network (sizes, norms, activations, vocabulary) cannot change on a
     /// built model and give an error naming the field. Turning masking on for a
     /// checkpoint saved without it creates `masked_spec_embed` (uniform init), as
-    /// transformers does.
+    /// transformers does; turning it off removes that tensor.
     pub fn update_config(&mut self, change: impl FnOnce(&mut Config)) -> Result<(), ModelError> {
         let mut config = self.config.clone();
         change(&mut config);
@@ -307,6 +307,14 @@ impl CtcModel {
                 .set_requires_grad(true);
             self.store.insert(0, name, embed.shallow_clone(), init);
             self.masked_spec_embed = Some(embed);
+        }
+        if !config.has_masked_spec_embed() && self.masked_spec_embed.is_some() {
+            // Masking turned off: transformers builds such a model without the tensor
+            // (and saves none), so drop it here too; checkpoints and exports then agree
+            // with the config.
+            let name = format!("{}.masked_spec_embed", config.model_type.prefix());
+            self.store.remove(&name);
+            self.masked_spec_embed = None;
         }
         self.config = config;
         Ok(())

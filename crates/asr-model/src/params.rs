@@ -104,6 +104,18 @@ impl ParamStore {
         true
     }
 
+    /// Removes the entry named `name`, if any, keeping the order of the others.
+    pub(crate) fn remove(&mut self, name: &str) -> Option<NamedTensor> {
+        let position = self.index.remove(name)?;
+        let entry = self.entries.remove(position);
+        for i in self.index.values_mut() {
+            if *i > position {
+                *i -= 1;
+            }
+        }
+        Some(entry)
+    }
+
     /// Inserts an entry at `position` (state_dict order), shifting later ones.
     pub(crate) fn insert(&mut self, position: usize, name: String, tensor: Tensor, init: Init) {
         let position = position.min(self.entries.len());

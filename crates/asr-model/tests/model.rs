@@ -807,6 +807,17 @@ mod training {
         assert!(plain.params().get("wav2vec2.masked_spec_embed").is_none());
         plain.update_config(|c| c.mask_time_prob = 0.1).unwrap();
         assert!(plain.params().get("wav2vec2.masked_spec_embed").is_some());
+        // Masking off again removes it, as a model built with that config has none.
+        plain.update_config(|c| c.mask_time_prob = 0.0).unwrap();
+        assert!(plain.params().get("wav2vec2.masked_spec_embed").is_none());
+        assert_eq!(
+            plain.params().entries().len(),
+            CtcModel::from_config(plain.config().clone(), Device::Cpu)
+                .unwrap()
+                .params()
+                .entries()
+                .len()
+        );
     }
 
     #[test]
