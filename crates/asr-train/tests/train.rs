@@ -561,6 +561,24 @@ fn model_set_changes_run_time_settings_and_refuses_the_rest() {
     }
 }
 
+/// A run whose model had masking turned off by `model_set` saves `best/` without
+/// `masked_spec_embed` and evaluates it at the end (the demo's recipe).
+#[test]
+fn run_with_masking_turned_off_saves_and_reloads_its_best_model() {
+    let _serial = serial();
+    let (utterances, vocab) = speech();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut c = config(&out, 2);
+    c.model_set = vec!["mask_time_prob=0".into(), "hidden_dropout=0".into()];
+    c.eval_every = 1;
+    c.final_splits = vec!["train".into()];
+    let summary = run(&c, data(utterances.clone(), utterances, vocab), quiet()).unwrap();
+    assert!(summary.results.splits.contains_key("train"));
+    let best = std::fs::read_to_string(out.join("best/config.json")).unwrap();
+    assert!(best.contains("\"mask_time_prob\": 0.0"), "{best}");
+}
+
 /// Shards of the six fixture utterances (train) and the first three (dev), written with
 /// the asr-shards writer as `asr-data pack` does.
 fn write_shards(dir: &Path) -> Vocab {
