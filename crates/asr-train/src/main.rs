@@ -170,13 +170,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     serde_json::to_string_pretty(&results).map_err(failed)?
                 );
             } else {
+                let w = results
+                    .splits
+                    .keys()
+                    .map(String::len)
+                    .max()
+                    .unwrap_or(0)
+                    .max(10);
                 println!(
-                    "{:<10} {:>8} {:>8} {:>11}",
+                    "{:<w$} {:>8} {:>8} {:>11}",
                     "split", "WER", "CER", "utterances"
                 );
                 for (split, r) in &results.splits {
                     println!(
-                        "{:<10} {:>8.4} {:>8.4} {:>11}",
+                        "{:<w$} {:>8.4} {:>8.4} {:>11}",
                         split, r.wer, r.cer, r.utterances
                     );
                 }
@@ -242,7 +249,10 @@ fn main() -> ExitCode {
     // CPU runtime settings (see asr_train::runtime): libgomp's spin count must be in
     // the environment before libtorch loads, hence a re-exec; malloc's in-process.
     asr_train::runtime::reexec_with_openmp_settings();
-    asr_train::runtime::keep_freed_memory();
+    // Opt-in: ~9% faster CPU steps for ~50% more peak memory (see the module docs).
+    if std::env::var_os("ASR_KEEP_FREED_MEMORY").is_some_and(|v| v == "1") {
+        asr_train::runtime::keep_freed_memory();
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,11 +5,13 @@
 //!
 //! - **glibc `malloc` returns large blocks to the kernel.** Allocations above 32 MB
 //!   (a 40 s batch's first conv activations are 65 MB) are `mmap`ed and unmapped when
-//!   freed, so every step faults in and zeroes the same pages again: on the reference
-//!   configuration a quarter of the step was kernel time. [`keep_freed_memory`] stops
-//!   that (`M_MMAP_MAX = 0`, no trimming): freed memory is reused by the next step.
-//!   Peak resident memory is unchanged in practice (it is the peak of one step), but
-//!   the process does not shrink after it.
+//!   freed, so every step faults in and zeroes the same pages again (on the reference
+//!   configuration, 10% of the step time). [`keep_freed_memory`] stops that
+//!   (`M_MMAP_MAX = 0`, no trimming): freed memory is reused by the next step. But
+//!   batches of varying shapes then fragment the heap, and peak resident memory grows:
+//!   100 steps of the issue-7 reference configuration (40 s batches, 2 threads) took
+//!   1.17 s per step at 5.4 GB peak RSS with it, 1.28 s at 3.5 GB without. The binary
+//!   therefore applies it only when asked (`ASR_KEEP_FREED_MEMORY=1`).
 //! - **OpenMP threads spin while they wait.** libgomp (libtorch's OpenMP) lets idle
 //!   worker threads spin for about 300,000 iterations before sleeping, and every
 //!   libtorch operation is a parallel region that ends with a barrier. On a machine
