@@ -249,10 +249,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         m.audio_dtype.name(),
         args.out.display()
     );
+    let width = m.splits().iter().map(|name| name.len()).max().unwrap_or(0);
     for name in m.splits() {
         let s = &m.splits[name];
         println!(
-            "  {name:<10} {:>8} rows {:>9.3} h {:>4} shards {:>10.1} MB",
+            "  {name:<width$} {:>8} rows {:>9.3} h {:>4} shards {:>10.1} MB",
             s.rows,
             s.seconds / 3600.0,
             s.shards.len(),

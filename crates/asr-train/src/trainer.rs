@@ -1222,13 +1222,21 @@ pub fn summary_table(summary: &RunSummary, wall: Duration) -> String {
             best.wer, best.cer, best.step
         ));
     }
+    let w = summary
+        .results
+        .splits
+        .keys()
+        .map(String::len)
+        .max()
+        .unwrap_or(0)
+        .max(10);
     s.push_str(&format!(
-        "{:<10} {:>8} {:>8} {:>11} {:>8}\n",
+        "{:<w$} {:>8} {:>8} {:>11} {:>8}\n",
         "split", "WER", "CER", "utterances", "blank"
     ));
     for (split, r) in &summary.results.splits {
         s.push_str(&format!(
-            "{:<10} {:>8.4} {:>8.4} {:>11} {:>7.1}%\n",
+            "{:<w$} {:>8.4} {:>8.4} {:>11} {:>7.1}%\n",
             split,
             r.wer,
             r.cer,
