@@ -14,7 +14,7 @@ cd "$repo"
 cache=${ASR_BENCH_CACHE:-$HOME/.cache/asr-toolkit/bench}
 flac=$cache/validate-librispeech
 mp3=$cache/pack-commonvoice
-if [[ ! -f $flac/LibriSpeech/SPEAKERS.TXT ]]; then
+if [[ ! -d $flac/LibriSpeech/train-clean ]]; then
     python3 tools/make-corpus.py --hours 1.7 --out "$flac" >&2
 fi
 if [[ ! -f $mp3/train.tsv ]]; then

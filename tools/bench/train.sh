@@ -23,17 +23,8 @@ batch_seconds=${4:-40}
 cache=${ASR_BENCH_CACHE:-$HOME/.cache/asr-toolkit/bench}
 corpus="$cache/train-librispeech-$hours"
 shards="$cache/train-shards-$hours"
-mkdir -p "$cache"
-if [[ ! -f "$corpus/.done" ]]; then
-    echo "generating a $hours h corpus in $corpus (once)" >&2
-    rm -rf "$corpus"
-    python3 tools/make-corpus.py --hours "$hours" --out "$corpus" >&2
-    touch "$corpus/.done"
-fi
 cargo build --quiet --release -p asr-data -p asr-train
-if [[ ! -f "$shards/manifest.json" ]]; then
-    target/release/asr-data pack "$corpus/LibriSpeech" --out "$shards" >&2
-fi
+tools/cached-corpus.sh "$hours" "$corpus" "$shards"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
