@@ -8,6 +8,4 @@ cd "$repo"
 
 ./tools/install-libtorch.sh
 cargo test --workspace --locked
-if [[ -x tools/interop-test.sh ]]; then
-    ./tools/interop-test.sh
-fi
+./tools/interop-test.sh
