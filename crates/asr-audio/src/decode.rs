@@ -23,18 +23,25 @@ use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 
 use crate::probe::{self, AudioInfo, Codec, Container, ProbeError};
 
-/// Decoded audio: interleaved samples in [-1, 1] with their layout.
+/// Decoded audio: interleaved samples with their layout; `S` is `f32` in [-1, 1]
+/// ([`DecodedAudio`]) or `i16` ([`DecodedPcm16`]).
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct DecodedAudio {
+pub struct Decoded<S> {
     /// Interleaved samples, `num_frames() * channels` of them.
-    pub samples: Vec<f32>,
+    pub samples: Vec<S>,
     /// Number of interleaved channels.
     pub channels: u16,
     /// Sample rate in Hz.
     pub sample_rate_hz: u32,
 }
 
-impl DecodedAudio {
+/// Decoded audio as `f32` samples in [-1, 1].
+pub type DecodedAudio = Decoded<f32>;
+
+/// Decoded audio as int16 (see [`decodes_exactly_to_i16`] and [`decode_bytes_i16_into`]).
+pub type DecodedPcm16 = Decoded<i16>;
+
+impl<S> Decoded<S> {
     /// Frames (samples per channel).
     pub fn num_frames(&self) -> usize {
         if self.channels == 0 {
@@ -52,7 +59,9 @@ impl DecodedAudio {
             self.num_frames() as f64 / f64::from(self.sample_rate_hz)
         }
     }
+}
 
+impl DecodedAudio {
     /// The mono mix (mean of the channels); a copy when already mono.
     pub fn to_mono(&self) -> Vec<f32> {
         let mut out = Vec::new();
@@ -84,38 +93,6 @@ pub enum DecodeError {
         /// What went wrong.
         message: String,
     },
-}
-
-/// Decoded audio as int16: interleaved samples with their layout (see
-/// [`decodes_exactly_to_i16`] and [`decode_bytes_i16_into`]).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct DecodedPcm16 {
-    /// Interleaved samples.
-    pub samples: Vec<i16>,
-    /// Number of interleaved channels.
-    pub channels: u16,
-    /// Sample rate in Hz.
-    pub sample_rate_hz: u32,
-}
-
-impl DecodedPcm16 {
-    /// Frames (samples per channel).
-    pub fn num_frames(&self) -> usize {
-        if self.channels == 0 {
-            0
-        } else {
-            self.samples.len() / usize::from(self.channels)
-        }
-    }
-
-    /// Duration in seconds.
-    pub fn duration_s(&self) -> f64 {
-        if self.sample_rate_hz == 0 {
-            0.0
-        } else {
-            self.num_frames() as f64 / f64::from(self.sample_rate_hz)
-        }
-    }
 }
 
 /// Decodes a whole file to interleaved `f32`.
@@ -168,14 +145,7 @@ pub fn decode_bytes_into(
     info: &AudioInfo,
     out: &mut DecodedAudio,
 ) -> Result<(), DecodeError> {
-    check_decodable(info)?;
-    decode_stream(
-        memory_stream(bytes, info),
-        info,
-        &mut out.samples,
-        &mut out.channels,
-        &mut out.sample_rate_hz,
-    )
+    decode_memory_into(bytes, info, out)
 }
 
 /// True when decoding straight to int16 ([`decode_bytes_i16_into`]) gives exactly the
@@ -195,6 +165,14 @@ pub fn decode_bytes_i16_into(
     bytes: &[u8],
     info: &AudioInfo,
     out: &mut DecodedPcm16,
+) -> Result<(), DecodeError> {
+    decode_memory_into(bytes, info, out)
+}
+
+fn decode_memory_into<S: ConvertibleSample + Default + Copy>(
+    bytes: &[u8],
+    info: &AudioInfo,
+    out: &mut Decoded<S>,
 ) -> Result<(), DecodeError> {
     check_decodable(info)?;
     decode_stream(

@@ -93,6 +93,29 @@ impl EvalOutput {
     }
 }
 
+/// The per-split WER/CER table printed by `run` and `eval`: one line per split, the name
+/// column as wide as the longest split name, and the blank-output percentage when
+/// `with_blank`.
+pub fn split_table(splits: &BTreeMap<String, SplitResult>, with_blank: bool) -> String {
+    let w = splits.keys().map(String::len).max().unwrap_or(0).max(10);
+    let mut s = format!(
+        "{:<w$} {:>8} {:>8} {:>11}",
+        "split", "WER", "CER", "utterances"
+    );
+    s.push_str(if with_blank { "    blank\n" } else { "\n" });
+    for (split, r) in splits {
+        s.push_str(&format!(
+            "{:<w$} {:>8.4} {:>8.4} {:>11}",
+            split, r.wer, r.cer, r.utterances
+        ));
+        if with_blank {
+            s.push_str(&format!(" {:>7.1}%", 100.0 * r.blank_fraction));
+        }
+        s.push('\n');
+    }
+    s
+}
+
 /// `final_results.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FinalResults {

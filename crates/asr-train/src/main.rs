@@ -170,23 +170,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     serde_json::to_string_pretty(&results).map_err(failed)?
                 );
             } else {
-                let w = results
-                    .splits
-                    .keys()
-                    .map(String::len)
-                    .max()
-                    .unwrap_or(0)
-                    .max(10);
-                println!(
-                    "{:<w$} {:>8} {:>8} {:>11}",
-                    "split", "WER", "CER", "utterances"
-                );
-                for (split, r) in &results.splits {
-                    println!(
-                        "{:<w$} {:>8.4} {:>8.4} {:>11}",
-                        split, r.wer, r.cer, r.utterances
-                    );
-                }
+                print!("{}", asr_train::eval::split_table(&results.splits, false));
             }
             Ok(())
         }

@@ -1222,28 +1222,7 @@ pub fn summary_table(summary: &RunSummary, wall: Duration) -> String {
             best.wer, best.cer, best.step
         ));
     }
-    let w = summary
-        .results
-        .splits
-        .keys()
-        .map(String::len)
-        .max()
-        .unwrap_or(0)
-        .max(10);
-    s.push_str(&format!(
-        "{:<w$} {:>8} {:>8} {:>11} {:>8}\n",
-        "split", "WER", "CER", "utterances", "blank"
-    ));
-    for (split, r) in &summary.results.splits {
-        s.push_str(&format!(
-            "{:<w$} {:>8.4} {:>8.4} {:>11} {:>7.1}%\n",
-            split,
-            r.wer,
-            r.cer,
-            r.utterances,
-            100.0 * r.blank_fraction
-        ));
-    }
+    s.push_str(&crate::eval::split_table(&summary.results.splits, true));
     if let Some(c) = summary.results.events {
         s.push_str(&format!(
             "events: {} non-finite losses, {} high losses, {} non-finite gradient steps ({} values), {} explosions, {} skipped updates, {} recoveries, {} clipped\n",
