@@ -22,7 +22,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 out=${1:-out/demo}
-steps=${DEMO_STEPS:-600}
+steps=${DEMO_STEPS:-400}
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 

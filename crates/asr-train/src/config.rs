@@ -472,6 +472,10 @@ pub struct RunArgs {
     /// [guard] Events before an utterance is quarantined [default: 2].
     #[arg(long, help_heading = "Explosion guard")]
     pub quarantine_after: Option<u32>,
+    /// [guard] Relative-limit explosions in a row before the next is accepted and the
+    /// statistics restart (0: never) [default: 5].
+    #[arg(long, help_heading = "Explosion guard")]
+    pub max_skips_in_a_row: Option<u32>,
 }
 
 macro_rules! set {
@@ -570,7 +574,8 @@ impl RunArgs {
                 clip,
                 max_grad_norm,
                 clip_z,
-                quarantine_after
+                quarantine_after,
+                max_skips_in_a_row
             ]
         );
         if let Some(k) = a.grad_norm_factor {

@@ -19,7 +19,11 @@
 //!
 //! The running statistics cover accepted norms only (an explosion does not inflate
 //! them): an exact mean and variance over the first norms, then an exponential moving
-//! average with `stats_beta`. A step is clean when none of the checks above fired.
+//! average with `stats_beta`. When `max_skips_in_a_row` relative-limit explosions came
+//! in a row, the statistics no longer describe the gradients (skipping changes nothing
+//! when the same batch comes back, as in a one-batch overfit, and a lasting change of
+//! regime would stop training for good): the next such norm is accepted (clipped), and
+//! the statistics start again from it. The absolute limit is never relaxed. A step is clean when none of the checks above fired.
 //! Everything the guard knows is in [`GuardState`], which checkpoints save.
 
 use serde::{Deserialize, Serialize};
@@ -80,6 +84,9 @@ pub struct GuardConfig {
     /// An utterance involved in at least this many events is written to
     /// `quarantine.txt`.
     pub quarantine_after: u32,
+    /// Relative-limit explosions in a row after which the next one is accepted and the
+    /// running statistics restart (0: skip for ever).
+    pub max_skips_in_a_row: u32,
 }
 
 impl Default for GuardConfig {
@@ -98,6 +105,7 @@ impl Default for GuardConfig {
             max_grad_norm: 1.0,
             clip_z: 3.0,
             quarantine_after: 2,
+            max_skips_in_a_row: 5,
         }
     }
 }
@@ -115,6 +123,9 @@ pub struct GuardState {
     pub norm_var: f64,
     /// Accepted gradient norms seen.
     pub norm_count: u64,
+    /// Explosions since the last accepted update.
+    #[serde(default)]
+    pub explosions_in_a_row: u64,
     /// Event counters for the end-of-run summary.
     pub counts: EventCounts,
 }
@@ -127,6 +138,7 @@ impl Default for GuardState {
             norm_mean: 0.0,
             norm_var: 0.0,
             norm_count: 0,
+            explosions_in_a_row: 0,
             counts: EventCounts::default(),
         }
     }
@@ -365,8 +377,23 @@ impl ExplosionGuard {
     /// that reached this point).
     pub fn check_grad_norm(&mut self, grad_norm: f64) -> NormDecision {
         let limit = self.explosion_limit();
-        let exploded = !grad_norm.is_finite() || limit.is_some_and(|l| grad_norm > l);
+        let mut exploded = !grad_norm.is_finite() || limit.is_some_and(|l| grad_norm > l);
+        let within_absolute = self.config.grad_norm_limit.is_none_or(|a| grad_norm <= a);
+        if exploded
+            && grad_norm.is_finite()
+            && within_absolute
+            && self.config.max_skips_in_a_row > 0
+            && self.state.explosions_in_a_row >= u64::from(self.config.max_skips_in_a_row)
+        {
+            // Only the relative limit objects, again and again: restart the statistics
+            // from this norm instead of skipping for ever (module documentation).
+            self.state.norm_count = 0;
+            self.state.norm_mean = 0.0;
+            self.state.norm_var = 0.0;
+            exploded = false;
+        }
         if exploded {
+            self.state.explosions_in_a_row += 1;
             self.state.counts.explosions += 1;
             self.state.counts.skipped_updates += 1;
             self.state.lr_scale = (self.state.lr_scale * self.config.lr_decay)
@@ -380,6 +407,7 @@ impl ExplosionGuard {
                 lr_scale: self.state.lr_scale,
             });
         }
+        self.state.explosions_in_a_row = 0;
         // Clipping threshold from the statistics before this norm joins them.
         let clip_norm = match self.config.clip {
             ClipMode::None => None,
@@ -553,6 +581,42 @@ mod tests {
             g.check_grad_norm(f64::NAN),
             NormDecision::Skip(GuardEvent::Explosion { .. })
         ));
+    }
+
+    #[test]
+    fn relative_explosions_in_a_row_restart_the_statistics_instead_of_skipping_for_ever() {
+        let mut g = ExplosionGuard::new(GuardConfig {
+            stats_warmup_steps: 3,
+            max_skips_in_a_row: 3,
+            ..GuardConfig::default()
+        });
+        for _ in 0..3 {
+            update(g.check_grad_norm(2.0));
+        }
+        assert_eq!(g.explosion_limit(), Some(20.0));
+        // The same too-large norm every step (the same batch and weights come back).
+        for _ in 0..3 {
+            assert!(matches!(g.check_grad_norm(500.0), NormDecision::Skip(_)));
+        }
+        let (clip_coef, _, _) = update(g.check_grad_norm(500.0));
+        assert!(
+            (clip_coef - 1.0 / 500.0).abs() < 1e-12,
+            "clipped to max_grad_norm"
+        );
+        assert_eq!(g.state().counts.explosions, 3);
+        // The statistics restarted from 500: no relative limit until warmed up again.
+        assert_eq!(g.state().norm_count, 1);
+        assert_eq!(g.explosion_limit(), None);
+        assert_eq!(g.state().explosions_in_a_row, 0);
+        // An absolute limit is never relaxed.
+        let mut g = ExplosionGuard::new(GuardConfig {
+            grad_norm_limit: Some(100.0),
+            max_skips_in_a_row: 2,
+            ..GuardConfig::default()
+        });
+        for _ in 0..10 {
+            assert!(matches!(g.check_grad_norm(500.0), NormDecision::Skip(_)));
+        }
     }
 
     #[test]
