@@ -672,7 +672,8 @@ fn decode_with(
             quantize_i16_into(&b.resampled, &mut pcm);
             Audio::I16(pcm)
         }
-        AudioDtype::Float32 => Audio::F32(b.resampled.clone()),
+        // Handed to the writer whole (as the int16 path hands over its samples).
+        AudioDtype::Float32 => Audio::F32(std::mem::take(&mut b.resampled)),
     };
     check_duration(audio, source_s, min_s, max_s)
 }
