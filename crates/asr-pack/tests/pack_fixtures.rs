@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use asr_corpus::{read_corpus, Corpus, ReadOptions};
 use asr_pack::{pack, NoProgress, PackError, PackOptions, SkippedRow, SplitPlan};
-use asr_shards::{merge_parts, verify, Manifest, ShardReader, ShardRow};
+use asr_shards::{merge_parts, verify, AudioDtype, Manifest, ShardReader, ShardRow};
 use asr_text::{NormalizePolicy, UnkPolicy, Vocab};
 
 fn fixture(rel: &str) -> PathBuf {
@@ -425,4 +425,39 @@ fn parts_pack_disjoint_rows_that_merge_into_the_whole() {
     got.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(got, want);
     assert_eq!(merged.skipped, whole_manifest.skipped);
+}
+
+/// Float32 shards hold the samples int16 shards quantize: the same rows, the same
+/// lengths, and each int16 sample is its float sample rounded to 1/32768, whichever
+/// decoding path the file took (16 kHz mono FLAC goes straight to int16; 8 kHz and stereo
+/// FLAC are resampled or downmixed as float first).
+#[test]
+fn float32_and_int16_packs_hold_the_same_audio() {
+    let corpus = corpus("librispeech");
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let int16 = small(a.path());
+    let mut float32 = small(b.path());
+    float32.audio_dtype = AudioDtype::Float32;
+    pack(&corpus, &int16, &NoProgress).unwrap();
+    pack(&corpus, &float32, &NoProgress).unwrap();
+    let (mi, mf) = (
+        Manifest::load(a.path()).unwrap(),
+        Manifest::load(b.path()).unwrap(),
+    );
+    assert_eq!(mi.splits(), mf.splits());
+    let mut rows = 0;
+    for split in mi.splits() {
+        let (ri, rf) = (read_rows(&mi, split), read_rows(&mf, split));
+        assert_eq!(ri.len(), rf.len(), "{split}");
+        for (i, f) in ri.iter().zip(&rf) {
+            assert_eq!((&i.id, i.num_samples), (&f.id, f.num_samples));
+            assert_eq!(i.labels, f.labels, "{}", i.id);
+            for (n, (&x, &y)) in i.audio.iter().zip(&f.audio).enumerate() {
+                let q = (y * 32_768.0).round_ties_even().clamp(-32_768.0, 32_767.0) / 32_768.0;
+                assert_eq!(x, q, "{} sample {n}", i.id);
+            }
+            rows += 1;
+        }
+    }
+    assert!(rows > 20, "{rows} rows compared");
 }
