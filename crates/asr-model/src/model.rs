@@ -157,7 +157,7 @@ impl CtcModel {
         })
     }
 
-    /// A preset (`tiny`, `base`) from random weights, its head sized for `vocab` and its
+    /// A preset (`tiny`, `small`, `base`) from random weights, its head sized for `vocab` and its
     /// blank set to the vocabulary's pad token.
     pub fn from_preset(name: &str, vocab: &Vocab, device: Device) -> Result<CtcModel, ModelError> {
         let preset = Preset::from_name(name).ok_or_else(|| ModelError::UnknownPreset {

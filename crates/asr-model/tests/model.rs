@@ -685,6 +685,14 @@ mod training {
         let base = CtcModel::from_config(base_config, Device::Cpu).unwrap();
         // transformers: sum(p.numel() for p in Wav2Vec2ForCTC(Wav2Vec2Config(vocab_size=32)).parameters())
         assert_eq!(base.params().num_parameters(), 94_396_320);
+        let mut small_config = asr_model::Preset::Small.config(32);
+        small_config.pad_token_id = Some(0);
+        let small = CtcModel::from_config(small_config, Device::Cpu).unwrap();
+        // transformers: the same count for Wav2Vec2ForCTC of the preset's config.json, which
+        // has no masked_spec_embed since masking is off.
+        assert_eq!(small.params().num_parameters(), 3_794_976);
+        assert_eq!(small.num_frames(16_000), 49);
+        assert!(small.config().layerdrop == 0.0 && small.config().hidden_dropout == 0.0);
     }
 
     #[test]
