@@ -78,6 +78,16 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Redraw RUN/training_curves.png from RUN/metrics.jsonl (e.g. of a run in progress,
+    /// which draws it only at the end).
+    Plot {
+        /// The run's output folder.
+        #[arg(value_name = "RUN")]
+        run: PathBuf,
+        /// Write the image here instead [default: RUN/training_curves.png].
+        #[arg(long, value_name = "PNG")]
+        out: Option<PathBuf>,
+    },
     /// WER and CER of a hypothesis file against a reference file.
     Score {
         /// Reference transcripts: `id text` lines or one utterance per line.
@@ -172,6 +182,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
             } else {
                 print!("{}", asr_train::eval::split_table(&results.splits, false));
             }
+            Ok(())
+        }
+        Command::Plot { run, out } => {
+            let records =
+                asr_train::metrics::read_metrics(&run.join("metrics.jsonl")).map_err(usage)?;
+            let png = out.unwrap_or_else(|| run.join("training_curves.png"));
+            asr_train::plot::draw_training_curves(&records, &png).map_err(failed)?;
+            println!("{}", png.display());
             Ok(())
         }
         Command::Transcribe {

@@ -1,5 +1,7 @@
-//! `training_curves.png`: training loss, eval WER (and CER), learning rate and gradient
-//! norm against the optimizer step, drawn from the records of `metrics.jsonl`.
+//! `training_curves.png`: training loss, learning rate and gradient norm against the
+//! optimizer step, and eval WER and CER against wall-clock minutes (what a time-limited
+//! run is judged by; against the step for records without a time), drawn from the
+//! records of `metrics.jsonl`.
 //!
 //! Text is rendered with DejaVu Sans Mono embedded in the binary
 //! (`assets/fonts/`, Bitstream Vera licence in `DejaVu-LICENSE.txt`), so no system font
@@ -33,17 +35,42 @@ pub struct PlotError {
     pub message: String,
 }
 
+/// The (x, y) points of a line.
+type Points = Vec<(f64, f64)>;
+
 /// A named line of a panel.
-type Line = (&'static str, RGBColor, Vec<(f64, f64)>);
+type Line = (&'static str, RGBColor, Points);
 
 struct Series {
     title: &'static str,
     lines: Vec<Line>,
     log_y: bool,
+    /// The x axis: `step`, or `wall minutes`.
+    x_desc: &'static str,
 }
 
 fn finite(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
     points.into_iter().filter(|(_, y)| y.is_finite()).collect()
+}
+
+/// The eval WER and CER points and their x axis: wall minutes when every eval record has
+/// its time, else (older metrics files) the step.
+fn eval_curves(records: &[MetricsRecord]) -> (&'static str, Points, Points) {
+    let evals: Vec<_> = records
+        .iter()
+        .filter_map(|r| match r {
+            MetricsRecord::Eval(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    let minutes = evals.iter().all(|e| e.elapsed_s.is_some());
+    let x = |e: &crate::metrics::EvalRecord| match e.elapsed_s {
+        Some(s) if minutes => s / 60.0,
+        _ => e.step as f64,
+    };
+    let wer = evals.iter().map(|e| (x(e), e.wer)).collect();
+    let cer = evals.iter().map(|e| (x(e), e.cer)).collect();
+    (if minutes { "wall minutes" } else { "step" }, wer, cer)
 }
 
 /// Draw `training_curves.png` (1200 x 800, four panels) from metrics records.
@@ -56,8 +83,6 @@ pub fn draw_training_curves(records: &[MetricsRecord], path: &Path) -> Result<()
     let mut loss = Vec::new();
     let mut lr = Vec::new();
     let mut norm = Vec::new();
-    let mut wer = Vec::new();
-    let mut cer = Vec::new();
     let mut events = Vec::new();
     for record in records {
         match record {
@@ -71,41 +96,58 @@ pub fn draw_training_curves(records: &[MetricsRecord], path: &Path) -> Result<()
                     norm.push((x, n));
                 }
             }
-            MetricsRecord::Eval(e) => {
-                wer.push((e.step as f64, e.wer));
-                cer.push((e.step as f64, e.cer));
-            }
+            MetricsRecord::Eval(_) => {}
             MetricsRecord::Event(e) => events.push(e.step as f64),
         }
     }
+    let (eval_x, wer, cer) = eval_curves(records);
     let panels = [
         Series {
             title: "training loss",
             lines: vec![("loss", BLUE, finite(loss))],
             log_y: false,
+            x_desc: "step",
         },
         Series {
             title: "eval error rate",
             lines: vec![("WER", RED, wer), ("CER", MAGENTA, cer)],
             log_y: false,
+            x_desc: eval_x,
         },
         Series {
             title: "learning rate",
             lines: vec![("lr", GREEN, lr)],
             log_y: false,
+            x_desc: "step",
         },
         Series {
             title: "gradient norm (before clipping)",
             lines: vec![("grad norm", BLACK, finite(norm))],
             log_y: true,
+            x_desc: "step",
         },
     ];
     let root = BitMapBackend::new(path, (1200, 800)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
     let areas = root.split_evenly((2, 2));
     let max_step = records.iter().map(|r| r.step()).max().unwrap_or(1).max(1) as f64;
+    let max_minutes = records
+        .iter()
+        .filter_map(|r| match r {
+            MetricsRecord::Step(s) => s.elapsed_s,
+            MetricsRecord::Eval(e) => e.elapsed_s,
+            MetricsRecord::Event(_) => None,
+        })
+        .fold(0.0, f64::max)
+        / 60.0;
     for (area, panel) in areas.iter().zip(panels.iter()) {
-        draw_panel(area, panel, max_step, &events).map_err(err)?;
+        let (x_max, events) = if panel.x_desc == "step" {
+            (max_step, &events[..])
+        } else {
+            // Guard events are marked by step, on the step panels only.
+            (max_minutes.max(1.0 / 60.0), &[][..])
+        };
+        draw_panel(area, panel, x_max, events).map_err(err)?;
     }
     root.present().map_err(|e| err(e.to_string()))?;
     Ok(())
@@ -114,7 +156,7 @@ pub fn draw_training_curves(records: &[MetricsRecord], path: &Path) -> Result<()
 fn draw_panel(
     area: &DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>,
     panel: &Series,
-    max_step: f64,
+    x_max: f64,
     events: &[f64],
 ) -> Result<(), String> {
     let ys: Vec<f64> = panel
@@ -141,12 +183,14 @@ fn draw_panel(
         .margin(12)
         .x_label_area_size(32)
         .y_label_area_size(70);
-    let x_range = 0f64..max_step;
+    let x_range = 0f64..x_max;
     macro_rules! body {
         ($chart:ident) => {{
             $chart
                 .configure_mesh()
-                .x_desc("step")
+                .x_desc(panel.x_desc)
+                .x_labels(8)
+                .x_label_formatter(&|v| format_axis(*v))
                 .label_style(font.clone())
                 .axis_desc_style(font.clone())
                 .y_label_formatter(&|v| format_value(*v))
@@ -198,6 +242,15 @@ fn draw_panel(
         body!(chart);
     }
     Ok(())
+}
+
+/// Axis numbers: whole numbers without decimals ("1200", not "1200.0"), else one.
+fn format_axis(v: f64) -> String {
+    if v.fract() == 0.0 || v.abs() >= 100.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 fn format_value(v: f64) -> String {
@@ -266,5 +319,23 @@ mod tests {
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         // An empty run still draws (empty panels) rather than failing.
         draw_training_curves(&[], &path).unwrap();
+
+        // The eval panel is against wall minutes (eval at step 50 came at 5.1 s).
+        let (x_desc, wer, cer) = eval_curves(&records);
+        assert_eq!(x_desc, "wall minutes");
+        assert_eq!(wer.len(), 5);
+        assert!((cer[4].0 - 5.1 / 60.0).abs() < 1e-12 && cer[4].1 == 0.01);
+        // One eval without a time (an older metrics file): all by step.
+        if let Some(MetricsRecord::Eval(e)) = records
+            .iter_mut()
+            .find(|r| matches!(r, MetricsRecord::Eval(_)))
+        {
+            e.elapsed_s = None;
+        }
+        let (x_desc, wer, _) = eval_curves(&records);
+        assert_eq!(x_desc, "step");
+        assert_eq!(wer[4], (50.0, 0.02));
+        assert_eq!(format_axis(1200.0), "1200");
+        assert_eq!(format_axis(2.5), "2.5");
     }
 }

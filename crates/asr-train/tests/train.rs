@@ -687,6 +687,30 @@ fn command_line_runs_evaluates_transcribes_and_scores() {
     .unwrap();
     validate("train-checkpoint-state.schema.json", &state);
 
+    // Plot redraws the curves from metrics.jsonl; a folder without one is a usage error
+    // that names the file.
+    let png = dir.path().join("curves.png");
+    let plot = std::process::Command::new(exe)
+        .arg("plot")
+        .arg(&out)
+        .arg("--out")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(
+        plot.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plot.stderr)
+    );
+    assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
+    let plot = std::process::Command::new(exe)
+        .arg("plot")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(plot.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&plot.stderr).contains("metrics.jsonl"));
+
     // A second run into the same folder without --resume is a usage error.
     let again = std::process::Command::new(exe)
         .args(["run", "--shards"])
