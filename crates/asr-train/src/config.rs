@@ -43,7 +43,7 @@ pub struct TrainConfig {
     /// Shard folder written by `asr-data pack` (holds manifest.json).
     pub shards: Option<PathBuf>,
     /// Model: a Hugging Face folder, a config.json (random weights) or a preset
-    /// (`tiny`, `base`).
+    /// (`tiny`, `small`, `base`).
     pub model: String,
     /// Output folder of the run.
     pub out: PathBuf,
@@ -306,7 +306,7 @@ pub struct RunArgs {
     /// Shard folder written by `asr-data pack`.
     #[arg(long, value_name = "DIR")]
     pub shards: Option<PathBuf>,
-    /// Hugging Face model folder, config.json, or preset (tiny, base) [default: tiny].
+    /// Hugging Face model folder, config.json, or preset (tiny, small, base) [default: tiny].
     #[arg(long, value_name = "HF_DIR|PRESET")]
     pub model: Option<String>,
     /// Output folder [default: run].
@@ -680,6 +680,35 @@ mod tests {
         let cli = Cli::parse_from(["x", "--freeze-feature-encoder=false", "--reinit-head"]);
         let config = cli.run.resolve().unwrap();
         assert!(config.freeze_feature_encoder == Some(false) && config.reinit_head);
+    }
+
+    #[test]
+    fn learning_run_recipes_parse_and_validate() {
+        // tools/learning-run/run.sh passes these files with --config; a key renamed here
+        // would otherwise only fail 45 minutes into nothing.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/learning-run");
+        let schema = schema();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        for (recipe, model) in [
+            ("small", "small"),
+            ("reference", "tools/learning-run/reference-model.json"),
+        ] {
+            let path = dir.join(format!("{recipe}.toml"));
+            let config = TrainConfig::from_toml_file(&path).unwrap();
+            config.validate().unwrap();
+            let value: serde_json::Value =
+                toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let errors: Vec<String> = validator
+                .iter_errors(&value)
+                .map(|e| e.to_string())
+                .collect();
+            assert!(errors.is_empty(), "{recipe}: {errors:?}");
+            assert_eq!(config.model, model);
+            assert_eq!((config.lr, config.warmup_steps), (1e-3, Some(150)));
+            assert_eq!((config.batch_seconds, config.seed), (40.0, 0));
+            assert_eq!(config.threads, Some(2));
+            assert_eq!(config.final_splits, ["dev", "test-clean", "test-heldout"]);
+        }
     }
 
     #[test]
