@@ -17,6 +17,12 @@ watches while it samples the process's CPU time.
 
     python hf_trainer.py --shards DIR --split train --config config.json --plan plan.jsonl \
         --steps 20 --threads 2 --device cpu --steps-out steps.jsonl
+
+For a learning curve against wall time (the README's equal-data check of the reference
+configuration), `--save-every-minutes M --save-dir DIR` saves the model every M minutes
+of training as DIR/min-XX.X (an HF folder with vocab.json, which `asr-train eval`
+scores), `--max-minutes` stops the run, and `--schedule-steps` sets the learning-rate
+horizon when the plan holds fewer steps than the schedule (the plan then repeats).
 """
 
 import argparse
@@ -111,6 +117,37 @@ class PlanTrainer(Trainer):
         )
 
 
+class TimedSaves(TrainerCallback):
+    """Saves the model every `every_s` seconds of training and stops after `max_s`."""
+
+    def __init__(self, model, out_dir, vocab, every_s, max_s):
+        self.model, self.out_dir, self.vocab = model, out_dir, vocab
+        self.every_s, self.max_s = every_s, max_s
+        self.start = None
+        self.next_save = every_s
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.start = time.time()
+
+    def save(self, elapsed, step):
+        path = os.path.join(self.out_dir, f"min-{elapsed / 60:05.1f}")
+        self.model.save_pretrained(path)
+        with open(os.path.join(path, "vocab.json"), "w") as f:
+            json.dump(self.vocab, f)
+        with open(os.path.join(path, "saved.json"), "w") as f:
+            json.dump({"step": step, "elapsed_s": elapsed}, f)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        elapsed = time.time() - self.start
+        if self.every_s and elapsed >= self.next_save:
+            self.save(elapsed, state.global_step)
+            self.next_save += self.every_s
+        if self.max_s and elapsed >= self.max_s:
+            if self.every_s:
+                self.save(elapsed, state.global_step)
+            control.should_training_stop = True
+
+
 class StepLog(TrainerCallback):
     def __init__(self, path, audio_s):
         self.out = open(path, "a")
@@ -154,6 +191,10 @@ def main():
     p.add_argument("--weight-decay", type=float, default=0.005)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--steps-out", required=True)
+    p.add_argument("--schedule-steps", type=int, help="lr schedule horizon [default: --steps]")
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--save-every-minutes", type=float)
+    p.add_argument("--save-dir")
     a = p.parse_args()
 
     torch.set_num_threads(a.threads)
@@ -195,7 +236,7 @@ def main():
     out_dir = tempfile.mkdtemp(prefix="hf-trainer-")
     args = TrainingArguments(
         output_dir=out_dir,
-        max_steps=a.steps,
+        max_steps=a.schedule_steps or a.steps,
         per_device_train_batch_size=1,  # the plan decides
         learning_rate=a.lr,
         warmup_steps=a.warmup_steps,
@@ -219,7 +260,16 @@ def main():
         args=args,
         train_dataset=PlanDataset(examples),
         data_collator=DataCollatorCTCWithPadding(feature_extractor),
-        callbacks=[StepLog(a.steps_out, audio_s)],
+        callbacks=[
+            StepLog(a.steps_out, audio_s),
+            TimedSaves(
+                model,
+                a.save_dir,
+                vocab,
+                (a.save_every_minutes or 0) * 60,
+                (a.max_minutes or 0) * 60,
+            ),
+        ],
         plan_batches=batches,
     )
     trainer.train()
