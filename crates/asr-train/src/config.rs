@@ -606,25 +606,27 @@ mod tests {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
+    /// What the train-config schema says is wrong with `value` (nothing: empty).
+    fn schema_errors(value: &serde_json::Value) -> Vec<String> {
+        let schema = schema();
+        let validator = jsonschema::validator_for(&schema).unwrap();
+        validator
+            .iter_errors(value)
+            .map(|e| e.to_string())
+            .collect()
+    }
+
     #[test]
     fn example_config_parses_and_validates_against_the_schema() {
         let text = std::fs::read_to_string(example_path()).unwrap();
         let config: TrainConfig = toml::from_str(&text).unwrap();
         config.validate().unwrap();
         let value: serde_json::Value = toml::from_str(&text).unwrap();
-        let schema = schema();
-        let validator = jsonschema::validator_for(&schema).unwrap();
-        let errors: Vec<String> = validator
-            .iter_errors(&value)
-            .map(|e| e.to_string())
-            .collect();
+        let errors = schema_errors(&value);
         assert!(errors.is_empty(), "{errors:?}");
         // The resolved defaults validate too (written to RUN/config.json).
         let defaults = serde_json::to_value(TrainConfig::default()).unwrap();
-        let errors: Vec<String> = validator
-            .iter_errors(&defaults)
-            .map(|e| e.to_string())
-            .collect();
+        let errors = schema_errors(&defaults);
         assert!(errors.is_empty(), "{errors:?}");
     }
 
@@ -687,8 +689,6 @@ mod tests {
         // tools/learning-run/run.sh passes these files with --config; a key renamed here
         // would otherwise only fail 45 minutes into nothing.
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/learning-run");
-        let schema = schema();
-        let validator = jsonschema::validator_for(&schema).unwrap();
         for (recipe, model) in [
             ("small", "small"),
             ("reference", "tools/learning-run/reference-model.json"),
@@ -698,10 +698,7 @@ mod tests {
             config.validate().unwrap();
             let value: serde_json::Value =
                 toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-            let errors: Vec<String> = validator
-                .iter_errors(&value)
-                .map(|e| e.to_string())
-                .collect();
+            let errors = schema_errors(&value);
             assert!(errors.is_empty(), "{recipe}: {errors:?}");
             assert_eq!(config.model, model);
             assert_eq!((config.lr, config.warmup_steps), (1e-3, Some(150)));

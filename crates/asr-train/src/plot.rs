@@ -41,12 +41,27 @@ type Points = Vec<(f64, f64)>;
 /// A named line of a panel.
 type Line = (&'static str, RGBColor, Points);
 
+/// What a panel's x axis counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum XAxis {
+    Step,
+    WallMinutes,
+}
+
+impl XAxis {
+    fn desc(self) -> &'static str {
+        match self {
+            XAxis::Step => "step",
+            XAxis::WallMinutes => "wall minutes",
+        }
+    }
+}
+
 struct Series {
     title: &'static str,
     lines: Vec<Line>,
     log_y: bool,
-    /// The x axis: `step`, or `wall minutes`.
-    x_desc: &'static str,
+    x: XAxis,
 }
 
 fn finite(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
@@ -55,7 +70,7 @@ fn finite(points: Vec<(f64, f64)>) -> Vec<(f64, f64)> {
 
 /// The eval WER and CER points and their x axis: wall minutes when every eval record has
 /// its time, else (older metrics files) the step.
-fn eval_curves(records: &[MetricsRecord]) -> (&'static str, Points, Points) {
+fn eval_curves(records: &[MetricsRecord]) -> (XAxis, Points, Points) {
     let evals: Vec<_> = records
         .iter()
         .filter_map(|r| match r {
@@ -70,7 +85,12 @@ fn eval_curves(records: &[MetricsRecord]) -> (&'static str, Points, Points) {
     };
     let wer = evals.iter().map(|e| (x(e), e.wer)).collect();
     let cer = evals.iter().map(|e| (x(e), e.cer)).collect();
-    (if minutes { "wall minutes" } else { "step" }, wer, cer)
+    let axis = if minutes {
+        XAxis::WallMinutes
+    } else {
+        XAxis::Step
+    };
+    (axis, wer, cer)
 }
 
 /// Draw `training_curves.png` (1200 x 800, four panels) from metrics records.
@@ -106,25 +126,25 @@ pub fn draw_training_curves(records: &[MetricsRecord], path: &Path) -> Result<()
             title: "training loss",
             lines: vec![("loss", BLUE, finite(loss))],
             log_y: false,
-            x_desc: "step",
+            x: XAxis::Step,
         },
         Series {
             title: "eval error rate",
             lines: vec![("WER", RED, wer), ("CER", MAGENTA, cer)],
             log_y: false,
-            x_desc: eval_x,
+            x: eval_x,
         },
         Series {
             title: "learning rate",
             lines: vec![("lr", GREEN, lr)],
             log_y: false,
-            x_desc: "step",
+            x: XAxis::Step,
         },
         Series {
             title: "gradient norm (before clipping)",
             lines: vec![("grad norm", BLACK, finite(norm))],
             log_y: true,
-            x_desc: "step",
+            x: XAxis::Step,
         },
     ];
     let root = BitMapBackend::new(path, (1200, 800)).into_drawing_area();
@@ -141,11 +161,10 @@ pub fn draw_training_curves(records: &[MetricsRecord], path: &Path) -> Result<()
         .fold(0.0, f64::max)
         / 60.0;
     for (area, panel) in areas.iter().zip(panels.iter()) {
-        let (x_max, events) = if panel.x_desc == "step" {
-            (max_step, &events[..])
-        } else {
+        let (x_max, events) = match panel.x {
+            XAxis::Step => (max_step, &events[..]),
             // Guard events are marked by step, on the step panels only.
-            (max_minutes.max(1.0 / 60.0), &[][..])
+            XAxis::WallMinutes => (max_minutes.max(1.0 / 60.0), &[][..]),
         };
         draw_panel(area, panel, x_max, events).map_err(err)?;
     }
@@ -188,7 +207,7 @@ fn draw_panel(
         ($chart:ident) => {{
             $chart
                 .configure_mesh()
-                .x_desc(panel.x_desc)
+                .x_desc(panel.x.desc())
                 .x_labels(8)
                 .x_label_formatter(&|v| format_axis(*v))
                 .label_style(font.clone())
@@ -321,8 +340,8 @@ mod tests {
         draw_training_curves(&[], &path).unwrap();
 
         // The eval panel is against wall minutes (eval at step 50 came at 5.1 s).
-        let (x_desc, wer, cer) = eval_curves(&records);
-        assert_eq!(x_desc, "wall minutes");
+        let (x_axis, wer, cer) = eval_curves(&records);
+        assert_eq!(x_axis, XAxis::WallMinutes);
         assert_eq!(wer.len(), 5);
         assert!((cer[4].0 - 5.1 / 60.0).abs() < 1e-12 && cer[4].1 == 0.01);
         // One eval without a time (an older metrics file): all by step.
@@ -332,8 +351,8 @@ mod tests {
         {
             e.elapsed_s = None;
         }
-        let (x_desc, wer, _) = eval_curves(&records);
-        assert_eq!(x_desc, "step");
+        let (x_axis, wer, _) = eval_curves(&records);
+        assert_eq!(x_axis, XAxis::Step);
         assert_eq!(wer[4], (50.0, 0.02));
         assert_eq!(format_axis(1200.0), "1200");
         assert_eq!(format_axis(2.5), "2.5");
