@@ -39,10 +39,10 @@ while [[ $# -gt 0 ]]; do
         *) break ;;
     esac
 done
-case $recipe in
-    small|reference) ;;
-    *) echo "unknown recipe: $recipe (small or reference)" >&2; exit 2 ;;
-esac
+if [[ ! -f tools/learning-run/$recipe.toml ]]; then
+    echo "unknown recipe: $recipe (one of: $(cd tools/learning-run && ls ./*.toml | sed 's|^\./||; s|\.toml$||' | paste -sd ' '))" >&2
+    exit 2
+fi
 out=${out:-out/learning-run-$recipe}
 
 ./tools/install-libtorch.sh

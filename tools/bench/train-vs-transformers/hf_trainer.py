@@ -139,12 +139,14 @@ class TimedSaves(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         elapsed = time.time() - self.start
-        if self.every_s and elapsed >= self.next_save:
+        due = self.every_s and elapsed >= self.next_save
+        stop = self.max_s and elapsed >= self.max_s
+        # The last step is always saved, once, even when a periodic save falls on it.
+        if due or (stop and self.every_s):
             self.save(elapsed, state.global_step)
+        if due:
             self.next_save += self.every_s
-        if self.max_s and elapsed >= self.max_s:
-            if self.every_s:
-                self.save(elapsed, state.global_step)
+        if stop:
             control.should_training_stop = True
 
 
