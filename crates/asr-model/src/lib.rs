@@ -46,7 +46,7 @@ pub use config::{Activation, Config, CtcLossReduction, FeatExtractNorm, ModelTyp
 pub use decode::{greedy_decode, greedy_ids};
 pub use error::{DeviceError, ModelError};
 pub use hf_files::SAMPLE_RATE_HZ;
-pub use model::{read_vocab, CtcModel, CtcOutput, ModelSpec, IGNORE_LABEL};
+pub use model::{read_vocab, BatchPadding, CtcModel, CtcOutput, ModelSpec, IGNORE_LABEL};
 pub use params::{NamedTensor, ParamStore, Role};
 pub use weights::{write_safetensors, LoadReport, WEIGHT_FILES};
 
@@ -54,6 +54,23 @@ pub use weights::{write_safetensors, LoadReport, WEIGHT_FILES};
 pub use rand;
 /// The tch version this crate is built on.
 pub use tch;
+
+/// Unit tests that draw from libtorch's global generator (random init, `randn`) hold
+/// [`test_rng::seeded`]: test threads share the generator, so each such test locks it
+/// and seeds it to draw the same numbers whatever runs beside it.
+#[cfg(test)]
+pub(crate) mod test_rng {
+    use std::sync::{Mutex, MutexGuard};
+
+    static TORCH_RNG: Mutex<()> = Mutex::new(());
+
+    /// Locks libtorch's generator for the calling test and seeds it with `seed`.
+    pub(crate) fn seeded(seed: i64) -> MutexGuard<'static, ()> {
+        let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(seed);
+        guard
+    }
+}
 
 /// Reads every tensor of a weights file (`.safetensors`, `pytorch_model.bin`, or a
 /// sharded `*.index.json`) as CPU tensors of the file's dtype, in file order. For

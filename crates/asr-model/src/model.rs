@@ -26,6 +26,31 @@ pub struct CtcOutput {
     pub output_lengths: Vec<i64>,
 }
 
+/// How [`CtcModel::forward_padded`] runs a padded batch in training, a run-time
+/// setting of the model ([`CtcModel::set_training_padding`]). Inference
+/// (`train == false`) always runs [`BatchPadding::PerClip`], so that a clip's logits,
+/// transcript and WER do not depend on the other clips of its batch.
+///
+/// Only group-norm feature encoders (`feat_extract_norm = "group"`: wav2vec2-base,
+/// HuBERT-base) and HuBERT's `conv_pos_batch_norm` in inference see a difference:
+/// layer-norm models get the attention mask either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BatchPadding {
+    /// Every clip computed as if it ran alone (the default): the first conv's group
+    /// norm takes its statistics over the clip's own samples, padded frames are zeroed
+    /// and masked out of attention, for every architecture. A clip alone is exactly
+    /// what transformers computes for it (its ASR pipeline runs one file at a time),
+    /// and fairseq pretrained these models on batches cropped to equal length, so the
+    /// group norm never saw padding there either.
+    #[default]
+    PerClip,
+    /// What transformers' `Trainer` does with a batch from the feature extractor:
+    /// group-norm models get zero-padded audio and no attention mask, so the group
+    /// norm's statistics span the padded row and a clip's output depends on the
+    /// padding its batch gives it.
+    Transformers,
+}
+
 /// A model argument resolved: what `--model` may name.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModelSpec {
@@ -93,6 +118,7 @@ pub struct CtcModel {
     encoder: Encoder,
     lm_head: Linear,
     feature_encoder_frozen: bool,
+    training_padding: BatchPadding,
     load_report: Option<LoadReport>,
 }
 
@@ -153,6 +179,7 @@ impl CtcModel {
             encoder,
             lm_head,
             feature_encoder_frozen: false,
+            training_padding: BatchPadding::default(),
             load_report: None,
         })
     }
@@ -320,6 +347,17 @@ impl CtcModel {
         Ok(())
     }
 
+    /// Sets how [`CtcModel::forward_padded`] runs padded batches in training (see
+    /// [`BatchPadding`]; default [`BatchPadding::PerClip`]). Inference is always per clip.
+    pub fn set_training_padding(&mut self, padding: BatchPadding) {
+        self.training_padding = padding;
+    }
+
+    /// How padded batches run in training ([`CtcModel::set_training_padding`]).
+    pub fn training_padding(&self) -> BatchPadding {
+        self.training_padding
+    }
+
     /// Whether [`CtcModel::freeze_feature_encoder`] was called.
     pub fn is_feature_encoder_frozen(&self) -> bool {
         self.feature_encoder_frozen
@@ -368,7 +406,10 @@ impl CtcModel {
     /// `attention_mask` `[B, T]` (1 on samples, 0 on padding; right padding) or None.
     ///
     /// With a mask, padded frames are zeroed and excluded from attention and
-    /// `output_lengths` follow the mask; without one every sample counts. `train`
+    /// `output_lengths` follow the mask; without one every sample counts. As in
+    /// transformers, a group-norm feature encoder takes its statistics over the whole
+    /// padded row even with a mask, so a padded clip's logits differ slightly from the
+    /// clip alone: [`CtcModel::forward_padded`] runs each clip as if alone. `train`
     /// enables dropout and LayerDrop; SpecAugment masks are applied when `train` and a
     /// generator is given (and the config asks for them). As in transformers, wav2vec2
     /// draws time masks within each utterance's valid frames when a mask is given,
@@ -403,20 +444,31 @@ impl CtcModel {
         self.forward_inner(
             input_values,
             &lengths,
-            attention_mask.is_some(),
-            spans_within_lengths,
+            Padding {
+                mask_model: attention_mask.is_some(),
+                per_clip: false,
+                spans_within_lengths,
+            },
             train,
             masking,
         )
     }
 
-    /// Forward pass over a right-padded batch with known lengths, the way a training
-    /// loop should call it: the attention mask reaches the model only for layer-norm
-    /// feature encoders (as transformers' feature extractor decides, see
-    /// [`Config::uses_attention_mask`]; group-norm models see zero-padded audio, as
-    /// they were trained), while `output_lengths`, and so the CTC loss and decoding,
-    /// always follow the true lengths. SpecAugment spans are drawn within each
-    /// utterance's valid frames.
+    /// Forward pass over a right-padded batch with known lengths, the way training,
+    /// evaluation and transcription should call it. `output_lengths`, and so the CTC
+    /// loss and decoding, follow the true lengths; SpecAugment spans are drawn within
+    /// each utterance's valid frames.
+    ///
+    /// In inference (`train == false`), and in training under the default
+    /// [`BatchPadding::PerClip`], every clip gets the logits it gets alone (within
+    /// float rounding, 1e-5 on the fixtures), whatever its batch: the padded frames are
+    /// zeroed and masked out of attention for every architecture, and a group-norm
+    /// feature encoder takes its statistics over each clip's own samples. This departs
+    /// from a batched transformers call for group-norm models, whose feature extractor
+    /// sends no attention mask ([`Config::uses_attention_mask`]) and whose group norm
+    /// then spans the padding; it equals transformers on each clip alone.
+    /// [`BatchPadding::Transformers`] keeps transformers' batched behaviour in
+    /// training.
     pub fn forward_padded(
         &self,
         input_values: &Tensor,
@@ -431,11 +483,15 @@ impl CtcModel {
                 lengths.len()
             )));
         }
+        let per_clip = !train || self.training_padding == BatchPadding::PerClip;
         self.forward_inner(
             input_values,
             lengths,
-            self.config.uses_attention_mask(),
-            true,
+            Padding {
+                mask_model: per_clip || self.config.uses_attention_mask(),
+                per_clip,
+                spans_within_lengths: true,
+            },
             train,
             masking,
         )
@@ -445,11 +501,15 @@ impl CtcModel {
         &self,
         input_values: &Tensor,
         lengths: &[i64],
-        mask_model: bool,
-        spans_within_lengths: bool,
+        padding: Padding,
         train: bool,
         masking: Option<&mut dyn RngCore>,
     ) -> Result<CtcOutput, ModelError> {
+        let Padding {
+            mask_model,
+            per_clip,
+            spans_within_lengths,
+        } = padding;
         let (batch, samples) = input_dims(input_values)?;
         let min_samples = self.config.min_num_samples();
         for (i, length) in lengths.iter().enumerate() {
@@ -484,7 +544,9 @@ impl CtcModel {
             input.to_kind(Kind::Float)
         };
         // Wav2Vec2Model.forward
-        let features = self.feature_extractor.forward(&input);
+        let features = self
+            .feature_extractor
+            .forward(&input, per_clip.then_some(lengths));
         let mut hidden = self
             .feature_projection
             .forward(&features, &self.config, train);
@@ -492,9 +554,9 @@ impl CtcModel {
             let span_lengths = spans_within_lengths.then_some(frame_lengths.as_slice());
             hidden = self.mask_hidden_states(hidden, span_lengths, rng)?;
         }
-        let hidden = self
-            .encoder
-            .forward(&hidden, frame_mask.as_ref(), &self.config, train);
+        let hidden =
+            self.encoder
+                .forward(&hidden, frame_mask.as_ref(), per_clip, &self.config, train);
         // Wav2Vec2ForCTC.forward
         let hidden = hidden.dropout(self.config.final_dropout, train);
         let logits = self.lm_head.forward(&hidden);
@@ -674,6 +736,18 @@ impl CtcModel {
     }
 }
 
+/// How a forward pass treats the padding of its batch.
+#[derive(Debug, Clone, Copy)]
+struct Padding {
+    /// Zero the padded frames and mask them out of attention.
+    mask_model: bool,
+    /// Compute every clip as if alone: group-norm statistics per clip, padded frames
+    /// zeroed again after the positional conv's batch norm.
+    per_clip: bool,
+    /// Draw SpecAugment time spans within each clip's valid frames.
+    spans_within_lengths: bool,
+}
+
 fn input_dims(input_values: &Tensor) -> Result<(i64, i64), ModelError> {
     match input_values.size().as_slice() {
         [batch, samples] if *batch > 0 => Ok((*batch, *samples)),
@@ -734,6 +808,7 @@ mod tests {
     /// `masked_spec_embed`) and masked channels (zeroed), in the expected numbers.
     #[test]
     fn spec_augment_touches_only_masked_frames_and_channels() {
+        let _rng = crate::test_rng::seeded(0);
         let model = CtcModel::from_config(small_config(), Device::Cpu).unwrap();
         let embed = model.masked_spec_embed.as_ref().unwrap().detach();
         for seed in 0..20 {
@@ -784,6 +859,7 @@ mod tests {
 
     #[test]
     fn no_masking_without_a_generator_or_in_eval() {
+        let _rng = crate::test_rng::seeded(0);
         let model = CtcModel::from_config(small_config(), Device::Cpu).unwrap();
         let input = Tensor::randn([1, 400], (Kind::Float, Device::Cpu));
         let mut config_model = model;

@@ -98,7 +98,9 @@ enum ConvNorm {
     /// `Wav2Vec2LayerNormConvLayer`: layer norm over channels, per frame.
     Layer(LayerNorm),
     /// `Wav2Vec2GroupNormConvLayer`: group norm with one group per channel, i.e. each
-    /// channel normalized over the time axis of the whole (padded) utterance.
+    /// channel normalized over the time axis of the utterance: of the whole padded row
+    /// in transformers, or of the clip's own frames when [`ConvLayer::forward`] is given
+    /// the valid lengths (see [`group_norm_per_clip`]).
     Group {
         weight: Tensor,
         bias: Tensor,
@@ -165,6 +167,9 @@ impl ConvLayer {
     }
 
     /// `x`: time-major features `[B, T, C_in]`; returns `[B, T_out, C_out]`.
+    /// `clip_frames`: the valid output frames of each row, for a group norm that takes
+    /// its statistics per clip; `None` takes them over the whole padded row, as
+    /// transformers does. Other norms are per frame and ignore it.
     ///
     /// transformers computes `conv1d` on `[B, C, T]` and, for the layer norm over
     /// channels, transposes to `[B, T, C]` and back around it: two full copies of the
@@ -173,7 +178,7 @@ impl ConvLayer {
     /// strides are channels-last, so oneDNN reads and writes time-major memory
     /// directly, the layer norm runs over the contiguous last axis, and the activation
     /// sees contiguous memory. Same arithmetic, no transposes materialized.
-    fn forward(&self, x: &Tensor) -> Tensor {
+    fn forward(&self, x: &Tensor, clip_frames: Option<&[i64]>) -> Tensor {
         let x = x.unsqueeze(1).permute([0, 3, 1, 2]);
         let weight = self.weight.unsqueeze(2);
         let y = x.conv2d(
@@ -193,12 +198,57 @@ impl ConvLayer {
                 weight,
                 bias,
                 channels,
-            } => {
-                time_major(&y.group_norm(*channels, Some(weight), Some(bias), TORCH_NORM_EPS, true))
-            }
+            } => match clip_frames {
+                Some(frames) => group_norm_per_clip(&y, frames, *channels, weight, bias),
+                None => time_major(&y.group_norm(
+                    *channels,
+                    Some(weight),
+                    Some(bias),
+                    TORCH_NORM_EPS,
+                    true,
+                )),
+            },
         };
         self.activation.apply(&y)
     }
+}
+
+/// Group norm (one group per channel) of the conv output `y` `[B, C, 1, T]` with the
+/// statistics of each row taken over its first `frames[b]` frames only, so that a clip
+/// in a padded batch is normalized exactly as when it runs alone. Each clip runs
+/// libtorch's own group-norm kernel on its valid frames (the same memory layout as the
+/// clip alone: the time-major rows are contiguous), and the padded tail is zero.
+/// Returns time-major `[B, T, C]`.
+fn group_norm_per_clip(
+    y: &Tensor,
+    frames: &[i64],
+    channels: i64,
+    weight: &Tensor,
+    bias: &Tensor,
+) -> Tensor {
+    let total = y.size()[3];
+    if frames.iter().all(|&f| f >= total) {
+        // No padding: the batch kernel computes the same statistics.
+        return time_major(&y.group_norm(channels, Some(weight), Some(bias), TORCH_NORM_EPS, true));
+    }
+    let rows: Vec<Tensor> = frames
+        .iter()
+        .enumerate()
+        .map(|(b, &valid)| {
+            let valid = valid.clamp(1, total);
+            let clip = y.narrow(0, b as i64, 1).narrow(3, 0, valid);
+            let normed = time_major(&clip.group_norm(
+                channels,
+                Some(weight),
+                Some(bias),
+                TORCH_NORM_EPS,
+                true,
+            ));
+            // [1, valid, C] -> [1, total, C], zeros after the clip.
+            normed.constant_pad_nd([0, 0, 0, total - valid])
+        })
+        .collect();
+    Tensor::cat(&rows, 0)
 }
 
 /// `[B, C, 1, T]` (conv2d output) to time-major `[B, T, C]`: a view, contiguous when
@@ -224,10 +274,25 @@ impl FeatureEncoder {
     }
 
     /// Raw audio `[B, T]` to time-major features `[B, F, conv_dim[-1]]`.
-    pub(crate) fn forward(&self, input_values: &Tensor) -> Tensor {
+    /// `clip_samples`: the valid samples of each row, to take the group norm's
+    /// statistics per clip (see [`ConvLayer::forward`]); `None` for transformers'
+    /// statistics over the padded rows.
+    pub(crate) fn forward(&self, input_values: &Tensor, clip_samples: Option<&[i64]>) -> Tensor {
         let mut hidden = input_values.unsqueeze(-1);
+        let mut clip_frames: Option<Vec<i64>> = clip_samples.map(<[i64]>::to_vec);
         for layer in &self.conv_layers {
-            hidden = layer.forward(&hidden);
+            // Valid output frames of this conv: floor((len - kernel) / stride) + 1.
+            let kernel = layer.weight.size()[2];
+            if let Some(frames) = clip_frames.as_mut() {
+                for f in frames.iter_mut() {
+                    *f = if *f < kernel {
+                        0
+                    } else {
+                        (*f - kernel) / layer.stride + 1
+                    };
+                }
+            }
+            hidden = layer.forward(&hidden, clip_frames.as_deref());
         }
         hidden
     }
@@ -385,11 +450,17 @@ impl PositionalConvEmbedding {
         }
     }
 
-    /// `[B, F, H]` -> positional embeddings `[B, F, H]`.
-    pub(crate) fn forward(&self, hidden: &Tensor, train: bool) -> Tensor {
+    /// `[B, F, H]` -> positional embeddings `[B, F, H]`. `padding`: boolean `[B, F]`,
+    /// true on padded frames, to zero them again after the batch norm (which turns
+    /// zeros into its shift) so that the conv sees zeros past each clip, as it does for
+    /// a clip alone; `None` keeps transformers' batched behaviour.
+    pub(crate) fn forward(&self, hidden: &Tensor, padding: Option<&Tensor>, train: bool) -> Tensor {
         let mut x = hidden.transpose(1, 2);
         if let Some(norm) = &self.batch_norm {
             x = norm.forward(&x, train);
+            if let Some(padding) = padding {
+                x = x.masked_fill(&padding.unsqueeze(1), 0.0);
+            }
         }
         let weight = match &self.weight {
             PosConvWeight::WeightNorm { g, v } => Tensor::internal_weight_norm(v, g, 2),
@@ -615,23 +686,27 @@ impl Encoder {
 
     /// `frame_mask`: boolean `[B, F]`, true on valid frames, or `None` when every frame
     /// is valid. Padded frames are zeroed before the positional conv, and masked out
-    /// of attention.
+    /// of attention. `per_clip`: also zero them after the positional conv's batch norm
+    /// (HuBERT `conv_pos_batch_norm`), which transformers does not do.
     pub(crate) fn forward(
         &self,
         hidden: &Tensor,
         frame_mask: Option<&Tensor>,
+        per_clip: bool,
         config: &Config,
         train: bool,
     ) -> Tensor {
-        let mut hidden = match frame_mask {
-            Some(mask) => hidden.masked_fill(&mask.logical_not().unsqueeze(-1), 0.0),
+        let padding = frame_mask.map(Tensor::logical_not);
+        let mut hidden = match &padding {
+            Some(padding) => hidden.masked_fill(&padding.unsqueeze(-1), 0.0),
             None => hidden.shallow_clone(),
         };
         let attention_mask = frame_mask.map(|mask| {
             let size = mask.size();
             mask.view([size[0], 1, 1, size[1]])
         });
-        let position = self.pos_conv_embed.forward(&hidden, train);
+        let padding = padding.as_ref().filter(|_| per_clip);
+        let position = self.pos_conv_embed.forward(&hidden, padding, train);
         // Not `+=`: in-place ops on tensors autograd may still need are unsafe.
         hidden = &hidden + position;
         if !self.stable {
@@ -667,6 +742,7 @@ mod tests {
     /// every conv layer's output, and so the encoder's, is a contiguous `[B, F, C]`.
     #[test]
     fn feature_encoder_output_is_contiguous_time_major() {
+        let _rng = crate::test_rng::seeded(0);
         for norm in [FeatExtractNorm::Layer, FeatExtractNorm::Group] {
             let config = Config {
                 conv_dim: vec![16, 16, 24],
@@ -682,7 +758,7 @@ mod tests {
             let audio = Tensor::randn([3, 4000], (Kind::Float, Device::Cpu));
             let mut hidden = audio.unsqueeze(-1);
             for layer in &encoder.conv_layers {
-                hidden = layer.forward(&hidden);
+                hidden = layer.forward(&hidden, None);
                 assert!(hidden.is_contiguous(), "{norm:?}: {:?}", hidden.stride());
             }
             assert_eq!(hidden.size(), [3, config.num_frames(4000), 24]);
