@@ -14,6 +14,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
+/// The most parameters a config may describe: 4e9, 16 GB of float32 weights (and
+/// three times that again for gradients and AdamW's moments in training), about twice
+/// the largest published wav2vec2 checkpoint (XLS-R 2B, 2.2e9). Above it
+/// [`Config::validate`] refuses the config rather than letting libtorch fail to
+/// allocate.
+pub const MAX_PARAMETERS: i64 = 4_000_000_000;
+
+/// The largest receptive field, and total stride, of the feature encoder in samples:
+/// one hour at 16 kHz. The usual encoder needs 400 samples per frame and strides 320.
+pub const MAX_RECEPTIVE_FIELD: i64 = 16_000 * 3600;
+
 /// Which transformers architecture a config describes (`model_type` in config.json).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum ModelType {
@@ -495,7 +506,96 @@ impl Config {
                 return Err(format!("adapter_attn_dim is {dim}; it must be at least 1"));
             }
         }
+        if !(self.initializer_range >= 0.0 && self.initializer_range.is_finite()) {
+            return Err(format!(
+                "initializer_range is {}; it must be a finite number, at least 0",
+                self.initializer_range
+            ));
+        }
+        self.validate_sizes()
+    }
+
+    /// Refuses shapes that no machine could hold or run: more than
+    /// [`MAX_PARAMETERS`] parameters, or a feature encoder whose receptive field or
+    /// stride exceeds [`MAX_RECEPTIVE_FIELD`] samples. Sizes are multiplied in f64, so
+    /// absurd values cannot overflow.
+    fn validate_sizes(&self) -> Result<(), String> {
+        let groups = self.parameter_groups();
+        let total: f64 = groups.iter().map(|(_, n)| n).sum();
+        if total > MAX_PARAMETERS as f64 {
+            let (culprit, largest) = groups
+                .iter()
+                .copied()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap_or(("", 0.0));
+            return Err(format!(
+                "this config describes a model of {total:.3e} parameters ({:.3e} bytes of float32 \
+                 weights), most of them in the {culprit} ({largest:.3e}); asr-model refuses more \
+                 than {MAX_PARAMETERS:.1e} (the largest published wav2vec2 checkpoint, XLS-R 2B, has \
+                 2.2e9); check those sizes",
+                total * 4.0,
+                MAX_PARAMETERS = MAX_PARAMETERS as f64
+            ));
+        }
+        let mut field = 1.0f64;
+        for (kernel, stride) in self.conv_kernel.iter().zip(&self.conv_stride).rev() {
+            field = (field - 1.0) * *stride as f64 + *kernel as f64;
+        }
+        let ratio: f64 = self.conv_stride.iter().map(|s| *s as f64).product();
+        for (what, value) in [
+            ("receptive field (the samples one frame needs)", field),
+            ("total stride (the samples per frame)", ratio),
+        ] {
+            if value > MAX_RECEPTIVE_FIELD as f64 {
+                return Err(format!(
+                    "conv_kernel {:?} and conv_stride {:?} give the feature encoder a {what} of \
+                     {value:.3e} samples, more than an hour of 16 kHz audio ({MAX_RECEPTIVE_FIELD}); \
+                     check conv_kernel and conv_stride",
+                    self.conv_kernel, self.conv_stride
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Parameters of the model this config describes, by part: an upper estimate (every
+    /// conv counted with a bias and a norm, `masked_spec_embed` included), in f64 so that
+    /// absurd sizes cannot overflow.
+    fn parameter_groups(&self) -> [(&'static str, f64); 5] {
+        let f = |v: i64| v as f64;
+        let h = f(self.hidden_size);
+        let mut conv = 0.0;
+        let mut in_dim = 1.0;
+        for (dim, kernel) in self.conv_dim.iter().zip(&self.conv_kernel) {
+            let out = f(*dim);
+            conv += out * in_dim * f(*kernel) + 3.0 * out; // weight, bias, norm
+            in_dim = out;
+        }
+        // Feature projection (layer norm + linear) and masked_spec_embed.
+        conv += 2.0 * in_dim + in_dim * h + 2.0 * h;
+        let groups = f(self.num_conv_pos_embedding_groups);
+        let positional = h * (h / groups) * f(self.num_conv_pos_embeddings) + 5.0 * h;
+        let ffn = f(self.intermediate_size);
+        let adapter = self.adapter_attn_dim.map_or(0.0, |a| {
+            let a = f(a);
+            2.0 * h + 2.0 * h * a + a + h
+        });
+        let layer = 4.0 * (h * h + h) + 4.0 * h + 2.0 * h * ffn + ffn + h;
+        let layers = f(self.num_hidden_layers) * layer + 2.0 * h;
+        let head = f(self.vocab_size) * (h + 1.0);
+        [
+            ("feature encoder (conv_dim, conv_kernel, hidden_size)", conv),
+            (
+                "positional conv (hidden_size, num_conv_pos_embeddings, num_conv_pos_embedding_groups)",
+                positional,
+            ),
+            (
+                "transformer layers (num_hidden_layers, hidden_size, intermediate_size)",
+                layers,
+            ),
+            ("CTC head (vocab_size, hidden_size)", head),
+            ("adapters (adapter_attn_dim)", adapter * f(self.num_hidden_layers)),
+        ]
     }
 
     /// The CTC blank id (`pad_token_id`).
@@ -532,10 +632,12 @@ impl Config {
         self.conv_stride.iter().product()
     }
 
-    /// Whether padded batches should carry an attention mask into the model, as the
-    /// transformers feature extractor decides (`return_attention_mask` is true exactly
-    /// for `feat_extract_norm == "layer"`). Group-norm models normalize over the whole
-    /// padded sequence and were trained without masks.
+    /// Whether transformers' feature extractor gives padded batches an attention mask
+    /// (`return_attention_mask` is true exactly for `feat_extract_norm == "layer"`):
+    /// group-norm models then normalize over the whole padded sequence. asr-model's
+    /// [`crate::CtcModel::forward_padded`] masks every architecture in inference (and in
+    /// training by default) and takes group-norm statistics per clip, so that a clip's
+    /// output does not depend on its batch; see [`crate::BatchPadding`].
     pub fn uses_attention_mask(&self) -> bool {
         self.feat_extract_norm == FeatExtractNorm::Layer
     }
@@ -627,5 +729,125 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("wavlm"), "{err}");
+    }
+
+    /// The error of loading `json` as `config.json`; it must name the file and every
+    /// word of `words`.
+    fn refused(json: &str, words: &[&str]) -> String {
+        let err = match Config::from_json_str(json, Path::new("model/config.json")) {
+            Ok(_) => panic!("{json} was accepted"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains("model/config.json"), "{json}: {err}");
+        for word in words {
+            assert!(err.contains(word), "{json}: {err} does not say {word}");
+        }
+        err
+    }
+
+    /// Sizes that would make libtorch allocate terabytes (and panic) are refused when
+    /// config.json is read, with the part of the model at fault and the limit.
+    #[test]
+    fn absurd_sizes_are_refused_before_any_allocation() {
+        let err = refused(
+            r#"{"hidden_size": 1000000, "num_attention_heads": 16}"#,
+            &["parameters", "hidden_size", "4.0e9"],
+        );
+        assert!(err.contains("transformer layers"), "{err}");
+        refused(
+            r#"{"num_hidden_layers": 100000000}"#,
+            &["num_hidden_layers", "transformer layers"],
+        );
+        refused(
+            r#"{"intermediate_size": 1000000000}"#,
+            &["intermediate_size"],
+        );
+        refused(r#"{"vocab_size": 100000000}"#, &["CTC head", "vocab_size"]);
+        refused(
+            r#"{"conv_dim": [512, 4000000], "conv_kernel": [10, 3], "conv_stride": [5, 2]}"#,
+            &["feature encoder", "conv_dim"],
+        );
+        refused(
+            r#"{"num_conv_pos_embeddings": 100000000}"#,
+            &["positional conv", "num_conv_pos_embeddings"],
+        );
+        refused(
+            r#"{"adapter_attn_dim": 9000000000}"#,
+            &["adapters", "adapter_attn_dim"],
+        );
+        // Strides whose product overflows i64, and a receptive field beyond an hour.
+        refused(
+            r#"{"conv_dim": [8, 8, 8], "conv_kernel": [2, 2, 2], "conv_stride": [4000000000, 4000000000, 4000000000]}"#,
+            &["conv_stride", "receptive field", "an hour"],
+        );
+        refused(
+            r#"{"conv_dim": [8, 8, 8], "conv_kernel": [1, 1, 1], "conv_stride": [4000000000, 4000000000, 4000000000]}"#,
+            &["conv_stride", "total stride"],
+        );
+        refused(
+            r#"{"conv_dim": [8], "conv_kernel": [100000000], "conv_stride": [1]}"#,
+            &["conv_kernel", "receptive field"],
+        );
+        // wav2vec2-large / XLS-R 1B sizes still load.
+        let large = r#"{"hidden_size": 1280, "num_hidden_layers": 48, "num_attention_heads": 16,
+            "intermediate_size": 5120, "feat_extract_norm": "layer", "conv_bias": true}"#;
+        Config::from_json_str(large, Path::new("config.json")).unwrap();
+    }
+
+    /// Zero or negative dimensions, heads that do not divide the width, conv lists of
+    /// different lengths, a non-finite init range: refused, naming config.json and the
+    /// key.
+    #[test]
+    fn inconsistent_shapes_are_refused_with_the_key() {
+        refused(r#"{"hidden_size": 0}"#, &["hidden_size", "at least 1"]);
+        refused(r#"{"hidden_size": -768}"#, &["hidden_size", "at least 1"]);
+        refused(
+            r#"{"num_attention_heads": 0}"#,
+            &["num_attention_heads", "at least 1"],
+        );
+        refused(r#"{"intermediate_size": -1}"#, &["intermediate_size"]);
+        refused(r#"{"num_hidden_layers": -2}"#, &["num_hidden_layers"]);
+        refused(r#"{"vocab_size": 0}"#, &["vocab_size"]);
+        refused(
+            r#"{"conv_dim": [512, -512, 512, 512, 512, 512, 512]}"#,
+            &["conv_dim", "-512"],
+        );
+        refused(
+            r#"{"conv_stride": [5, 2, 2, 2, 2, 2, 0]}"#,
+            &["conv_stride", "0"],
+        );
+        refused(r#"{"conv_dim": []}"#, &["conv_dim", "empty"]);
+        refused(
+            r#"{"num_attention_heads": 7}"#,
+            &["hidden_size 768", "num_attention_heads 7"],
+        );
+        refused(
+            r#"{"num_conv_pos_embedding_groups": 5}"#,
+            &["num_conv_pos_embedding_groups 5"],
+        );
+        refused(
+            r#"{"conv_kernel": [10, 3, 3]}"#,
+            &["conv_dim, conv_stride and conv_kernel", "7, 7 and 3"],
+        );
+        refused(r#"{"conv_stride": [5, 2]}"#, &["conv_stride", "7, 2 and 7"]);
+        refused(r#"{"initializer_range": -0.02}"#, &["initializer_range"]);
+        refused(r#"{"hidden_size": 1e6}"#, &["hidden_size"]);
+        refused(r#"{"adapter_attn_dim": 0}"#, &["adapter_attn_dim"]);
+    }
+
+    /// The size estimate is an upper bound close to the real count: transformers'
+    /// wav2vec2-base (vocab 32) has 94,396,320 parameters.
+    #[test]
+    fn parameter_estimate_bounds_the_real_count() {
+        let estimate: f64 = Preset::Base
+            .config(32)
+            .parameter_groups()
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
+        assert!(
+            (94_396_320.0..94_396_320.0 * 1.01).contains(&estimate),
+            "{estimate}"
+        );
     }
 }
