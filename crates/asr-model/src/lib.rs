@@ -55,6 +55,13 @@ pub use rand;
 /// The tch version this crate is built on.
 pub use tch;
 
+/// Reads every tensor of a weights file (`.safetensors`, `pytorch_model.bin`, or a
+/// sharded `*.index.json`) as CPU tensors of the file's dtype, in file order. For
+/// inspecting checkpoints; models load through [`CtcModel::from_pretrained`].
+pub fn read_weights(path: &std::path::Path) -> Result<Vec<(String, tch::Tensor)>, ModelError> {
+    weights::read_tensor_file(path)
+}
+
 /// Unit tests that draw from libtorch's global generator (random init, `randn`) hold
 /// [`test_rng::seeded`]: test threads share the generator, so each such test locks it
 /// and seeds it to draw the same numbers whatever runs beside it.
@@ -70,11 +77,4 @@ pub(crate) mod test_rng {
         tch::manual_seed(seed);
         guard
     }
-}
-
-/// Reads every tensor of a weights file (`.safetensors`, `pytorch_model.bin`, or a
-/// sharded `*.index.json`) as CPU tensors of the file's dtype, in file order. For
-/// inspecting checkpoints; models load through [`CtcModel::from_pretrained`].
-pub fn read_weights(path: &std::path::Path) -> Result<Vec<(String, tch::Tensor)>, ModelError> {
-    weights::read_tensor_file(path)
 }

@@ -215,9 +215,11 @@ impl ConvLayer {
 
 /// Group norm (one group per channel) of the conv output `y` `[B, C, 1, T]` with the
 /// statistics of each row taken over its first `frames[b]` frames only, so that a clip
-/// in a padded batch is normalized exactly as when it runs alone. Each clip runs
-/// libtorch's own group-norm kernel on its valid frames (the same memory layout as the
-/// clip alone: the time-major rows are contiguous), and the padded tail is zero.
+/// in a padded batch is normalized as when it runs alone. The mean and (biased)
+/// variance of each clip's valid frames are read from its contiguous time-major slice
+/// (float32, as autocast runs group norm), then one fused multiply-add normalizes the
+/// whole batch: no copy of the activations beyond the output that the batch kernel
+/// writes too. The padded tail holds scaled padding, which no valid frame reads.
 /// Returns time-major `[B, T, C]`.
 fn group_norm_per_clip(
     y: &Tensor,
@@ -231,24 +233,26 @@ fn group_norm_per_clip(
         // No padding: the batch kernel computes the same statistics.
         return time_major(&y.group_norm(channels, Some(weight), Some(bias), TORCH_NORM_EPS, true));
     }
-    let rows: Vec<Tensor> = frames
+    let y = time_major(y);
+    // One row per clip (`unbind`: its backward writes the batch's gradient once, where
+    // narrowing the batch per clip would write a zero-filled batch per clip).
+    let (means, vars): (Vec<Tensor>, Vec<Tensor>) = y
+        .unbind(0)
         .iter()
-        .enumerate()
-        .map(|(b, &valid)| {
-            let valid = valid.clamp(1, total);
-            let clip = y.narrow(0, b as i64, 1).narrow(3, 0, valid);
-            let normed = time_major(&clip.group_norm(
-                channels,
-                Some(weight),
-                Some(bias),
-                TORCH_NORM_EPS,
-                true,
-            ));
-            // [1, valid, C] -> [1, total, C], zeros after the clip.
-            normed.constant_pad_nd([0, 0, 0, total - valid])
+        .zip(frames)
+        .map(|(row, &valid)| {
+            let clip = row.narrow(0, 0, valid.clamp(1, total));
+            let (var, mean) =
+                clip.to_kind(Kind::Float)
+                    .var_mean_correction([0i64].as_slice(), 0, true);
+            (mean, var)
         })
-        .collect();
-    Tensor::cat(&rows, 0)
+        .unzip();
+    // [B, 1, C]
+    let (mean, var) = (Tensor::stack(&means, 0), Tensor::stack(&vars, 0));
+    let scale = (var + TORCH_NORM_EPS).rsqrt() * weight.to_kind(Kind::Float);
+    let shift = bias.to_kind(Kind::Float) - &mean * &scale;
+    shift.addcmul(&y, &scale)
 }
 
 /// `[B, C, 1, T]` (conv2d output) to time-major `[B, T, C]`: a view, contiguous when
