@@ -730,6 +730,38 @@ mod io {
         assert!(matches!(err, ModelError::LegacyCheckpoint { .. }), "{err}");
     }
 
+    /// A config.json asking for a 1e6-wide model (as a user typo or a hostile file
+    /// would): an error naming the file, the key and the limit, before libtorch
+    /// allocates anything, whether it comes as `--model config.json` or in a folder.
+    #[test]
+    fn absurd_config_json_is_an_error_not_a_panic() {
+        let tmp = tempfile::tempdir().unwrap();
+        let config = tmp.path().join("config.json");
+        std::fs::write(
+            &config,
+            r#"{"hidden_size": 1000000, "num_attention_heads": 16}"#,
+        )
+        .unwrap();
+        std::fs::copy(
+            fixtures().join("w2v2-base/model.safetensors"),
+            tmp.path().join("model.safetensors"),
+        )
+        .unwrap();
+        for err in [
+            CtcModel::load(config.to_str().unwrap(), None, Device::Cpu).unwrap_err(),
+            CtcModel::from_pretrained(tmp.path(), Device::Cpu).unwrap_err(),
+        ] {
+            let message = err.to_string();
+            assert!(matches!(err, ModelError::ConfigInvalid { .. }), "{message}");
+            assert!(
+                message.contains("config.json")
+                    && message.contains("hidden_size")
+                    && message.contains("parameters"),
+                "{message}"
+            );
+        }
+    }
+
     #[test]
     fn model_spec_resolves_folders_configs_and_presets() {
         let _rng = torch_rng(0);
