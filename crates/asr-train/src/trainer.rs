@@ -34,7 +34,7 @@ use crate::eval::{
     self, batch_tensors, ctc_losses, normalized_losses, reduce_losses, FinalResults, LossSettings,
     SplitResult,
 };
-use crate::guard::{ExplosionGuard, GuardEvent, LossDecision, NonFiniteDecision, NormDecision};
+use crate::guard::{ExplosionGuard, GuardEvent, LossEvent, NonFiniteDecision, NormDecision};
 use crate::metrics::{
     read_metrics, EvalRecord, EventRecord, MetricsRecord, MetricsWriter, Quarantine, StepRecord,
 };
@@ -147,6 +147,10 @@ pub enum TrainError {
     /// metrics.jsonl could not be written.
     #[error("metrics: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The run did not train: (almost) every update was skipped, or every training
+    /// utterance was left out. The outputs are written; the message says why.
+    #[error("{0}")]
+    NoProgress(String),
     /// Another output file could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -194,6 +198,8 @@ pub struct RunSummary {
     pub data_wait_fraction: f64,
     /// Optimizer steps per second of step time (this process).
     pub steps_per_s: f64,
+    /// Utterances left out of training after repeated bad losses.
+    pub left_out: Vec<String>,
 }
 
 /// Wall-clock training time: this process's since the loop started, plus what a
@@ -612,6 +618,20 @@ struct Update {
     lr: f64,
 }
 
+/// One micro-batch forward: what the loss check and the backward need.
+struct Forward {
+    logits: tch::Tensor,
+    output_lengths: Vec<i64>,
+    labels: tch::Tensor,
+    label_lengths: Vec<i64>,
+    /// Per-utterance CTC losses (graph attached).
+    losses: tch::Tensor,
+    /// Each utterance's loss as the reduction counts it (per label under mean).
+    normalized: Vec<f64>,
+    /// Whether each utterance's labels fit its frames.
+    feasible: Vec<bool>,
+}
+
 /// Settings that come from the model and the device.
 struct Runtime {
     device: Device,
@@ -761,6 +781,7 @@ impl<'a> Trainer<'a> {
             self.state.position,
             self.config.prefetch_batches,
         ));
+        self.check_training_data_left()?;
         let stop_reason: String = loop {
             if let Some(reason) = self.stop_condition() {
                 break reason.into();
@@ -800,16 +821,51 @@ impl<'a> Trainer<'a> {
         None
     }
 
-    /// The next training batch; moves the data position past it.
+    /// The next training batch, without the utterances left out of the run (a batch
+    /// of those only is passed over); moves the data position past it. The plan stays
+    /// the same (a function of seed and epoch), so `--resume` finds the same batches.
     fn next_batch(&mut self) -> Result<Batch, TrainError> {
         let loader = self
             .loader
             .as_mut()
             .ok_or_else(|| TrainError::Config("the data loader is not running".into()))?;
-        let batch = loader.next_batch()?;
-        self.state.position = next_position(&batch);
-        self.batches_in_epoch = batch.batches_in_epoch;
-        Ok(batch)
+        let threshold = self.config.guard.quarantine_after;
+        loop {
+            let batch = loader.next_batch()?;
+            self.state.position = next_position(&batch);
+            self.batches_in_epoch = batch.batches_in_epoch;
+            let quarantine = &self.state.quarantine;
+            if let Some(batch) = batch.retain(|id| !quarantine.is_left_out(id, threshold)) {
+                return Ok(batch);
+            }
+        }
+    }
+
+    /// Fails when every training utterance is left out (nothing to train on), after
+    /// writing `quarantine.txt`.
+    fn check_training_data_left(&self) -> Result<(), TrainError> {
+        let threshold = self.config.guard.quarantine_after;
+        let index = self.train_source.index();
+        let quarantine = &self.state.quarantine;
+        if !self
+            .plan
+            .included
+            .iter()
+            .all(|&i| quarantine.is_left_out(&index[i].id, threshold))
+        {
+            return Ok(());
+        }
+        let path = self.out.join("quarantine.txt");
+        quarantine.write(&path, threshold).map_err(io_err(&path))?;
+        Err(TrainError::NoProgress(format!(
+            "every training utterance of {} was left out of the run after {threshold} bad losses each \
+             (labels that need more CTC frames than the audio gives, or non-finite losses): {}. \
+             Nothing is left to train on. Check them with asr-data validate (ctc_infeasible), fix or \
+             exclude them (asr-data pack --exclude {}), and start again",
+            self.data.origin,
+            abbreviate(&quarantine.left_out(threshold)),
+            path.display()
+        )))
     }
 
     /// One optimizer step: `grad_accum` micro-batches forward and backward, then the
@@ -830,13 +886,9 @@ impl<'a> Trainer<'a> {
         self.record_step(started, acc, update)
     }
 
-    /// Forward one micro-batch (seeded from the step), its per-utterance CTC losses,
-    /// the reduced loss and the per-utterance values (as the reduction counts them).
-    fn forward_losses(
-        &self,
-        batch: &Batch,
-        micro: u32,
-    ) -> Result<(tch::Tensor, Vec<f64>, Vec<i64>), TrainError> {
+    /// Forward one micro-batch (seeded from the step) and its per-utterance CTC
+    /// losses.
+    fn forward(&self, batch: &Batch, micro: u32) -> Result<Forward, TrainError> {
         let seed = step_seed(self.config.seed, self.state.step, micro);
         tch::manual_seed(seed as i64);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EC_A0C);
@@ -855,13 +907,55 @@ impl<'a> Trainer<'a> {
             &label_lengths,
             self.runtime.loss.zero_infinity,
         )?;
-        let per_utterance =
+        let values =
             Vec::<f64>::try_from(&losses.detach().to_kind(Kind::Double).to_device(Device::Cpu))?;
-        let loss = reduce_losses(&losses, &label_lengths, self.runtime.loss.reduction);
-        Ok((loss, per_utterance, output.output_lengths))
+        let normalized = normalized_losses(&values, &label_lengths, self.runtime.loss.reduction);
+        let feasible = batch
+            .label_ids
+            .iter()
+            .zip(&output.output_lengths)
+            .map(|(labels, &frames)| ctc_min_frames(labels) <= frames.max(0) as u64)
+            .collect();
+        Ok(Forward {
+            logits: output.logits,
+            output_lengths: output.output_lengths,
+            labels,
+            label_lengths,
+            losses,
+            normalized,
+            feasible,
+        })
     }
 
-    /// One micro-batch: forward, the loss check (step 2), backward.
+    /// The loss to backward over the utterances `keep` (positions in the batch). When
+    /// some are masked out, the CTC loss is taken again over the logits of the others
+    /// only: the CTC gradient of an infinite loss is NaN even when multiplied by zero,
+    /// and the masked rows' logits must get an exact zero gradient.
+    fn kept_loss(&self, fwd: &Forward, keep: &[usize]) -> Result<tch::Tensor, TrainError> {
+        let reduction = self.runtime.loss.reduction;
+        if keep.len() == fwd.normalized.len() {
+            return Ok(reduce_losses(&fwd.losses, &fwd.label_lengths, reduction));
+        }
+        let device = self.runtime.device;
+        let _autocast = Autocast::enter(device, self.runtime.precision);
+        let rows: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
+        let rows = tch::Tensor::from_slice(&rows).to_device(fwd.logits.device());
+        let pick = |values: &[i64]| -> Vec<i64> { keep.iter().map(|&i| values[i]).collect() };
+        let label_lengths = pick(&fwd.label_lengths);
+        let losses = ctc_losses(
+            &self.model,
+            &fwd.logits.index_select(0, &rows),
+            &pick(&fwd.output_lengths),
+            &fwd.labels
+                .index_select(0, &rows.to_device(fwd.labels.device())),
+            &label_lengths,
+            self.runtime.loss.zero_infinity,
+        )?;
+        Ok(reduce_losses(&losses, &label_lengths, reduction))
+    }
+
+    /// One micro-batch: forward, the per-utterance loss check (step 2: bad losses are
+    /// masked out, named in events), backward over the rest.
     fn micro_batch(
         &mut self,
         batch: &Batch,
@@ -869,37 +963,26 @@ impl<'a> Trainer<'a> {
         this_step: u64,
         acc: &mut StepAccumulator,
     ) -> Result<(), TrainError> {
-        let (loss, per_utterance, output_lengths) = self.forward_losses(batch, micro)?;
-        let reduction = self.runtime.loss.reduction;
-        let label_lengths = label_lengths(batch);
-        let batch_loss = match reduction {
-            LossReduction::Sum => per_utterance.iter().sum::<f64>(),
-            LossReduction::Mean => {
-                let n = normalized_losses(&per_utterance, &label_lengths, reduction);
-                n.iter().sum::<f64>() / n.len().max(1) as f64
-            }
-        };
-        if let LossDecision::Skip(event) = self.guard.check_loss(batch_loss) {
-            let normalized = normalized_losses(&per_utterance, &label_lengths, reduction);
-            let limit = self.config.guard.max_loss.unwrap_or(f64::INFINITY);
-            let culprits: Vec<String> = batch
-                .ids
-                .iter()
-                .zip(&normalized)
-                .zip(batch.label_ids.iter().zip(&output_lengths))
-                .filter(|((_, &l), (labels, &frames))| {
-                    !l.is_finite() || l > limit || ctc_min_frames(labels) > frames as u64
-                })
-                .map(|((id, _), _)| id.clone())
-                .collect();
+        let fwd = self.forward(batch, micro)?;
+        let check = self.guard.check_losses(&fwd.normalized, &fwd.feasible);
+        for LossEvent { event, culprits } in check.events {
             acc.events.push(EventRecord {
                 step: this_step,
                 event,
                 ids: batch.ids.clone(),
-                culprits,
+                culprits: culprits.iter().map(|&i| batch.ids[i].clone()).collect(),
             });
+        }
+        if check.keep.is_empty() {
             return Ok(());
         }
+        let loss = self.kept_loss(&fwd, &check.keep)?;
+        let kept: Vec<f64> = check.keep.iter().map(|&i| fwd.normalized[i]).collect();
+        let batch_loss = match self.runtime.loss.reduction {
+            LossReduction::Sum => kept.iter().sum::<f64>(),
+            LossReduction::Mean => kept.iter().sum::<f64>() / kept.len() as f64,
+        };
+        drop(fwd);
         let scale = self.scaler.as_ref().map_or(1.0, |s| s.scale);
         let scaled = loss * (scale / f64::from(self.config.grad_accum));
         scaled.backward();
@@ -908,7 +991,8 @@ impl<'a> Trainer<'a> {
         }
         acc.losses_sum += batch_loss;
         acc.backward_batches += 1;
-        acc.ids.extend(batch.ids.iter().cloned());
+        acc.ids
+            .extend(check.keep.iter().map(|&i| batch.ids[i].clone()));
         Ok(())
     }
 
@@ -1016,15 +1100,45 @@ impl<'a> Trainer<'a> {
         };
         self.metrics.write(&MetricsRecord::Step(record.clone()))?;
         for event in &acc.events {
-            self.state.quarantine.record(event);
-            self.metrics.write(&MetricsRecord::Event(event.clone()))?;
-            self.progress.line(&format!(
-                "step {step}: {} {}",
-                event.event.name(),
-                serde_json::to_string(&event.event).unwrap_or_default()
-            ));
+            self.record_event(event)?;
         }
         self.progress.step(&record, self.plan.total_steps);
+        if acc.events.iter().any(|e| !e.culprits.is_empty()) {
+            self.check_training_data_left()?;
+        }
+        Ok(())
+    }
+
+    /// One event: `metrics.jsonl`, the quarantine counts, a log line, and one more when
+    /// a culprit is left out of the run from now on.
+    fn record_event(&mut self, event: &EventRecord) -> Result<(), TrainError> {
+        let threshold = self.config.guard.quarantine_after;
+        let was_out: Vec<bool> = event
+            .culprits
+            .iter()
+            .map(|id| self.state.quarantine.is_left_out(id, threshold))
+            .collect();
+        self.state.quarantine.record(event);
+        self.metrics.write(&MetricsRecord::Event(event.clone()))?;
+        let culprits = if event.culprits.is_empty() {
+            String::new()
+        } else {
+            format!(" culprits {}", abbreviate(&event.culprits))
+        };
+        self.progress.line(&format!(
+            "step {}: {} {}{culprits}",
+            event.step,
+            event.event.name(),
+            serde_json::to_string(&event.event).unwrap_or_default()
+        ));
+        for (id, was_out) in event.culprits.iter().zip(was_out) {
+            if !was_out && self.state.quarantine.is_left_out(id, threshold) {
+                self.progress.line(&format!(
+                    "step {}: {id} is left out of the rest of the run (its loss was bad {threshold} times; see quarantine.txt)",
+                    event.step
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -1177,6 +1291,7 @@ impl<'a> Trainer<'a> {
         if self.last_saved != step {
             self.save_checkpoint()?;
         }
+        let updates = self.optimizer.steps();
         // Free the optimizer moments before evaluating.
         self.optimizer = AdamW::new(
             adamw_config(self.config),
@@ -1192,12 +1307,47 @@ impl<'a> Trainer<'a> {
             audio_s_per_s: self.throughput.audio_s_per_s(),
             data_wait_fraction: self.throughput.data_wait_fraction(),
             steps_per_s: self.throughput.steps_per_s(),
+            left_out: self
+                .state
+                .quarantine
+                .left_out(self.config.guard.quarantine_after)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             results,
         };
         if !self.hooks.quiet {
             eprintln!("{}", summary_table(&summary, self.run_started.elapsed()));
         }
+        self.check_progress(updates)?;
         Ok(summary)
+    }
+
+    /// Fails when the model was updated in fewer than half of the run's steps (none
+    /// included): such a run did not train, whatever its WER says. Skipped steps are
+    /// normal now and then (an explosion, fp16 overflow at the start); a majority is
+    /// not.
+    fn check_progress(&self, updates: u64) -> Result<(), TrainError> {
+        let steps = self.state.step;
+        if updates > 0 && updates * 2 >= steps {
+            return Ok(());
+        }
+        let c = self.guard.state().counts;
+        Err(TrainError::NoProgress(format!(
+            "the model was updated in {updates} of {steps} optimizer steps: the run did not train \
+             (outputs written to {out}). Skipped: {} non-finite and {} high utterance losses, \
+             {} steps with non-finite gradients, {} explosions, {} skipped updates (events with \
+             their utterance ids in {out}/metrics.jsonl). Usual causes: every utterance of a batch \
+             with labels longer than its audio allows (asr-data validate reports ctc_infeasible), \
+             a --max-loss or --grad-norm-limit below the model's normal values, or a learning rate \
+             or weight decay that makes the weights non-finite",
+            c.nonfinite_loss,
+            c.high_loss,
+            c.nonfinite_grads,
+            c.explosions,
+            c.skipped_updates,
+            out = self.out.display(),
+        )))
     }
 
     /// The best weights (or the last when none was saved) on every final split present,
@@ -1322,6 +1472,21 @@ fn adamw_config(config: &TrainConfig) -> AdamWConfig {
         eps: config.adam_eps,
         weight_decay: config.weight_decay,
     }
+}
+
+/// "a, b, c and 4 more": ids for a message.
+fn abbreviate<S: AsRef<str>>(ids: &[S]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = ids
+        .iter()
+        .take(SHOWN)
+        .map(|s| s.as_ref())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > SHOWN {
+        text.push_str(&format!(" and {} more", ids.len() - SHOWN));
+    }
+    text
 }
 
 fn label_lengths(batch: &Batch) -> Vec<i64> {
@@ -1461,6 +1626,13 @@ pub fn summary_table(summary: &RunSummary, wall: Duration) -> String {
             "events: {} non-finite losses, {} high losses, {} non-finite gradient steps ({} values), {} explosions, {} skipped updates, {} recoveries, {} clipped\n",
             c.nonfinite_loss, c.high_loss, c.nonfinite_grads, c.nonfinite_grad_values, c.explosions,
             c.skipped_updates, c.recoveries, c.clipped
+        ));
+    }
+    if !summary.left_out.is_empty() {
+        s.push_str(&format!(
+            "{} utterances left out of training after repeated bad losses: {}\n",
+            summary.left_out.len(),
+            abbreviate(&summary.left_out)
         ));
     }
     if let Some(q) = &summary.results.quarantined {
