@@ -417,6 +417,31 @@ fn train_source(
     })
 }
 
+/// The utterances evaluated during training; `None` when the user turned evaluation
+/// off with `eval_split = "none"` (or empty). A selector that selects nothing else is
+/// an error: training without the evaluation asked for would pick `best/` blindly.
+fn eval_source(
+    config: &TrainConfig,
+    data: &TrainData,
+) -> Result<Option<Arc<dyn UtteranceSource>>, TrainError> {
+    if let Some(source) = data.source(&config.eval_split) {
+        return Ok(Some(source));
+    }
+    let selector = config.eval_split.trim();
+    if selector.is_empty() || selector.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    Err(TrainError::Config(format!(
+        "--eval-split {:?}: {} has no split of that name and none whose role is {:?} (splits: {}); \
+         choose one of those, or pass --eval-split none to train without evaluation (best/ is \
+         then the last weights)",
+        config.eval_split,
+        data.origin,
+        config.eval_split,
+        data.describe_splits()
+    )))
+}
+
 /// Positions of the utterances a run trains on: at least one frame long, and within
 /// `max_samples` when given.
 fn included_utterances(
@@ -535,6 +560,7 @@ impl TrainingPlan {
                 index.len()
             ));
         }
+        refuse_clips_beyond_a_batch(config, &data.origin, index, &included)?;
         let batching = train_batching(config);
         let lengths: Vec<u64> = included.iter().map(|&i| index[i].num_samples).collect();
         let batches_per_epoch = plan_epoch(&lengths, &batching, 0).len();
@@ -572,6 +598,37 @@ impl TrainingPlan {
                 .unwrap_or(2.0 * config.batch_seconds),
         })
     }
+}
+
+/// Fails naming the training clips longer than `batch_seconds`: batches cap padded
+/// audio at that, but a longer clip gets a batch of its own beyond the cap (a 600 s
+/// clip asked libtorch for 14 GB and panicked). Leaving them out is the user's call
+/// (`--max-duration-s`), so that no data goes missing silently.
+fn refuse_clips_beyond_a_batch(
+    config: &TrainConfig,
+    origin: &str,
+    index: &[crate::data::UtteranceInfo],
+    included: &[usize],
+) -> Result<(), TrainError> {
+    let rate = f64::from(crate::data::SAMPLE_RATE_HZ);
+    let cap = config.batch_seconds;
+    let too_long: Vec<String> = included
+        .iter()
+        .map(|&i| &index[i])
+        .filter(|u| u.num_samples as f64 / rate > cap)
+        .map(|u| format!("{} ({:.1} s)", u.id, u.num_samples as f64 / rate))
+        .collect();
+    if too_long.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Config(format!(
+        "{} training clip(s) of {origin} are longer than --batch-seconds {cap} (the padded audio \
+         a batch may hold), so each would be a batch beyond that memory budget: {}; leave them \
+         out with --max-duration-s {cap} (or less), split the recordings before packing, or \
+         raise --batch-seconds if memory allows",
+        too_long.len(),
+        abbreviate(&too_long)
+    )))
 }
 
 /// Step time, data wait and audio of this process (not continued across resume).
@@ -684,8 +741,8 @@ impl<'a> Trainer<'a> {
             }
         };
         let train_source = train_source(config, &data)?;
-        let eval_source = data.source(&config.eval_split);
-        let resumed = open_run_folder(config)?;
+        let eval_source = eval_source(config, &data)?;
+        let checkpoints = open_run_folder(config)?;
         let runtime = Runtime::new(config)?;
         let model = build_model(config, &data.vocab, &data.origin, runtime.device)?;
         let runtime = runtime.with_model(config, &model);
@@ -694,34 +751,23 @@ impl<'a> Trainer<'a> {
         let mut optimizer = AdamW::new(adamw_config(config), model.trainable_parameters());
         let mut guard = ExplosionGuard::new(config.guard.clone());
         let mut scaler = (runtime.precision == Precision::F16).then(LossScaler::default);
-        let state = match &resumed {
-            Some(loaded) => {
-                let state = restore(
-                    loaded,
-                    config,
-                    &model,
-                    &mut optimizer,
-                    &mut guard,
-                    &mut scaler,
-                )?;
+        let state = if checkpoints.is_empty() {
+            if config.resume {
                 log(&format!(
-                    "resuming from {} (step {})",
-                    loaded.dir.display(),
-                    state.step
+                    "no checkpoint in {}: starting a new run",
+                    config.out.display()
                 ));
-                state
             }
-            None => {
-                if config.resume {
-                    log(&format!(
-                        "no checkpoint in {}: starting a new run",
-                        config.out.display()
-                    ));
-                }
-                RunState::fresh()
-            }
+            RunState::fresh()
+        } else {
+            let mut parts = Restorable {
+                model: &model,
+                optimizer: &mut optimizer,
+                guard: &mut guard,
+                scaler: &mut scaler,
+            };
+            resume_from(&checkpoints, config, &mut parts, &log)?
         };
-        drop(resumed);
         let metrics = open_outputs(config, state.step)?;
         Ok(Trainer {
             out: config.out.clone(),
@@ -1493,9 +1539,10 @@ fn label_lengths(batch: &Batch) -> Vec<i64> {
     batch.label_ids.iter().map(|l| l.len() as i64).collect()
 }
 
-/// Refuse a folder that holds a run unless resuming; create it; the last checkpoint
-/// when resuming.
-fn open_run_folder(config: &TrainConfig) -> Result<Option<checkpoint::Loaded>, TrainError> {
+/// Refuse a folder that holds a run unless resuming, and one whose run cannot be
+/// resumed (outputs but no checkpoint: starting over would overwrite them); create
+/// it. Returns the checkpoints to resume from, newest first (none for a new run).
+fn open_run_folder(config: &TrainConfig) -> Result<Vec<PathBuf>, TrainError> {
     let out = &config.out;
     let checkpoints = checkpoint::list(out)?;
     if !config.resume && (!checkpoints.is_empty() || out.join("metrics.jsonl").exists()) {
@@ -1504,14 +1551,77 @@ fn open_run_folder(config: &TrainConfig) -> Result<Option<checkpoint::Loaded>, T
             out.display()
         )));
     }
+    if config.resume && checkpoints.is_empty() {
+        let outputs: Vec<&str> = ["metrics.jsonl", "best", "final_results.json"]
+            .into_iter()
+            .filter(|name| out.join(name).exists())
+            .collect();
+        if !outputs.is_empty() {
+            return Err(TrainError::Config(format!(
+                "--resume: {} holds a run's outputs ({}) but no checkpoint to continue from \
+                 ({} is empty or missing), and starting over there would overwrite them; \
+                 choose another --out for a new run, or remove {} to start again there",
+                out.display(),
+                outputs.join(", "),
+                checkpoint::checkpoints_dir(out).display(),
+                out.display()
+            )));
+        }
+    }
     std::fs::create_dir_all(out).map_err(io_err(out))?;
     if !config.resume {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    match checkpoints.last() {
-        Some((_, dir)) => Ok(Some(checkpoint::load(dir)?)),
-        None => Ok(None),
+    Ok(checkpoints.into_iter().rev().map(|(_, dir)| dir).collect())
+}
+
+/// What a checkpoint is restored into.
+struct Restorable<'m> {
+    model: &'m CtcModel,
+    optimizer: &'m mut AdamW,
+    guard: &'m mut ExplosionGuard,
+    scaler: &'m mut Option<LossScaler>,
+}
+
+/// Restore the newest checkpoint that reads back whole (`checkpoints` newest first):
+/// a damaged one (truncated or garbled files) is passed over with a warning naming
+/// it. Fails only when none is valid.
+fn resume_from(
+    checkpoints: &[PathBuf],
+    config: &TrainConfig,
+    parts: &mut Restorable,
+    log: &dyn Fn(&str),
+) -> Result<RunState, TrainError> {
+    let mut damaged = Vec::new();
+    for dir in checkpoints {
+        let restored = checkpoint::load(dir)
+            .map_err(TrainError::from)
+            .and_then(|loaded| restore(&loaded, config, parts));
+        match restored {
+            Ok(state) => {
+                log(&format!(
+                    "resuming from {} (step {})",
+                    dir.display(),
+                    state.step
+                ));
+                return Ok(state);
+            }
+            Err(TrainError::Checkpoint(e)) => {
+                log(&format!(
+                    "warning: checkpoint {} is damaged ({e}); trying the one before it",
+                    dir.display()
+                ));
+                damaged.push(e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
     }
+    Err(TrainError::Config(format!(
+        "--resume: no valid checkpoint in {}: {}; remove the damaged checkpoints to start \
+         again there (the run folder's other outputs would be overwritten), or choose another --out",
+        checkpoint::checkpoints_dir(&config.out).display(),
+        damaged.join("; ")
+    )))
 }
 
 /// Put a checkpoint's state into the model, optimizer, guard and scaler; the run's
@@ -1519,11 +1629,14 @@ fn open_run_folder(config: &TrainConfig) -> Result<Option<checkpoint::Loaded>, T
 fn restore(
     loaded: &checkpoint::Loaded,
     config: &TrainConfig,
-    model: &CtcModel,
-    optimizer: &mut AdamW,
-    guard: &mut ExplosionGuard,
-    scaler: &mut Option<LossScaler>,
+    parts: &mut Restorable,
 ) -> Result<RunState, TrainError> {
+    let Restorable {
+        model,
+        optimizer,
+        guard,
+        scaler,
+    } = parts;
     let s = &loaded.state;
     if s.seed != config.seed {
         return Err(TrainError::Config(format!(
@@ -1540,9 +1653,9 @@ fn restore(
             path: loaded.dir.clone(),
             reason,
         })?;
-    *guard = ExplosionGuard::with_state(config.guard.clone(), s.guard.clone());
+    **guard = ExplosionGuard::with_state(config.guard.clone(), s.guard.clone());
     if scaler.is_some() {
-        *scaler = Some(s.loss_scaler.clone().unwrap_or_default());
+        **scaler = Some(s.loss_scaler.clone().unwrap_or_default());
     }
     Ok(RunState {
         step: s.step,

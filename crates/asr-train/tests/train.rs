@@ -891,7 +891,12 @@ fn one_poisoned_row_in_a_one_batch_corpus_is_masked_and_training_converges() {
     let max_steps = 600;
     let clean_out = dir.path().join("clean");
     let c = one_batch_overfit_config(dir.path(), &clean_out, &vocab, max_steps);
-    let clean_run = run(&c, data(clean.clone(), clean.clone(), vocab.clone()), quiet()).unwrap();
+    let clean_run = run(
+        &c,
+        data(clean.clone(), clean.clone(), vocab.clone()),
+        quiet(),
+    )
+    .unwrap();
     let out = dir.path().join("poisoned");
     let c = one_batch_overfit_config(dir.path(), &out, &vocab, max_steps);
     let poisoned_run = run(&c, data(poisoned, clean, vocab), quiet()).unwrap();
@@ -922,7 +927,10 @@ fn one_poisoned_row_in_a_one_batch_corpus_is_masked_and_training_converges() {
     );
     eprintln!("dev WER: clean {a:.4}, with the poisoned row {b:.4}");
     assert!(a <= 0.1, "the clean run did not converge: WER {a}");
-    assert!((a - b).abs() <= 1.0 / 12.0 + 1e-9, "WER {b} vs {a} without the row");
+    assert!(
+        (a - b).abs() <= 1.0 / 12.0 + 1e-9,
+        "WER {b} vs {a} without the row"
+    );
 }
 
 /// A run whose updates were all skipped did not train: it fails (exit 1) after
@@ -1017,4 +1025,150 @@ fn a_left_out_row_stays_out_after_resume() {
         assert!(steps(&records)[2..].iter().all(|s| s.utterances == 6));
     }
     assert_same_weights(&full, &half, 6);
+}
+
+/// An eval selector that selects nothing is an error naming the splits there are;
+/// `--eval-split none` turns evaluation off on purpose.
+#[test]
+fn an_eval_split_that_selects_nothing_is_an_error_unless_none() {
+    let _serial = serial();
+    let (utterances, vocab) = speech();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut c = config(&out, 1);
+    c.eval_split = "nonexistent".into();
+    let corpus = || data(utterances.clone(), utterances.clone(), vocab.clone());
+    let err = run(&c, corpus(), quiet()).unwrap_err().to_string();
+    assert!(
+        err.contains("\"nonexistent\"") && err.contains("dev, train") && err.contains("none"),
+        "{err}"
+    );
+    assert!(!out.join("metrics.jsonl").exists(), "nothing trained");
+    c.eval_split = "none".into();
+    let summary = run(&c, corpus(), quiet()).unwrap();
+    assert!(summary.best.is_none());
+    assert!(out.join("best/model.safetensors").is_file());
+    let records = read_metrics(&out.join("metrics.jsonl")).unwrap();
+    assert!(!records.iter().any(|r| matches!(r, MetricsRecord::Eval(_))));
+}
+
+/// `--resume` on a run folder whose checkpoints are gone would start over and
+/// overwrite the run's outputs: it is refused, and nothing is touched.
+#[test]
+fn resume_without_checkpoints_does_not_overwrite_a_finished_run() {
+    let _serial = serial();
+    let (utterances, vocab) = speech();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let c = config(&out, 2);
+    let corpus = || data(utterances.clone(), utterances.clone(), vocab.clone());
+    run(&c, corpus(), quiet()).unwrap();
+    std::fs::remove_dir_all(out.join("checkpoints")).unwrap();
+    let metrics = std::fs::read(out.join("metrics.jsonl")).unwrap();
+    let results = std::fs::read(out.join("final_results.json")).unwrap();
+    let resumed = TrainConfig {
+        resume: true,
+        ..c.clone()
+    };
+    let err = run(&resumed, corpus(), quiet()).unwrap_err().to_string();
+    assert!(
+        err.contains("no checkpoint")
+            && err.contains("metrics.jsonl")
+            && err.contains("best")
+            && err.contains("--out"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), metrics);
+    assert_eq!(
+        std::fs::read(out.join("final_results.json")).unwrap(),
+        results
+    );
+    // An empty folder (or a new one) still starts a new run with --resume.
+    let fresh = TrainConfig {
+        out: dir.path().join("new"),
+        ..resumed
+    };
+    assert_eq!(run(&fresh, corpus(), quiet()).unwrap().steps, 2);
+}
+
+/// A damaged latest checkpoint (truncated weights) is passed over: `--resume` goes
+/// on from the one before and ends exactly where the uninterrupted run did; when
+/// every checkpoint is damaged, the error names them.
+#[test]
+fn resume_falls_back_from_a_damaged_checkpoint() {
+    let _serial = serial();
+    let (utterances, vocab) = speech();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = || data(utterances.clone(), utterances.clone(), vocab.clone());
+    let full = dir.path().join("full");
+    let mut c = config(&full, 8);
+    c.save_every = Some(4);
+    c.keep_checkpoints = 2;
+    run(&c, corpus(), quiet()).unwrap();
+    let half = dir.path().join("half");
+    for step in ["step-00000004", "step-00000008"] {
+        let from = full.join("checkpoints").join(step);
+        copy_dir(&from, &half.join("checkpoints").join(step));
+    }
+    std::fs::copy(full.join("metrics.jsonl"), half.join("metrics.jsonl")).unwrap();
+    // The step-8 checkpoint damaged (a disk that filled up, a copy cut short): its
+    // weights cut in half.
+    let damaged = half.join("checkpoints/step-00000008");
+    let weights = damaged.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let c2 = TrainConfig {
+        out: half.clone(),
+        resume: true,
+        ..c.clone()
+    };
+    run(&c2, corpus(), quiet()).unwrap();
+    assert_same_weights(&full, &half, 8);
+    // Every checkpoint damaged: an error naming them, nothing overwritten.
+    for step in [4, 8] {
+        let state = half.join(format!("checkpoints/step-{step:08}/state.json"));
+        std::fs::write(&state, "{\"step\": garbled").unwrap();
+    }
+    let metrics = std::fs::read(half.join("metrics.jsonl")).unwrap();
+    let err = run(&c2, corpus(), quiet()).unwrap_err().to_string();
+    assert!(
+        err.contains("no valid checkpoint")
+            && err.contains("step-00000004")
+            && err.contains("step-00000008"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(half.join("metrics.jsonl")).unwrap(), metrics);
+}
+
+/// A clip longer than a batch may hold stops the run before training, naming the
+/// clip and `--max-duration-s`; with that option it is left out and the run trains.
+#[test]
+fn a_clip_longer_than_a_batch_is_named_before_training() {
+    let _serial = serial();
+    let (mut utterances, vocab) = speech();
+    let long: Vec<f32> = utterances
+        .iter()
+        .flat_map(|u| u.audio.iter().copied())
+        .chain(utterances[0].audio.iter().copied())
+        .collect(); // 7 clips end to end, 7.3 s
+    let seconds = long.len() as f64 / 16_000.0;
+    utterances.push(Utterance {
+        id: "lecture-0001".into(),
+        audio: long,
+        labels: vocab.encode("ONE TWO", UnkPolicy::Error).unwrap(),
+        text: "ONE TWO".into(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut c = config(&out, 2);
+    let corpus = || data(utterances.clone(), utterances[..6].to_vec(), vocab.clone());
+    let err = run(&c, corpus(), quiet()).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("lecture-0001 ({seconds:.1} s)"))
+            && err.contains("--max-duration-s 4"),
+        "{err}"
+    );
+    assert!(!out.join("metrics.jsonl").exists());
+    c.max_duration_s = Some(4.0);
+    assert_eq!(run(&c, corpus(), quiet()).unwrap().steps, 2);
 }
