@@ -293,6 +293,56 @@ impl Batch {
         self.ids.is_empty()
     }
 
+    /// The batch without the utterances `keep` rejects, re-padded to the longest one
+    /// left (each row's normalization is its own, so the rows left are unchanged);
+    /// `None` when no utterance is left.
+    pub fn retain(self, keep: impl Fn(&str) -> bool) -> Option<Batch> {
+        let rows: Vec<usize> = (0..self.len()).filter(|&r| keep(&self.ids[r])).collect();
+        if rows.len() == self.len() {
+            return Some(self);
+        }
+        if rows.is_empty() {
+            return None;
+        }
+        let max_samples = rows
+            .iter()
+            .map(|&r| self.lengths[r] as usize)
+            .max()
+            .unwrap_or(0);
+        let max_labels = rows
+            .iter()
+            .map(|&r| self.label_ids[r].len())
+            .max()
+            .unwrap_or(0);
+        let mut input_values = vec![0f32; rows.len() * max_samples];
+        let mut labels = vec![PAD_LABEL; rows.len() * max_labels];
+        for (new, &r) in rows.iter().enumerate() {
+            let n = self.lengths[r] as usize;
+            let from = r * self.max_samples;
+            input_values[new * max_samples..new * max_samples + n]
+                .copy_from_slice(&self.input_values[from..from + n]);
+            let m = self.label_ids[r].len();
+            let from = r * self.max_labels;
+            labels[new * max_labels..new * max_labels + m]
+                .copy_from_slice(&self.labels[from..from + m]);
+        }
+        let pick = |values: &[String]| rows.iter().map(|&r| values[r].clone()).collect();
+        let total: i64 = rows.iter().map(|&r| self.lengths[r]).sum();
+        Some(Batch {
+            ids: pick(&self.ids),
+            texts: pick(&self.texts),
+            lengths: rows.iter().map(|&r| self.lengths[r]).collect(),
+            max_samples,
+            input_values,
+            labels,
+            max_labels,
+            audio_s: total as f64 / f64::from(SAMPLE_RATE_HZ),
+            position: self.position,
+            batches_in_epoch: self.batches_in_epoch,
+            label_ids: rows.iter().map(|&r| self.label_ids[r].clone()).collect(),
+        })
+    }
+
     /// Read, normalize and pad the utterances `members` of `source`.
     pub fn assemble(
         source: &dyn UtteranceSource,
@@ -578,6 +628,16 @@ mod tests {
         assert!(batch.input_values[800..1200].iter().all(|&x| x == 0.0));
         assert_eq!(batch.labels, vec![3, 4, 5, PAD_LABEL]);
         assert!((batch.audio_s - 2000.0 / 16_000.0).abs() < 1e-12);
+
+        // Leaving out the longest utterance re-pads to the longest one left; the rows
+        // left equal a batch assembled without it.
+        let without_b = batch.clone().retain(|id| id != "b").unwrap();
+        assert_eq!(
+            without_b,
+            Batch::assemble(source.as_ref(), &[0], DataPosition::default(), 1).unwrap()
+        );
+        assert!(batch.clone().retain(|_| false).is_none());
+        assert_eq!(batch.clone().retain(|_| true).unwrap(), batch);
 
         let mut loader =
             Loader::start(source.clone(), vec![0, 1, 2], b, DataPosition::default(), 2);

@@ -1,9 +1,14 @@
 //! Explosion handling: a pure state machine that the training loop consults at each of
 //! the nine steps of an optimizer step.
 //!
-//! 1. forward, loss;
-//! 2. [`ExplosionGuard::check_loss`]: a non-finite loss, or one above `max_loss`,
-//!    skips the batch (no backward) and is reported with the batch's utterance ids;
+//! 1. forward, per-utterance CTC losses;
+//! 2. [`ExplosionGuard::check_losses`]: an utterance whose loss is non-finite, whose
+//!    labels need more CTC frames than its audio gives, or whose loss (per label under
+//!    mean reduction, its sum under sum reduction) is above `max_loss`, is masked out
+//!    of the batch loss, which is reduced over the other utterances only; the event
+//!    names it as culprit. Only when no utterance is left is the batch skipped (no
+//!    backward). When every loss of a batch is bad, the model is as likely at fault as
+//!    the data: only infeasible utterances are named culprits then;
 //! 3. backward;
 //! 4. [`ExplosionGuard::check_nonfinite_grads`]: gradient values that are NaN or
 //!    infinite are zeroed (default) or make the whole update skipped; counted either way;
@@ -56,7 +61,8 @@ pub enum ClipMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct GuardConfig {
-    /// Losses above this are treated like non-finite ones (none by default).
+    /// An utterance whose loss is above this (per label under mean reduction, its sum
+    /// under sum reduction) is masked out like a non-finite one (none by default).
     pub max_loss: Option<f64>,
     /// What to do with non-finite gradient values.
     pub nonfinite_grads: NonFiniteGrads,
@@ -82,7 +88,8 @@ pub struct GuardConfig {
     /// Standard deviations above the running mean for adaptive clipping.
     pub clip_z: f64,
     /// An utterance involved in at least this many events is written to
-    /// `quarantine.txt`.
+    /// `quarantine.txt`; one named culprit of this many loss events (its own loss was
+    /// bad) is also left out of the rest of the run.
     pub quarantine_after: u32,
     /// Relative-limit explosions in a row after which the next one is accepted and the
     /// running statistics restart (0: skip for ever).
@@ -147,9 +154,10 @@ impl Default for GuardState {
 /// How many times each kind of event happened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EventCounts {
-    /// Batches skipped for a NaN or infinite loss.
+    /// Utterance losses masked out because they were NaN or infinite (or the labels
+    /// did not fit the frames).
     pub nonfinite_loss: u64,
-    /// Batches skipped for a loss above `max_loss`.
+    /// Utterance losses masked out because they were above `max_loss`.
     pub high_loss: u64,
     /// Steps with non-finite gradient values (zeroed or skipped).
     pub nonfinite_grads: u64,
@@ -170,15 +178,17 @@ pub struct EventCounts {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum GuardEvent {
-    /// The loss was NaN or infinite: the batch was skipped.
+    /// Utterance losses were NaN or infinite (or their labels did not fit their
+    /// frames): they were masked out of the batch loss, or the batch was skipped when
+    /// none was left.
     NonfiniteLoss {
-        /// The loss.
+        /// The worst of those losses (infinite for labels that do not fit).
         #[serde(with = "crate::metrics::float")]
         loss: f64,
     },
-    /// The loss was above `max_loss`: the batch was skipped.
+    /// Utterance losses were above `max_loss`: masked out as above.
     HighLoss {
-        /// The loss.
+        /// The highest of those losses.
         loss: f64,
         /// The limit.
         max_loss: f64,
@@ -235,13 +245,33 @@ impl GuardEvent {
     }
 }
 
-/// Decision after the loss check (step 2).
+/// A loss event of one micro-batch and the utterances it blames.
 #[derive(Debug, Clone, PartialEq)]
-pub enum LossDecision {
-    /// Go on with backward.
-    Backward,
-    /// Skip this batch.
-    Skip(GuardEvent),
+pub struct LossEvent {
+    /// The event.
+    pub event: GuardEvent,
+    /// Positions in the batch of the utterances named culprits.
+    pub culprits: Vec<usize>,
+}
+
+/// Outcome of the loss check of one micro-batch (step 2).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LossCheck {
+    /// Positions of the utterances whose losses go backward (none: skip the batch).
+    pub keep: Vec<usize>,
+    /// A non-finite-loss event and a high-loss event, when there were such losses.
+    pub events: Vec<LossEvent>,
+}
+
+/// The largest value, NaN when there is one.
+fn worst(values: impl Iterator<Item = f64>) -> f64 {
+    values.fold(f64::NEG_INFINITY, |w, v| {
+        if v.is_nan() || w.is_nan() {
+            f64::NAN
+        } else {
+            w.max(v)
+        }
+    })
 }
 
 /// Decision after counting non-finite gradient values (step 4).
@@ -318,21 +348,57 @@ impl ExplosionGuard {
         self.state.clean_steps = 0;
     }
 
-    /// Step 2: check the loss of one (micro-)batch.
-    pub fn check_loss(&mut self, loss: f64) -> LossDecision {
-        if !loss.is_finite() {
-            self.state.counts.nonfinite_loss += 1;
-            self.event();
-            return LossDecision::Skip(GuardEvent::NonfiniteLoss { loss });
-        }
-        if let Some(max_loss) = self.config.max_loss {
-            if loss > max_loss {
-                self.state.counts.high_loss += 1;
-                self.event();
-                return LossDecision::Skip(GuardEvent::HighLoss { loss, max_loss });
+    /// Step 2 for one micro-batch: each utterance's loss as the reduction counts it
+    /// (per label under mean reduction) and whether its labels fit its frames
+    /// (`feasible`, same order). See the module documentation.
+    pub fn check_losses(&mut self, losses: &[f64], feasible: &[bool]) -> LossCheck {
+        let mut check = LossCheck::default();
+        let (mut nonfinite, mut high) = (Vec::new(), Vec::new());
+        for (i, (&loss, &fits)) in losses.iter().zip(feasible).enumerate() {
+            if !fits || !loss.is_finite() {
+                nonfinite.push(i);
+            } else if self.config.max_loss.is_some_and(|m| loss > m) {
+                high.push(i);
+            } else {
+                check.keep.push(i);
             }
         }
-        LossDecision::Backward
+        // With nothing left to compare with, only labels that cannot fit are blamed.
+        let blame = |positions: &[usize]| -> Vec<usize> {
+            positions
+                .iter()
+                .copied()
+                .filter(|&i| !check.keep.is_empty() || !feasible[i])
+                .collect()
+        };
+        let mut events = Vec::new();
+        if !nonfinite.is_empty() {
+            self.state.counts.nonfinite_loss += nonfinite.len() as u64;
+            let loss = worst(nonfinite.iter().map(|&i| {
+                if feasible[i] {
+                    losses[i]
+                } else {
+                    f64::INFINITY
+                }
+            }));
+            events.push(LossEvent {
+                event: GuardEvent::NonfiniteLoss { loss },
+                culprits: blame(&nonfinite),
+            });
+        }
+        if let (false, Some(max_loss)) = (high.is_empty(), self.config.max_loss) {
+            self.state.counts.high_loss += high.len() as u64;
+            let loss = worst(high.iter().map(|&i| losses[i]));
+            events.push(LossEvent {
+                event: GuardEvent::HighLoss { loss, max_loss },
+                culprits: blame(&high),
+            });
+        }
+        if !events.is_empty() {
+            self.event();
+        }
+        check.events = events;
+        check
     }
 
     /// Step 4: the number of non-finite gradient values after backward.
@@ -480,26 +546,59 @@ mod tests {
     }
 
     #[test]
-    fn nonfinite_and_high_losses_skip_the_batch() {
+    fn bad_losses_are_masked_per_utterance_and_culprits_named() {
         let mut g = ExplosionGuard::new(GuardConfig {
             max_loss: Some(100.0),
             ..GuardConfig::default()
         });
-        assert_eq!(g.check_loss(3.0), LossDecision::Backward);
-        assert!(matches!(
-            g.check_loss(f64::INFINITY),
-            LossDecision::Skip(GuardEvent::NonfiniteLoss { .. })
-        ));
-        assert!(matches!(
-            g.check_loss(f64::NAN),
-            LossDecision::Skip(GuardEvent::NonfiniteLoss { .. })
-        ));
-        assert!(matches!(
-            g.check_loss(121.0),
-            LossDecision::Skip(GuardEvent::HighLoss { .. })
-        ));
-        assert_eq!(g.state().counts.nonfinite_loss, 2);
+        let all = [true; 5];
+        assert_eq!(
+            g.check_losses(&[3.0, 4.0], &all[..2]),
+            LossCheck {
+                keep: vec![0, 1],
+                events: vec![]
+            }
+        );
+        // One infinite, one NaN, one high, one infeasible (finite under zero_infinity).
+        let check = g.check_losses(
+            &[3.0, f64::INFINITY, f64::NAN, 121.0, 0.0],
+            &[true, true, true, true, false],
+        );
+        assert_eq!(check.keep, vec![0]);
+        assert_eq!(check.events.len(), 2);
+        assert!(
+            matches!(check.events[0].event, GuardEvent::NonfiniteLoss { loss } if loss.is_nan()),
+            "a NaN is the worst loss"
+        );
+        assert_eq!(check.events[0].culprits, vec![1, 2, 4]);
+        assert_eq!(
+            check.events[1],
+            LossEvent {
+                event: GuardEvent::HighLoss {
+                    loss: 121.0,
+                    max_loss: 100.0
+                },
+                culprits: vec![3]
+            }
+        );
+        assert_eq!(g.state().counts.nonfinite_loss, 3);
         assert_eq!(g.state().counts.high_loss, 1);
+        // Every loss bad: the batch is skipped and only labels that cannot fit are
+        // blamed (a model gone NaN makes every loss NaN).
+        let check = g.check_losses(&[f64::NAN, f64::NAN, 0.0], &[true, true, false]);
+        assert!(check.keep.is_empty());
+        assert_eq!(check.events[0].culprits, vec![2]);
+        match check.events[0].event {
+            GuardEvent::NonfiniteLoss { loss } => assert!(loss.is_nan()),
+            ref other => panic!("{other:?}"),
+        }
+        let check = g.check_losses(&[f64::INFINITY], &[false]);
+        assert_eq!(
+            check.events[0].event,
+            GuardEvent::NonfiniteLoss {
+                loss: f64::INFINITY
+            }
+        );
     }
 
     #[test]
@@ -684,7 +783,7 @@ mod tests {
     fn state_round_trips_through_json() {
         let mut g = ExplosionGuard::new(GuardConfig::default());
         update(g.check_grad_norm(0.7));
-        g.check_loss(f64::NAN);
+        g.check_losses(&[f64::NAN], &[true]);
         let json = serde_json::to_string(g.state()).unwrap();
         let back: GuardState = serde_json::from_str(&json).unwrap();
         assert_eq!(&back, g.state());

@@ -302,9 +302,19 @@ pub fn read_metrics(path: &Path) -> Result<Vec<MetricsRecord>, MetricsError> {
 /// own loss was bad (then the rest of the batch is not counted), else as a member of
 /// the batch. Batches are reshuffled every epoch, so an innocent neighbour rarely
 /// shares several events with a bad utterance.
+///
+/// Culprit counts are also kept apart: an utterance named culprit in at least the
+/// threshold's number of events is left out of the rest of the run
+/// ([`Quarantine::is_left_out`]): that is evidence against the utterance itself,
+/// whereas a batch member of a gradient event may be innocent (in a corpus of one
+/// batch, every utterance shares every event). Both counts are in checkpoints, so
+/// `--resume` leaves out the same utterances.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quarantine {
     counts: BTreeMap<String, u32>,
+    /// Events in which each utterance was named culprit.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    culprits: BTreeMap<String, u32>,
 }
 
 impl Quarantine {
@@ -321,6 +331,26 @@ impl Quarantine {
         for id in ids {
             *self.counts.entry(id.clone()).or_default() += 1;
         }
+        for id in &record.culprits {
+            *self.culprits.entry(id.clone()).or_default() += 1;
+        }
+    }
+
+    /// Whether the utterance was named culprit in at least `threshold` events (at
+    /// least one), and so is left out of the rest of the run.
+    pub fn is_left_out(&self, id: &str, threshold: u32) -> bool {
+        self.culprits
+            .get(id)
+            .is_some_and(|&n| n >= threshold.max(1))
+    }
+
+    /// The utterances left out of the run ([`Quarantine::is_left_out`]), sorted.
+    pub fn left_out(&self, threshold: u32) -> Vec<&str> {
+        self.culprits
+            .keys()
+            .filter(|id| self.is_left_out(id, threshold))
+            .map(String::as_str)
+            .collect()
     }
 
     /// Ids involved in at least `threshold` events, sorted.
@@ -443,5 +473,17 @@ mod tests {
         let path = dir.path().join("quarantine.txt");
         q.write(&path, 2).unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "bad\n");
+        // Only culprits are left out of the run: "a" is now in two events too, but as
+        // a member of the batch.
+        q.record(&event(&["a", "e"], &[]));
+        assert_eq!(q.ids(2), vec!["a", "bad"]);
+        assert_eq!(q.left_out(2), vec!["bad"]);
+        assert!(q.is_left_out("bad", 2) && !q.is_left_out("bad", 3));
+        assert!(!q.is_left_out("a", 1));
+        let json = serde_json::to_string(&q).unwrap();
+        assert_eq!(serde_json::from_str::<Quarantine>(&json).unwrap(), q);
+        // Checkpoints written before culprits were counted apart still load.
+        let old: Quarantine = serde_json::from_str(r#"{"counts":{"x":3}}"#).unwrap();
+        assert_eq!((old.count("x"), old.left_out(1).len()), (3, 0));
     }
 }

@@ -32,8 +32,9 @@ use crate::config::{LossReduction, PrecisionChoice, TrainConfig};
 use crate::data::{plan_epoch, Batch, Batching, DataPosition, Loader, UtteranceSource};
 use crate::eval::{
     self, batch_tensors, ctc_losses, normalized_losses, reduce_losses, FinalResults, LossSettings,
+    SplitResult,
 };
-use crate::guard::{ExplosionGuard, GuardEvent, LossDecision, NonFiniteDecision, NormDecision};
+use crate::guard::{ExplosionGuard, GuardEvent, LossEvent, NonFiniteDecision, NormDecision};
 use crate::metrics::{
     read_metrics, EvalRecord, EventRecord, MetricsRecord, MetricsWriter, Quarantine, StepRecord,
 };
@@ -146,6 +147,10 @@ pub enum TrainError {
     /// metrics.jsonl could not be written.
     #[error("metrics: {0}")]
     Metrics(#[from] crate::metrics::MetricsError),
+    /// The run did not train: (almost) every update was skipped, or every training
+    /// utterance was left out. The outputs are written; the message says why.
+    #[error("{0}")]
+    NoProgress(String),
     /// Another output file could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -193,6 +198,8 @@ pub struct RunSummary {
     pub data_wait_fraction: f64,
     /// Optimizer steps per second of step time (this process).
     pub steps_per_s: f64,
+    /// Utterances left out of training after repeated bad losses.
+    pub left_out: Vec<String>,
 }
 
 /// Wall-clock training time: this process's since the loop started, plus what a
@@ -410,6 +417,31 @@ fn train_source(
     })
 }
 
+/// The utterances evaluated during training; `None` when the user turned evaluation
+/// off with `eval_split = "none"` (or empty). A selector that selects nothing else is
+/// an error: training without the evaluation asked for would pick `best/` blindly.
+fn eval_source(
+    config: &TrainConfig,
+    data: &TrainData,
+) -> Result<Option<Arc<dyn UtteranceSource>>, TrainError> {
+    if let Some(source) = data.source(&config.eval_split) {
+        return Ok(Some(source));
+    }
+    let selector = config.eval_split.trim();
+    if selector.is_empty() || selector.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    Err(TrainError::Config(format!(
+        "--eval-split {:?}: {} has no split of that name and none whose role is {:?} (splits: {}); \
+         choose one of those, or pass --eval-split none to train without evaluation (best/ is \
+         then the last weights)",
+        config.eval_split,
+        data.origin,
+        config.eval_split,
+        data.describe_splits()
+    )))
+}
+
 /// Positions of the utterances a run trains on: at least one frame long, and within
 /// `max_samples` when given.
 fn included_utterances(
@@ -465,586 +497,1191 @@ pub fn training_batches(
 }
 
 /// Train as `config` says on `data`; see the module documentation.
-pub fn run(
+pub fn run(config: &TrainConfig, data: TrainData, hooks: Hooks) -> Result<RunSummary, TrainError> {
+    Trainer::new(config, data, hooks)?.train()
+}
+
+/// What a checkpoint records of the run's progress besides the model, optimizer,
+/// guard and loss-scaler state.
+struct RunState {
+    step: u64,
+    position: DataPosition,
+    best: Option<BestEval>,
+    evals_without_improvement: u32,
+    quarantine: Quarantine,
+    train_audio_s: f64,
+    elapsed_before_s: f64,
+}
+
+impl RunState {
+    fn fresh() -> RunState {
+        RunState {
+            step: 0,
+            position: DataPosition::default(),
+            best: None,
+            evals_without_improvement: 0,
+            quarantine: Quarantine::default(),
+            train_audio_s: 0.0,
+            elapsed_before_s: 0.0,
+        }
+    }
+}
+
+/// The fixed shape of a run: which utterances, how batched, how many steps.
+struct TrainingPlan {
+    /// Positions in the training source's index of the utterances trained on.
+    included: Vec<usize>,
+    batching: Batching,
+    batches_per_epoch: usize,
+    total_steps: u64,
+    warmup_steps: u64,
+    schedule: crate::schedule::LrSchedule,
+    save_every: u64,
+    eval_batch_seconds: f64,
+}
+
+impl TrainingPlan {
+    fn new(
+        config: &TrainConfig,
+        data: &TrainData,
+        source: &dyn UtteranceSource,
+        min_samples: u64,
+        log: &dyn Fn(&str),
+    ) -> Result<TrainingPlan, TrainError> {
+        let max_samples = config
+            .max_duration_s
+            .map(|s| (s * f64::from(crate::data::SAMPLE_RATE_HZ)) as u64);
+        let index = source.index();
+        let included = included_utterances(index, min_samples, max_samples);
+        let left_out = index.len() - included.len();
+        if left_out > 0 {
+            log(&format!(
+                "left out {left_out} of {} training utterances (shorter than one frame, or above max_duration_s)",
+                index.len()
+            ));
+        }
+        refuse_clips_beyond_a_batch(config, &data.origin, index, &included)?;
+        let batching = train_batching(config);
+        let lengths: Vec<u64> = included.iter().map(|&i| index[i].num_samples).collect();
+        let batches_per_epoch = plan_epoch(&lengths, &batching, 0).len();
+        if batches_per_epoch == 0 {
+            return Err(TrainError::Config(format!(
+                "no training batch: split {:?} of {} has {} usable utterances",
+                config.train_split,
+                data.origin,
+                included.len()
+            )));
+        }
+        let total_steps = config.max_steps.unwrap_or_else(|| {
+            (u64::from(config.epochs) * batches_per_epoch as u64)
+                .div_ceil(u64::from(config.grad_accum))
+        });
+        let warmup_steps = config
+            .warmup_steps
+            .unwrap_or((config.warmup_ratio * total_steps as f64).round() as u64);
+        Ok(TrainingPlan {
+            included,
+            batching,
+            batches_per_epoch,
+            total_steps,
+            warmup_steps,
+            schedule: crate::schedule::LrSchedule {
+                peak_lr: config.lr,
+                warmup_steps,
+                total_steps,
+                decay: config.decay,
+                min_lr_ratio: config.min_lr_ratio,
+            },
+            save_every: config.save_every.unwrap_or(config.eval_every),
+            eval_batch_seconds: config
+                .eval_batch_seconds
+                .unwrap_or(2.0 * config.batch_seconds),
+        })
+    }
+}
+
+/// Fails naming the training clips longer than `batch_seconds`: batches cap padded
+/// audio at that, but a longer clip gets a batch of its own beyond the cap (a 600 s
+/// clip asked libtorch for 14 GB and panicked). Leaving them out is the user's call
+/// (`--max-duration-s`), so that no data goes missing silently.
+fn refuse_clips_beyond_a_batch(
     config: &TrainConfig,
+    origin: &str,
+    index: &[crate::data::UtteranceInfo],
+    included: &[usize],
+) -> Result<(), TrainError> {
+    let rate = f64::from(crate::data::SAMPLE_RATE_HZ);
+    let cap = config.batch_seconds;
+    let too_long: Vec<String> = included
+        .iter()
+        .map(|&i| &index[i])
+        .filter(|u| u.num_samples as f64 / rate > cap)
+        .map(|u| format!("{} ({:.1} s)", u.id, u.num_samples as f64 / rate))
+        .collect();
+    if too_long.is_empty() {
+        return Ok(());
+    }
+    Err(TrainError::Config(format!(
+        "{} training clip(s) of {origin} are longer than --batch-seconds {cap} (the padded audio \
+         a batch may hold), so each would be a batch beyond that memory budget: {}; leave them \
+         out with --max-duration-s {cap} (or less), split the recordings before packing, or \
+         raise --batch-seconds if memory allows",
+        too_long.len(),
+        abbreviate(&too_long)
+    )))
+}
+
+/// Step time, data wait and audio of this process (not continued across resume).
+#[derive(Default)]
+struct Throughput {
+    step_time: Duration,
+    wait: Duration,
+    steps: u64,
+    audio_s: f64,
+}
+
+impl Throughput {
+    fn audio_s_per_s(&self) -> f64 {
+        self.audio_s / self.step_time.as_secs_f64().max(1e-9)
+    }
+
+    fn data_wait_fraction(&self) -> f64 {
+        self.wait.as_secs_f64() / self.step_time.as_secs_f64().max(1e-9)
+    }
+
+    fn steps_per_s(&self) -> f64 {
+        self.steps as f64 / self.step_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// What the micro-batches of one optimizer step add up to.
+#[derive(Default)]
+struct StepAccumulator {
+    events: Vec<EventRecord>,
+    losses_sum: f64,
+    backward_batches: u32,
+    utterances: u64,
+    audio_s: f64,
+    /// Ids of the utterances whose loss went backward.
+    ids: Vec<String>,
+}
+
+/// Steps 4-9 of an optimizer step, as they went.
+#[derive(Default)]
+struct Update {
+    grad_norm: Option<f64>,
+    updated: bool,
+    clipped: bool,
+    lr: f64,
+}
+
+/// One micro-batch forward: what the loss check and the backward need.
+struct Forward {
+    logits: tch::Tensor,
+    output_lengths: Vec<i64>,
+    labels: tch::Tensor,
+    label_lengths: Vec<i64>,
+    /// Per-utterance CTC losses (graph attached).
+    losses: tch::Tensor,
+    /// Each utterance's loss as the reduction counts it (per label under mean).
+    normalized: Vec<f64>,
+    /// Whether each utterance's labels fit its frames.
+    feasible: Vec<bool>,
+}
+
+/// Settings that come from the model and the device.
+struct Runtime {
+    device: Device,
+    precision: Precision,
+    loss: LossSettings,
+    threads: usize,
+}
+
+/// A training run in progress: the model, its optimizer and guard, the data plan and
+/// what the run has done so far. [`run`] builds one ([`Trainer::new`]: run folder,
+/// model, resume) and drives it ([`Trainer::train`]: steps, evaluations, checkpoints,
+/// then [`Trainer::finish`]).
+struct Trainer<'a> {
+    config: &'a TrainConfig,
     data: TrainData,
-    mut hooks: Hooks,
-) -> Result<RunSummary, TrainError> {
-    config
-        .validate()
-        .map_err(|e| TrainError::Config(e.to_string()))?;
-    let run_started = Instant::now();
-    let out = config.out.clone();
-    let threads = config
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    tch::set_num_threads(threads as i32);
+    hooks: Hooks,
+    out: PathBuf,
+    runtime: Runtime,
+    model: CtcModel,
+    optimizer: AdamW,
+    guard: ExplosionGuard,
+    scaler: Option<LossScaler>,
+    plan: TrainingPlan,
+    train_source: Arc<dyn UtteranceSource>,
+    eval_source: Option<Arc<dyn UtteranceSource>>,
+    state: RunState,
+    metrics: MetricsWriter,
+    progress: Progress,
+    clock: Clock,
+    throughput: Throughput,
+    loader: Option<Loader>,
+    last_saved: u64,
+    last_eval: u64,
+    batches_in_epoch: usize,
+    run_started: Instant,
+}
 
-    let train_source = train_source(config, &data)?;
-    let eval_source = data.source(&config.eval_split);
+impl<'a> Trainer<'a> {
+    /// Check the configuration, prepare the run folder, build the model and plan, and
+    /// restore the last checkpoint on `--resume`.
+    fn new(config: &'a TrainConfig, data: TrainData, hooks: Hooks) -> Result<Self, TrainError> {
+        config
+            .validate()
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        let run_started = Instant::now();
+        let quiet = hooks.quiet;
+        let log = move |text: &str| {
+            if !quiet {
+                eprintln!("{text}");
+            }
+        };
+        let train_source = train_source(config, &data)?;
+        let eval_source = eval_source(config, &data)?;
+        let checkpoints = open_run_folder(config)?;
+        let runtime = Runtime::new(config)?;
+        let model = build_model(config, &data.vocab, &data.origin, runtime.device)?;
+        let runtime = runtime.with_model(config, &model);
+        let min_samples = model.config().min_num_samples().max(1) as u64;
+        let plan = TrainingPlan::new(config, &data, train_source.as_ref(), min_samples, &log)?;
+        let mut optimizer = AdamW::new(adamw_config(config), model.trainable_parameters());
+        let mut guard = ExplosionGuard::new(config.guard.clone());
+        let mut scaler = (runtime.precision == Precision::F16).then(LossScaler::default);
+        let state = if checkpoints.is_empty() {
+            if config.resume {
+                log(&format!(
+                    "no checkpoint in {}: starting a new run",
+                    config.out.display()
+                ));
+            }
+            RunState::fresh()
+        } else {
+            let mut parts = Restorable {
+                model: &model,
+                optimizer: &mut optimizer,
+                guard: &mut guard,
+                scaler: &mut scaler,
+            };
+            resume_from(&checkpoints, config, &mut parts, &log)?
+        };
+        let metrics = open_outputs(config, state.step)?;
+        Ok(Trainer {
+            out: config.out.clone(),
+            model,
+            optimizer,
+            guard,
+            scaler,
+            batches_in_epoch: plan.batches_per_epoch,
+            progress: Progress::new(plan.total_steps, state.step, config.log_every, quiet),
+            last_saved: state.step,
+            last_eval: state.step,
+            clock: Clock {
+                started: Instant::now(),
+                before_s: state.elapsed_before_s,
+            },
+            runtime,
+            plan,
+            train_source,
+            eval_source,
+            state,
+            metrics,
+            throughput: Throughput::default(),
+            loader: None,
+            run_started,
+            config,
+            data,
+            hooks,
+        })
+    }
 
-    // The run folder: fresh, or resumed.
-    let checkpoints = checkpoint::list(&out)?;
+    fn log(&self, text: &str) {
+        if !self.hooks.quiet {
+            eprintln!("{text}");
+        }
+    }
+
+    /// The loop: optimizer steps until a stop condition, evaluating and saving on
+    /// schedule; then [`Trainer::finish`].
+    fn train(mut self) -> Result<RunSummary, TrainError> {
+        self.log(&format!(
+            "training {} ({} parameters, {} trainable) on {:?} in {}, {} utterances in {} batches per epoch, {} steps ({} warm-up), {} threads",
+            self.config.model,
+            self.model.params().num_parameters(),
+            optimizer_param_count(&self.model),
+            self.runtime.device,
+            self.runtime.precision,
+            self.plan.included.len(),
+            self.plan.batches_per_epoch,
+            self.plan.total_steps,
+            self.plan.warmup_steps,
+            self.runtime.threads,
+        ));
+        self.loader = Some(Loader::start(
+            self.train_source.clone(),
+            self.plan.included.clone(),
+            self.plan.batching,
+            self.state.position,
+            self.config.prefetch_batches,
+        ));
+        self.check_training_data_left()?;
+        let stop_reason: String = loop {
+            if let Some(reason) = self.stop_condition() {
+                break reason.into();
+            }
+            self.train_step()?;
+            if self.evaluate_and_save()? {
+                self.progress.line(&format!(
+                    "early stopping: {} evaluations without a better WER",
+                    self.state.evals_without_improvement
+                ));
+                break "early_stopping".into();
+            }
+        };
+        self.progress.finish();
+        self.loader = None;
+        self.finish(stop_reason)
+    }
+
+    /// Why the loop must stop before the next step, if it must.
+    fn stop_condition(&self) -> Option<&'static str> {
+        if self.state.step >= self.plan.total_steps {
+            return Some("max_steps");
+        }
+        let max_s = self.config.max_minutes.map(|m| m * 60.0);
+        if max_s.is_some_and(|limit| self.clock.elapsed_s() >= limit) {
+            self.progress.line(&format!(
+                "time limit: {:.1} minutes of training",
+                self.clock.elapsed_s() / 60.0
+            ));
+            return Some("max_minutes");
+        }
+        if self.config.max_steps.is_none()
+            && self.state.position.epoch >= u64::from(self.config.epochs)
+        {
+            return Some("epochs");
+        }
+        None
+    }
+
+    /// The next training batch, without the utterances left out of the run (a batch
+    /// of those only is passed over); moves the data position past it. The plan stays
+    /// the same (a function of seed and epoch), so `--resume` finds the same batches.
+    fn next_batch(&mut self) -> Result<Batch, TrainError> {
+        let loader = self
+            .loader
+            .as_mut()
+            .ok_or_else(|| TrainError::Config("the data loader is not running".into()))?;
+        let threshold = self.config.guard.quarantine_after;
+        loop {
+            let batch = loader.next_batch()?;
+            self.state.position = next_position(&batch);
+            self.batches_in_epoch = batch.batches_in_epoch;
+            let quarantine = &self.state.quarantine;
+            if let Some(batch) = batch.retain(|id| !quarantine.is_left_out(id, threshold)) {
+                return Ok(batch);
+            }
+        }
+    }
+
+    /// Fails when every training utterance is left out (nothing to train on), after
+    /// writing `quarantine.txt`.
+    fn check_training_data_left(&self) -> Result<(), TrainError> {
+        let threshold = self.config.guard.quarantine_after;
+        let index = self.train_source.index();
+        let quarantine = &self.state.quarantine;
+        if !self
+            .plan
+            .included
+            .iter()
+            .all(|&i| quarantine.is_left_out(&index[i].id, threshold))
+        {
+            return Ok(());
+        }
+        let path = self.out.join("quarantine.txt");
+        quarantine.write(&path, threshold).map_err(io_err(&path))?;
+        Err(TrainError::NoProgress(format!(
+            "every training utterance of {} was left out of the run after {threshold} bad losses each \
+             (labels that need more CTC frames than the audio gives, or non-finite losses): {}. \
+             Nothing is left to train on. Check them with asr-data validate (ctc_infeasible), fix or \
+             exclude them (asr-data pack --exclude {}), and start again",
+            self.data.origin,
+            abbreviate(&quarantine.left_out(threshold)),
+            path.display()
+        )))
+    }
+
+    /// One optimizer step: `grad_accum` micro-batches forward and backward, then the
+    /// guard's steps 4-9 and the step's records.
+    fn train_step(&mut self) -> Result<(), TrainError> {
+        let started = Instant::now();
+        let this_step = self.state.step + 1;
+        let mut acc = StepAccumulator::default();
+        for micro in 0..self.config.grad_accum {
+            let batch = self.next_batch()?;
+            acc.utterances += batch.len() as u64;
+            acc.audio_s += batch.audio_s;
+            self.micro_batch(&batch, micro, this_step, &mut acc)?;
+        }
+        let update = self.apply_update(this_step, &mut acc);
+        self.optimizer.zero_grad();
+        self.state.step = this_step;
+        self.record_step(started, acc, update)
+    }
+
+    /// Forward one micro-batch (seeded from the step) and its per-utterance CTC
+    /// losses.
+    fn forward(&self, batch: &Batch, micro: u32) -> Result<Forward, TrainError> {
+        let seed = step_seed(self.config.seed, self.state.step, micro);
+        tch::manual_seed(seed as i64);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EC_A0C);
+        let device = self.runtime.device;
+        let (input, labels) = batch_tensors(batch, device);
+        let label_lengths = label_lengths(batch);
+        let _autocast = Autocast::enter(device, self.runtime.precision);
+        let output = self
+            .model
+            .forward_padded(&input, &batch.lengths, true, Some(&mut rng))?;
+        let losses = ctc_losses(
+            &self.model,
+            &output.logits,
+            &output.output_lengths,
+            &labels,
+            &label_lengths,
+            self.runtime.loss.zero_infinity,
+        )?;
+        let values =
+            Vec::<f64>::try_from(&losses.detach().to_kind(Kind::Double).to_device(Device::Cpu))?;
+        let normalized = normalized_losses(&values, &label_lengths, self.runtime.loss.reduction);
+        let feasible = batch
+            .label_ids
+            .iter()
+            .zip(&output.output_lengths)
+            .map(|(labels, &frames)| ctc_min_frames(labels) <= frames.max(0) as u64)
+            .collect();
+        Ok(Forward {
+            logits: output.logits,
+            output_lengths: output.output_lengths,
+            labels,
+            label_lengths,
+            losses,
+            normalized,
+            feasible,
+        })
+    }
+
+    /// The loss to backward over the utterances `keep` (positions in the batch). When
+    /// some are masked out, the CTC loss is taken again over the logits of the others
+    /// only: the CTC gradient of an infinite loss is NaN even when multiplied by zero,
+    /// and the masked rows' logits must get an exact zero gradient.
+    fn kept_loss(&self, fwd: &Forward, keep: &[usize]) -> Result<tch::Tensor, TrainError> {
+        let reduction = self.runtime.loss.reduction;
+        if keep.len() == fwd.normalized.len() {
+            return Ok(reduce_losses(&fwd.losses, &fwd.label_lengths, reduction));
+        }
+        let device = self.runtime.device;
+        let _autocast = Autocast::enter(device, self.runtime.precision);
+        let rows: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
+        let rows = tch::Tensor::from_slice(&rows).to_device(fwd.logits.device());
+        let pick = |values: &[i64]| -> Vec<i64> { keep.iter().map(|&i| values[i]).collect() };
+        let label_lengths = pick(&fwd.label_lengths);
+        let losses = ctc_losses(
+            &self.model,
+            &fwd.logits.index_select(0, &rows),
+            &pick(&fwd.output_lengths),
+            &fwd.labels
+                .index_select(0, &rows.to_device(fwd.labels.device())),
+            &label_lengths,
+            self.runtime.loss.zero_infinity,
+        )?;
+        Ok(reduce_losses(&losses, &label_lengths, reduction))
+    }
+
+    /// One micro-batch: forward, the per-utterance loss check (step 2: bad losses are
+    /// masked out, named in events), backward over the rest.
+    fn micro_batch(
+        &mut self,
+        batch: &Batch,
+        micro: u32,
+        this_step: u64,
+        acc: &mut StepAccumulator,
+    ) -> Result<(), TrainError> {
+        let fwd = self.forward(batch, micro)?;
+        let check = self.guard.check_losses(&fwd.normalized, &fwd.feasible);
+        for LossEvent { event, culprits } in check.events {
+            acc.events.push(EventRecord {
+                step: this_step,
+                event,
+                ids: batch.ids.clone(),
+                culprits: culprits.iter().map(|&i| batch.ids[i].clone()).collect(),
+            });
+        }
+        if check.keep.is_empty() {
+            return Ok(());
+        }
+        let loss = self.kept_loss(&fwd, &check.keep)?;
+        let kept: Vec<f64> = check.keep.iter().map(|&i| fwd.normalized[i]).collect();
+        let batch_loss = match self.runtime.loss.reduction {
+            LossReduction::Sum => kept.iter().sum::<f64>(),
+            LossReduction::Mean => kept.iter().sum::<f64>() / kept.len() as f64,
+        };
+        drop(fwd);
+        let scale = self.scaler.as_ref().map_or(1.0, |s| s.scale);
+        let scaled = loss * (scale / f64::from(self.config.grad_accum));
+        scaled.backward();
+        if let Some(hook) = self.hooks.after_backward.as_mut() {
+            hook(this_step, &self.model);
+        }
+        acc.losses_sum += batch_loss;
+        acc.backward_batches += 1;
+        acc.ids
+            .extend(check.keep.iter().map(|&i| batch.ids[i].clone()));
+        Ok(())
+    }
+
+    /// Steps 4-9 after the micro-batches: unscale (fp16), non-finite gradients, the
+    /// norm check, clipping and the update.
+    fn apply_update(&mut self, this_step: u64, acc: &mut StepAccumulator) -> Update {
+        let mut update = Update::default();
+        if acc.backward_batches == 0 {
+            self.guard.end_skipped_step();
+            return update;
+        }
+        if let Some(s) = self.scaler.as_mut() {
+            self.optimizer.scale_grads(1.0 / s.scale);
+            let overflow = !self.optimizer.grad_norm().is_finite();
+            if !s.update(overflow) {
+                self.guard.end_skipped_step();
+                return update;
+            }
+        }
+        let mut norm = self.optimizer.grad_norm();
+        if !norm.is_finite() {
+            let count = self.optimizer.count_nonfinite_grads();
+            match self.guard.check_nonfinite_grads(count) {
+                NonFiniteDecision::Clean => {}
+                NonFiniteDecision::Zero(event) => {
+                    self.optimizer.zero_nonfinite_grads();
+                    norm = self.optimizer.grad_norm();
+                    acc.events.push(batch_event(this_step, event, &acc.ids));
+                }
+                NonFiniteDecision::Skip(event) => {
+                    acc.events.push(batch_event(this_step, event, &acc.ids));
+                    self.guard.end_skipped_step();
+                    update.grad_norm = Some(norm);
+                    return update;
+                }
+            }
+        }
+        update.grad_norm = Some(norm);
+        match self.guard.check_grad_norm(norm) {
+            NormDecision::Skip(event) => {
+                acc.events.push(batch_event(this_step, event, &acc.ids));
+            }
+            NormDecision::Update {
+                clip_coef,
+                lr_scale,
+                recovery,
+                ..
+            } => {
+                if clip_coef < 1.0 {
+                    self.optimizer.scale_grads(clip_coef);
+                    update.clipped = true;
+                }
+                update.lr = self.plan.schedule.lr(self.state.step) * lr_scale;
+                self.optimizer.step(update.lr);
+                update.updated = true;
+                if let Some(event) = recovery {
+                    acc.events.push(batch_event(this_step, event, &acc.ids));
+                }
+            }
+        }
+        update
+    }
+
+    /// The step's record and events in `metrics.jsonl`, the quarantine counts and the
+    /// progress display.
+    fn record_step(
+        &mut self,
+        started: Instant,
+        acc: StepAccumulator,
+        update: Update,
+    ) -> Result<(), TrainError> {
+        let elapsed = started.elapsed();
+        let waited = self
+            .loader
+            .as_mut()
+            .map_or(Duration::ZERO, Loader::take_wait);
+        self.throughput.step_time += elapsed;
+        self.throughput.wait += waited;
+        self.throughput.steps += 1;
+        self.throughput.audio_s += acc.audio_s;
+        self.state.train_audio_s += acc.audio_s;
+        let step = self.state.step;
+        let record = StepRecord {
+            step,
+            epoch: epoch_fraction(self.state.position, self.batches_in_epoch),
+            loss: (acc.backward_batches > 0)
+                .then(|| acc.losses_sum / f64::from(acc.backward_batches)),
+            lr: update.lr,
+            grad_norm: update.grad_norm,
+            updated: update.updated,
+            clipped: update.clipped,
+            lr_scale: self.guard.lr_scale(),
+            utterances: acc.utterances,
+            audio_s: acc.audio_s,
+            audio_s_per_s: acc.audio_s / elapsed.as_secs_f64().max(1e-9),
+            step_time_s: elapsed.as_secs_f64(),
+            data_wait_s: waited.as_secs_f64(),
+            loss_scale: self.scaler.as_ref().map(|s| s.scale),
+            events: acc
+                .events
+                .iter()
+                .map(|e| e.event.name().to_string())
+                .collect(),
+            elapsed_s: Some(self.clock.elapsed_s()),
+        };
+        self.metrics.write(&MetricsRecord::Step(record.clone()))?;
+        for event in &acc.events {
+            self.record_event(event)?;
+        }
+        self.progress.step(&record, self.plan.total_steps);
+        if acc.events.iter().any(|e| !e.culprits.is_empty()) {
+            self.check_training_data_left()?;
+        }
+        Ok(())
+    }
+
+    /// One event: `metrics.jsonl`, the quarantine counts, a log line, and one more when
+    /// a culprit is left out of the run from now on.
+    fn record_event(&mut self, event: &EventRecord) -> Result<(), TrainError> {
+        let threshold = self.config.guard.quarantine_after;
+        let was_out: Vec<bool> = event
+            .culprits
+            .iter()
+            .map(|id| self.state.quarantine.is_left_out(id, threshold))
+            .collect();
+        self.state.quarantine.record(event);
+        self.metrics.write(&MetricsRecord::Event(event.clone()))?;
+        let culprits = if event.culprits.is_empty() {
+            String::new()
+        } else {
+            format!(" culprits {}", abbreviate(&event.culprits))
+        };
+        self.progress.line(&format!(
+            "step {}: {} {}{culprits}",
+            event.step,
+            event.event.name(),
+            serde_json::to_string(&event.event).unwrap_or_default()
+        ));
+        for (id, was_out) in event.culprits.iter().zip(was_out) {
+            if !was_out && self.state.quarantine.is_left_out(id, threshold) {
+                self.progress.line(&format!(
+                    "step {}: {id} is left out of the rest of the run (its loss was bad {threshold} times; see quarantine.txt)",
+                    event.step
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Evaluation (best model, early stopping) and checkpoint when due after a step.
+    /// Returns whether early stopping ends the run.
+    fn evaluate_and_save(&mut self) -> Result<bool, TrainError> {
+        let step = self.state.step;
+        let mut stop_early = false;
+        let eval_due = self.config.eval_every > 0 && step % self.config.eval_every == 0;
+        if eval_due && self.eval_source.is_some() {
+            let record = self.evaluate()?;
+            if let Some(patience) = self.config.patience {
+                stop_early = !record.best && self.state.evals_without_improvement >= patience;
+            }
+        }
+        self.metrics.flush()?;
+        let save_every = self.plan.save_every;
+        if save_every > 0 && step % save_every == 0 {
+            self.save_checkpoint()?;
+        }
+        Ok(stop_early)
+    }
+
+    /// Decode the eval split, keep `best/` when the WER improved, record it.
+    fn evaluate(&mut self) -> Result<EvalRecord, TrainError> {
+        let Some(source) = self.eval_source.clone() else {
+            return Err(TrainError::Config("no eval split to evaluate".into()));
+        };
+        let output = eval::evaluate(
+            &self.model,
+            &self.data.vocab,
+            source,
+            self.config.eval_max_utterances,
+            self.plan.eval_batch_seconds,
+            self.runtime.precision,
+            self.runtime.loss,
+        )?;
+        let step = self.state.step;
+        self.last_eval = step;
+        let (wer, cer) = (output.rates.wer(), output.rates.cer());
+        let improved = self
+            .state
+            .best
+            .is_none_or(|b| wer < b.wer || (wer == b.wer && cer < b.cer));
+        if improved {
+            self.state.best = Some(BestEval { step, wer, cer });
+            self.state.evals_without_improvement = 0;
+            save_best(&self.model, &self.data.vocab, &self.best_dir())?;
+        } else {
+            self.state.evals_without_improvement += 1;
+        }
+        let record = EvalRecord {
+            step,
+            epoch: epoch_fraction(self.state.position, self.batches_in_epoch),
+            split: self.config.eval_split.clone(),
+            wer,
+            cer,
+            loss: output.loss,
+            utterances: output.rates.utterances,
+            blank_fraction: output.blank_fraction,
+            best: improved,
+            eval_time_s: output.seconds,
+            elapsed_s: Some(self.clock.elapsed_s()),
+        };
+        self.metrics.write(&MetricsRecord::Eval(record.clone()))?;
+        self.progress.line(&format!(
+            "eval step {step}: {} WER {wer:.4} CER {cer:.4} loss {} ({} utterances){}",
+            self.config.eval_split,
+            output.loss.map_or("-".to_string(), |l| format!("{l:.4}")),
+            output.rates.utterances,
+            if improved { ", best so far" } else { "" }
+        ));
+        self.watch_blank_collapse(output.blank_fraction)?;
+        Ok(record)
+    }
+
+    /// Warn (and record an event) when nearly all eval outputs are empty after warm-up.
+    fn watch_blank_collapse(&mut self, blank_fraction: f64) -> Result<(), TrainError> {
+        if self.state.step <= self.plan.warmup_steps
+            || blank_fraction < self.config.watchdog_blank_fraction
+        {
+            return Ok(());
+        }
+        let event = EventRecord {
+            step: self.state.step,
+            event: GuardEvent::BlankCollapse { blank_fraction },
+            ids: Vec::new(),
+            culprits: Vec::new(),
+        };
+        self.metrics.write(&MetricsRecord::Event(event))?;
+        self.progress.line(&format!(
+            "warning: {:.0}% of the eval outputs are empty after warm-up (blank collapse). Usual causes: \
+             a learning rate too high or too low for the model, a vocabulary that does not match the \
+             model's head (check the vocab.json used to pack), or utterances with more labels than \
+             frames (asr-data validate reports ctc_infeasible)",
+            100.0 * blank_fraction
+        ));
+        Ok(())
+    }
+
+    fn best_dir(&self) -> PathBuf {
+        self.out.join("best")
+    }
+
+    /// Write a checkpoint of the current state.
+    fn save_checkpoint(&mut self) -> Result<(), TrainError> {
+        let state = TrainState {
+            format_version: CHECKPOINT_FORMAT_VERSION,
+            step: self.state.step,
+            optimizer_steps: self.optimizer.steps(),
+            data_position: self.state.position,
+            guard: self.guard.state().clone(),
+            loss_scaler: self.scaler.clone(),
+            best: self.state.best,
+            evals_without_improvement: self.state.evals_without_improvement,
+            quarantine: self.state.quarantine.clone(),
+            train_audio_s: self.state.train_audio_s,
+            elapsed_s: self.clock.elapsed_s(),
+            seed: self.config.seed,
+        };
+        let tensors = self
+            .model
+            .params()
+            .entries()
+            .iter()
+            .map(|e| (e.name.clone(), e.tensor.shallow_clone()))
+            .collect();
+        checkpoint::save(
+            &self.out,
+            &state,
+            tensors,
+            self.optimizer.state_tensors(),
+            self.config.keep_checkpoints,
+        )?;
+        self.last_saved = self.state.step;
+        Ok(())
+    }
+
+    /// After the loop: the last evaluation and checkpoint, the best model on the final
+    /// splits, `quarantine.txt`, `final_results.json`, the curves and the summary.
+    fn finish(mut self, stop_reason: String) -> Result<RunSummary, TrainError> {
+        let step = self.state.step;
+        if self.eval_source.is_none() {
+            // Nothing to choose with: the final weights are the best.
+            save_best(&self.model, &self.data.vocab, &self.best_dir())?;
+        } else if self.last_eval != step || self.state.best.is_none() {
+            self.evaluate()?;
+        }
+        self.metrics.flush()?;
+        if self.last_saved != step {
+            self.save_checkpoint()?;
+        }
+        let updates = self.optimizer.steps();
+        // Free the optimizer moments before evaluating.
+        self.optimizer = AdamW::new(
+            adamw_config(self.config),
+            Vec::<(&str, &tch::Tensor)>::new(),
+        );
+        let splits = self.evaluate_final_splits()?;
+        let results = self.write_results(splits, &stop_reason)?;
+        let summary = RunSummary {
+            out: self.out.clone(),
+            steps: step,
+            stop_reason,
+            best: self.state.best,
+            audio_s_per_s: self.throughput.audio_s_per_s(),
+            data_wait_fraction: self.throughput.data_wait_fraction(),
+            steps_per_s: self.throughput.steps_per_s(),
+            left_out: self
+                .state
+                .quarantine
+                .left_out(self.config.guard.quarantine_after)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            results,
+        };
+        if !self.hooks.quiet {
+            eprintln!("{}", summary_table(&summary, self.run_started.elapsed()));
+        }
+        self.check_progress(updates)?;
+        Ok(summary)
+    }
+
+    /// Fails when the model was updated in fewer than half of the run's steps (none
+    /// included): such a run did not train, whatever its WER says. Skipped steps are
+    /// normal now and then (an explosion, fp16 overflow at the start); a majority is
+    /// not.
+    fn check_progress(&self, updates: u64) -> Result<(), TrainError> {
+        let steps = self.state.step;
+        if updates > 0 && updates * 2 >= steps {
+            return Ok(());
+        }
+        let c = self.guard.state().counts;
+        Err(TrainError::NoProgress(format!(
+            "the model was updated in {updates} of {steps} optimizer steps: the run did not train \
+             (outputs written to {out}). Skipped: {} non-finite and {} high utterance losses, \
+             {} steps with non-finite gradients, {} explosions, {} skipped updates (events with \
+             their utterance ids in {out}/metrics.jsonl). Usual causes: every utterance of a batch \
+             with labels longer than its audio allows (asr-data validate reports ctc_infeasible), \
+             a --max-loss or --grad-norm-limit below the model's normal values, or a learning rate \
+             or weight decay that makes the weights non-finite",
+            c.nonfinite_loss,
+            c.high_loss,
+            c.nonfinite_grads,
+            c.explosions,
+            c.skipped_updates,
+            out = self.out.display(),
+        )))
+    }
+
+    /// The best weights (or the last when none was saved) on every final split present,
+    /// with their predictions written.
+    fn evaluate_final_splits(&self) -> Result<BTreeMap<String, SplitResult>, TrainError> {
+        let best_dir = self.best_dir();
+        if best_dir.join("model.safetensors").is_file() {
+            let tensors = asr_model::read_weights(&best_dir.join("model.safetensors"))?;
+            checkpoint::restore_model(&self.model, &tensors, &best_dir)?;
+        }
+        let mut splits = BTreeMap::new();
+        for split in &self.data.select_all(&self.config.final_splits) {
+            let Some(source) = self.data.splits.get(split) else {
+                continue;
+            };
+            let output = eval::evaluate(
+                &self.model,
+                &self.data.vocab,
+                source.clone(),
+                None,
+                self.plan.eval_batch_seconds,
+                self.runtime.precision,
+                self.runtime.loss,
+            )?;
+            let path = self.out.join(format!("predictions_{split}.jsonl"));
+            eval::write_predictions(&path, &output.predictions).map_err(io_err(&path))?;
+            splits.insert(split.clone(), output.result());
+        }
+        Ok(splits)
+    }
+
+    /// `quarantine.txt`, `final_results.json` and `training_curves.png`.
+    fn write_results(
+        &self,
+        splits: BTreeMap<String, SplitResult>,
+        stop_reason: &str,
+    ) -> Result<FinalResults, TrainError> {
+        let threshold = self.config.guard.quarantine_after;
+        let quarantine = &self.state.quarantine;
+        let quarantine_path = self.out.join("quarantine.txt");
+        quarantine
+            .write(&quarantine_path, threshold)
+            .map_err(io_err(&quarantine_path))?;
+        let results = FinalResults {
+            splits,
+            model: self.best_dir().display().to_string(),
+            best_step: self.state.best.map(|b| b.step),
+            steps: Some(self.state.step),
+            stop_reason: Some(stop_reason.to_string()),
+            events: Some(self.guard.state().counts),
+            quarantined: Some(
+                quarantine
+                    .ids(threshold)
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            ),
+            train_audio_s_per_s: Some(self.throughput.audio_s_per_s()),
+            data_wait_fraction: Some(self.throughput.data_wait_fraction()),
+        };
+        let results_path = self.out.join("final_results.json");
+        eval::write_final_results(&results_path, &results).map_err(io_err(&results_path))?;
+        let records = read_metrics(&self.out.join("metrics.jsonl"))?;
+        if let Err(e) = draw_training_curves(&records, &self.out.join("training_curves.png")) {
+            self.log(&format!("warning: {e}"));
+        }
+        Ok(results)
+    }
+}
+
+impl Runtime {
+    /// Threads, device and precision from the configuration (the loss settings follow
+    /// once the model is built: [`Runtime::with_model`]).
+    fn new(config: &TrainConfig) -> Result<Runtime, TrainError> {
+        let threads = config
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        tch::set_num_threads(threads as i32);
+        let device = asr_model::device::select(
+            config
+                .device
+                .parse()
+                .map_err(|e: asr_model::DeviceError| TrainError::Config(e.to_string()))?,
+        )?;
+        Ok(Runtime {
+            device,
+            precision: resolve_precision(config.precision, device)?,
+            loss: LossSettings {
+                reduction: LossReduction::Mean,
+                zero_infinity: false,
+            },
+            threads,
+        })
+    }
+
+    /// The CTC loss settings: the configuration's, else the model's.
+    fn with_model(self, config: &TrainConfig, model: &CtcModel) -> Runtime {
+        let reduction =
+            config
+                .ctc_loss_reduction
+                .unwrap_or(match model.config().ctc_loss_reduction {
+                    asr_model::CtcLossReduction::Sum => LossReduction::Sum,
+                    asr_model::CtcLossReduction::Mean => LossReduction::Mean,
+                });
+        let zero_infinity = config
+            .ctc_zero_infinity
+            .unwrap_or(model.config().ctc_zero_infinity);
+        Runtime {
+            loss: LossSettings {
+                reduction,
+                zero_infinity,
+            },
+            ..self
+        }
+    }
+}
+
+fn adamw_config(config: &TrainConfig) -> AdamWConfig {
+    AdamWConfig {
+        beta1: config.adam_beta1,
+        beta2: config.adam_beta2,
+        eps: config.adam_eps,
+        weight_decay: config.weight_decay,
+    }
+}
+
+/// "a, b, c and 4 more": ids for a message.
+fn abbreviate<S: AsRef<str>>(ids: &[S]) -> String {
+    const SHOWN: usize = 5;
+    let mut text = ids
+        .iter()
+        .take(SHOWN)
+        .map(|s| s.as_ref())
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > SHOWN {
+        text.push_str(&format!(" and {} more", ids.len() - SHOWN));
+    }
+    text
+}
+
+fn label_lengths(batch: &Batch) -> Vec<i64> {
+    batch.label_ids.iter().map(|l| l.len() as i64).collect()
+}
+
+/// Refuse a folder that holds a run unless resuming, and one whose run cannot be
+/// resumed (outputs but no checkpoint: starting over would overwrite them); create
+/// it. Returns the checkpoints to resume from, newest first (none for a new run).
+fn open_run_folder(config: &TrainConfig) -> Result<Vec<PathBuf>, TrainError> {
+    let out = &config.out;
+    let checkpoints = checkpoint::list(out)?;
     if !config.resume && (!checkpoints.is_empty() || out.join("metrics.jsonl").exists()) {
         return Err(TrainError::Config(format!(
             "{} already holds a run; pass --resume to continue it, or choose another --out",
             out.display()
         )));
     }
-    std::fs::create_dir_all(&out).map_err(io_err(&out))?;
-    let resumed = if config.resume {
-        match checkpoints.last() {
-            Some((_, dir)) => Some(checkpoint::load(dir)?),
-            None => None,
-        }
-    } else {
-        None
-    };
-    let progress_quiet = hooks.quiet;
-    let log = |text: &str| {
-        if !progress_quiet {
-            eprintln!("{text}");
-        }
-    };
-
-    let device = asr_model::device::select(
-        config
-            .device
-            .parse()
-            .map_err(|e: asr_model::DeviceError| TrainError::Config(e.to_string()))?,
-    )?;
-    let precision = resolve_precision(config.precision, device)?;
-    let model = build_model(config, &data.vocab, &data.origin, device)?;
-    let reduction = config
-        .ctc_loss_reduction
-        .unwrap_or(match model.config().ctc_loss_reduction {
-            asr_model::CtcLossReduction::Sum => LossReduction::Sum,
-            asr_model::CtcLossReduction::Mean => LossReduction::Mean,
-        });
-    let zero_infinity = config
-        .ctc_zero_infinity
-        .unwrap_or(model.config().ctc_zero_infinity);
-    let loss_settings = LossSettings {
-        reduction,
-        zero_infinity,
-    };
-
-    // Which training utterances can be used.
-    let min_samples = model.config().min_num_samples().max(1) as u64;
-    let max_samples = config
-        .max_duration_s
-        .map(|s| (s * f64::from(crate::data::SAMPLE_RATE_HZ)) as u64);
-    let index = train_source.index();
-    let included = included_utterances(index, min_samples, max_samples);
-    let left_out = index.len() - included.len();
-    if left_out > 0 {
-        log(&format!(
-            "left out {left_out} of {} training utterances (shorter than one frame, or above max_duration_s)",
-            index.len()
-        ));
-    }
-    let batching = train_batching(config);
-    let lengths: Vec<u64> = included.iter().map(|&i| index[i].num_samples).collect();
-    let batches_per_epoch = plan_epoch(&lengths, &batching, 0).len();
-    if batches_per_epoch == 0 {
-        return Err(TrainError::Config(format!(
-            "no training batch: split {:?} of {} has {} usable utterances",
-            config.train_split,
-            data.origin,
-            included.len()
-        )));
-    }
-    let accum = u64::from(config.grad_accum);
-    let total_steps = config
-        .max_steps
-        .unwrap_or_else(|| (u64::from(config.epochs) * batches_per_epoch as u64).div_ceil(accum));
-    let warmup_steps = config
-        .warmup_steps
-        .unwrap_or((config.warmup_ratio * total_steps as f64).round() as u64);
-    let schedule = crate::schedule::LrSchedule {
-        peak_lr: config.lr,
-        warmup_steps,
-        total_steps,
-        decay: config.decay,
-        min_lr_ratio: config.min_lr_ratio,
-    };
-
-    let mut optimizer = AdamW::new(
-        AdamWConfig {
-            beta1: config.adam_beta1,
-            beta2: config.adam_beta2,
-            eps: config.adam_eps,
-            weight_decay: config.weight_decay,
-        },
-        model.trainable_parameters(),
-    );
-    let mut guard = ExplosionGuard::new(config.guard.clone());
-    let mut scaler = (precision == Precision::F16).then(LossScaler::default);
-    let mut step: u64 = 0;
-    let mut position = DataPosition::default();
-    let mut best: Option<BestEval> = None;
-    let mut evals_without_improvement = 0u32;
-    let mut quarantine = Quarantine::default();
-    let mut train_audio_s = 0.0;
-    let mut elapsed_before_s = 0.0;
-    if let Some(loaded) = &resumed {
-        let s = &loaded.state;
-        if s.seed != config.seed {
+    if config.resume && checkpoints.is_empty() {
+        let outputs: Vec<&str> = ["metrics.jsonl", "best", "final_results.json"]
+            .into_iter()
+            .filter(|name| out.join(name).exists())
+            .collect();
+        if !outputs.is_empty() {
             return Err(TrainError::Config(format!(
-                "{} was trained with seed {}, not {}: a resumed run must keep its seed",
-                loaded.dir.display(),
-                s.seed,
-                config.seed
+                "--resume: {} holds a run's outputs ({}) but no checkpoint to continue from \
+                 ({} is empty or missing), and starting over there would overwrite them; \
+                 choose another --out for a new run, or remove {} to start again there",
+                out.display(),
+                outputs.join(", "),
+                checkpoint::checkpoints_dir(out).display(),
+                out.display()
             )));
         }
-        checkpoint::restore_model(&model, &loaded.model, &loaded.dir)?;
-        optimizer
-            .load_state(&loaded.optimizer, s.optimizer_steps)
-            .map_err(|reason| checkpoint::CheckpointError::Invalid {
-                path: loaded.dir.clone(),
-                reason,
-            })?;
-        guard = ExplosionGuard::with_state(config.guard.clone(), s.guard.clone());
-        if scaler.is_some() {
-            scaler = Some(s.loss_scaler.clone().unwrap_or_default());
-        }
-        step = s.step;
-        position = s.data_position;
-        best = s.best;
-        evals_without_improvement = s.evals_without_improvement;
-        quarantine = s.quarantine.clone();
-        train_audio_s = s.train_audio_s;
-        elapsed_before_s = s.elapsed_s;
-        log(&format!(
-            "resuming from {} (step {step})",
-            loaded.dir.display()
-        ));
-    } else if config.resume {
-        log(&format!(
-            "no checkpoint in {}: starting a new run",
-            out.display()
-        ));
     }
-    drop(resumed);
+    std::fs::create_dir_all(out).map_err(io_err(out))?;
+    if !config.resume {
+        return Ok(Vec::new());
+    }
+    Ok(checkpoints.into_iter().rev().map(|(_, dir)| dir).collect())
+}
 
-    let config_path = out.join("config.json");
+/// What a checkpoint is restored into.
+struct Restorable<'m> {
+    model: &'m CtcModel,
+    optimizer: &'m mut AdamW,
+    guard: &'m mut ExplosionGuard,
+    scaler: &'m mut Option<LossScaler>,
+}
+
+/// Restore the newest checkpoint that reads back whole (`checkpoints` newest first):
+/// a damaged one (truncated or garbled files) is passed over with a warning naming
+/// it. Fails only when none is valid.
+fn resume_from(
+    checkpoints: &[PathBuf],
+    config: &TrainConfig,
+    parts: &mut Restorable,
+    log: &dyn Fn(&str),
+) -> Result<RunState, TrainError> {
+    let mut damaged = Vec::new();
+    for dir in checkpoints {
+        let restored = checkpoint::load(dir)
+            .map_err(TrainError::from)
+            .and_then(|loaded| restore(&loaded, config, parts));
+        match restored {
+            Ok(state) => {
+                log(&format!(
+                    "resuming from {} (step {})",
+                    dir.display(),
+                    state.step
+                ));
+                return Ok(state);
+            }
+            Err(TrainError::Checkpoint(e)) => {
+                log(&format!(
+                    "warning: checkpoint {} is damaged ({e}); trying the one before it",
+                    dir.display()
+                ));
+                damaged.push(e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(TrainError::Config(format!(
+        "--resume: no valid checkpoint in {}: {}; remove the damaged checkpoints to start \
+         again there (the run folder's other outputs would be overwritten), or choose another --out",
+        checkpoint::checkpoints_dir(&config.out).display(),
+        damaged.join("; ")
+    )))
+}
+
+/// Put a checkpoint's state into the model, optimizer, guard and scaler; the run's
+/// progress it records.
+fn restore(
+    loaded: &checkpoint::Loaded,
+    config: &TrainConfig,
+    parts: &mut Restorable,
+) -> Result<RunState, TrainError> {
+    let Restorable {
+        model,
+        optimizer,
+        guard,
+        scaler,
+    } = parts;
+    let s = &loaded.state;
+    if s.seed != config.seed {
+        return Err(TrainError::Config(format!(
+            "{} was trained with seed {}, not {}: a resumed run must keep its seed",
+            loaded.dir.display(),
+            s.seed,
+            config.seed
+        )));
+    }
+    checkpoint::restore_model(model, &loaded.model, &loaded.dir)?;
+    optimizer
+        .load_state(&loaded.optimizer, s.optimizer_steps)
+        .map_err(|reason| checkpoint::CheckpointError::Invalid {
+            path: loaded.dir.clone(),
+            reason,
+        })?;
+    **guard = ExplosionGuard::with_state(config.guard.clone(), s.guard.clone());
+    if scaler.is_some() {
+        **scaler = Some(s.loss_scaler.clone().unwrap_or_default());
+    }
+    Ok(RunState {
+        step: s.step,
+        position: s.data_position,
+        best: s.best,
+        evals_without_improvement: s.evals_without_improvement,
+        quarantine: s.quarantine.clone(),
+        train_audio_s: s.train_audio_s,
+        elapsed_before_s: s.elapsed_s,
+    })
+}
+
+/// Write the resolved `config.json` and open `metrics.jsonl` (keeping the records up
+/// to `step` on resume).
+fn open_outputs(config: &TrainConfig, step: u64) -> Result<MetricsWriter, TrainError> {
+    let config_path = config.out.join("config.json");
     std::fs::write(
         &config_path,
         serde_json::to_string_pretty(config).unwrap_or_default() + "\n",
     )
     .map_err(io_err(&config_path))?;
-    let metrics_path = out.join("metrics.jsonl");
-    let mut metrics = MetricsWriter::open(&metrics_path, (step > 0).then_some(step))?;
-
-    log(&format!(
-        "training {} ({} parameters, {} trainable) on {device:?} in {precision}, {} utterances in {batches_per_epoch} batches per epoch, {total_steps} steps ({warmup_steps} warm-up), {threads} threads",
-        config.model,
-        model.params().num_parameters(),
-        optimizer_param_count(&model),
-        included.len(),
-    ));
-
-    let save_every = config.save_every.unwrap_or(config.eval_every);
-    let mut loader = Loader::start(
-        train_source.clone(),
-        included.clone(),
-        batching,
-        position,
-        config.prefetch_batches,
-    );
-    let progress = Progress::new(total_steps, step, config.log_every, hooks.quiet);
-    let mut step_time_total = Duration::ZERO;
-    let mut wait_total = Duration::ZERO;
-    let mut steps_this_process = 0u64;
-    let mut audio_this_process = 0.0;
-    let mut last_saved = step;
-    let mut last_eval = step;
-    let mut batches_in_epoch = batches_per_epoch;
-
-    let best_dir = out.join("best");
-    let eval_batch_seconds = config
-        .eval_batch_seconds
-        .unwrap_or(2.0 * config.batch_seconds);
-
-    let clock = Clock {
-        started: Instant::now(),
-        before_s: elapsed_before_s,
-    };
-    let max_s = config.max_minutes.map(|m| m * 60.0);
-    let stop_reason: String = loop {
-        if step >= total_steps {
-            break "max_steps".into();
-        }
-        if max_s.is_some_and(|limit| clock.elapsed_s() >= limit) {
-            progress.line(&format!(
-                "time limit: {:.1} minutes of training",
-                clock.elapsed_s() / 60.0
-            ));
-            break "max_minutes".into();
-        }
-        if config.max_steps.is_none() && position.epoch >= u64::from(config.epochs) {
-            break "epochs".into();
-        }
-        let step_started = Instant::now();
-        let this_step = step + 1;
-        let mut events: Vec<EventRecord> = Vec::new();
-        let mut losses_sum = 0.0;
-        let mut backward_batches = 0u32;
-        let mut utterances = 0u64;
-        let mut audio_s = 0.0;
-        let mut step_ids: Vec<String> = Vec::new();
-        for micro in 0..config.grad_accum {
-            let batch = loader.next_batch()?;
-            position = next_position(&batch);
-            batches_in_epoch = batch.batches_in_epoch;
-            utterances += batch.len() as u64;
-            audio_s += batch.audio_s;
-            let seed = step_seed(config.seed, step, micro);
-            tch::manual_seed(seed as i64);
-            let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EC_A0C);
-            let (input, labels) = batch_tensors(&batch, device);
-            let label_lengths: Vec<i64> = batch.label_ids.iter().map(|l| l.len() as i64).collect();
-            let (loss, per_utterance, output_lengths) = {
-                let _autocast = Autocast::enter(device, precision);
-                let output = model.forward_padded(&input, &batch.lengths, true, Some(&mut rng))?;
-                let losses = ctc_losses(
-                    &model,
-                    &output.logits,
-                    &output.output_lengths,
-                    &labels,
-                    &label_lengths,
-                    zero_infinity,
-                )?;
-                let per_utterance = Vec::<f64>::try_from(
-                    &losses.detach().to_kind(Kind::Double).to_device(Device::Cpu),
-                )?;
-                (
-                    reduce_losses(&losses, &label_lengths, reduction),
-                    per_utterance,
-                    output.output_lengths,
-                )
-            };
-            let batch_loss = match reduction {
-                LossReduction::Sum => per_utterance.iter().sum::<f64>(),
-                LossReduction::Mean => {
-                    let n = normalized_losses(&per_utterance, &label_lengths, reduction);
-                    n.iter().sum::<f64>() / n.len().max(1) as f64
-                }
-            };
-            match guard.check_loss(batch_loss) {
-                LossDecision::Skip(event) => {
-                    let normalized = normalized_losses(&per_utterance, &label_lengths, reduction);
-                    let limit = config.guard.max_loss.unwrap_or(f64::INFINITY);
-                    let culprits: Vec<String> = batch
-                        .ids
-                        .iter()
-                        .zip(&normalized)
-                        .zip(batch.label_ids.iter().zip(&output_lengths))
-                        .filter(|((_, &l), (labels, &frames))| {
-                            !l.is_finite() || l > limit || ctc_min_frames(labels) > frames as u64
-                        })
-                        .map(|((id, _), _)| id.clone())
-                        .collect();
-                    events.push(EventRecord {
-                        step: this_step,
-                        event,
-                        ids: batch.ids.clone(),
-                        culprits,
-                    });
-                    continue;
-                }
-                LossDecision::Backward => {}
-            }
-            let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
-            let scaled = loss * (scale / accum as f64);
-            scaled.backward();
-            if let Some(hook) = hooks.after_backward.as_mut() {
-                hook(this_step, &model);
-            }
-            losses_sum += batch_loss;
-            backward_batches += 1;
-            step_ids.extend(batch.ids.iter().cloned());
-        }
-
-        // Steps 4-9.
-        let mut grad_norm = None;
-        let mut updated = false;
-        let mut clipped = false;
-        let mut lr_used = 0.0;
-        if backward_batches == 0 {
-            guard.end_skipped_step();
-        } else {
-            let mut proceed = true;
-            if let Some(s) = scaler.as_mut() {
-                optimizer.scale_grads(1.0 / s.scale);
-                let overflow = !optimizer.grad_norm().is_finite();
-                proceed = s.update(overflow);
-            }
-            if !proceed {
-                guard.end_skipped_step();
-            } else {
-                let mut norm = optimizer.grad_norm();
-                if !norm.is_finite() {
-                    let count = optimizer.count_nonfinite_grads();
-                    match guard.check_nonfinite_grads(count) {
-                        NonFiniteDecision::Clean => {}
-                        NonFiniteDecision::Zero(event) => {
-                            optimizer.zero_nonfinite_grads();
-                            norm = optimizer.grad_norm();
-                            events.push(batch_event(this_step, event, &step_ids));
-                        }
-                        NonFiniteDecision::Skip(event) => {
-                            events.push(batch_event(this_step, event, &step_ids));
-                            proceed = false;
-                        }
-                    }
-                }
-                if proceed {
-                    grad_norm = Some(norm);
-                    match guard.check_grad_norm(norm) {
-                        NormDecision::Skip(event) => {
-                            events.push(batch_event(this_step, event, &step_ids));
-                        }
-                        NormDecision::Update {
-                            clip_coef,
-                            lr_scale,
-                            recovery,
-                            ..
-                        } => {
-                            if clip_coef < 1.0 {
-                                optimizer.scale_grads(clip_coef);
-                                clipped = true;
-                            }
-                            lr_used = schedule.lr(step) * lr_scale;
-                            optimizer.step(lr_used);
-                            updated = true;
-                            if let Some(event) = recovery {
-                                events.push(batch_event(this_step, event, &step_ids));
-                            }
-                        }
-                    }
-                } else {
-                    guard.end_skipped_step();
-                    grad_norm = Some(norm);
-                }
-            }
-        }
-        optimizer.zero_grad();
-        step = this_step;
-
-        let elapsed = step_started.elapsed();
-        let waited = loader.take_wait();
-        step_time_total += elapsed;
-        wait_total += waited;
-        steps_this_process += 1;
-        audio_this_process += audio_s;
-        train_audio_s += audio_s;
-
-        let record = StepRecord {
-            step,
-            epoch: epoch_fraction(position, batches_in_epoch),
-            loss: (backward_batches > 0).then(|| losses_sum / f64::from(backward_batches)),
-            lr: lr_used,
-            grad_norm,
-            updated,
-            clipped,
-            lr_scale: guard.lr_scale(),
-            utterances,
-            audio_s,
-            audio_s_per_s: audio_s / elapsed.as_secs_f64().max(1e-9),
-            step_time_s: elapsed.as_secs_f64(),
-            data_wait_s: waited.as_secs_f64(),
-            loss_scale: scaler.as_ref().map(|s| s.scale),
-            events: events.iter().map(|e| e.event.name().to_string()).collect(),
-            elapsed_s: Some(clock.elapsed_s()),
-        };
-        metrics.write(&MetricsRecord::Step(record.clone()))?;
-        for event in &events {
-            quarantine.record(event);
-            metrics.write(&MetricsRecord::Event(event.clone()))?;
-            progress.line(&format!(
-                "step {step}: {} {}",
-                event.event.name(),
-                serde_json::to_string(&event.event).unwrap_or_default()
-            ));
-        }
-        progress.step(&record, total_steps);
-
-        // Evaluation, best model, early stopping.
-        let mut stop_early = false;
-        if config.eval_every > 0 && step % config.eval_every == 0 {
-            if let Some(source) = &eval_source {
-                let record = evaluate_during_training(
-                    &model,
-                    &data.vocab,
-                    source.clone(),
-                    config,
-                    eval_batch_seconds,
-                    precision,
-                    loss_settings,
-                    step,
-                    epoch_fraction(position, batches_in_epoch),
-                    &mut best,
-                    &mut evals_without_improvement,
-                    &best_dir,
-                    warmup_steps,
-                    &clock,
-                    &progress,
-                    &mut metrics,
-                )?;
-                last_eval = step;
-                if let Some(patience) = config.patience {
-                    if !record.best && evals_without_improvement >= patience {
-                        stop_early = true;
-                    }
-                }
-            }
-        }
-        metrics.flush()?;
-        if save_every > 0 && step % save_every == 0 {
-            save_checkpoint(
-                &out,
-                &model,
-                &optimizer,
-                &guard,
-                &scaler,
-                step,
-                position,
-                best,
-                evals_without_improvement,
-                &quarantine,
-                train_audio_s,
-                clock.elapsed_s(),
-                config,
-            )?;
-            last_saved = step;
-        }
-        if stop_early {
-            progress.line(&format!(
-                "early stopping: {evals_without_improvement} evaluations without a better WER"
-            ));
-            break "early_stopping".into();
-        }
-    };
-    progress.finish();
-    drop(loader);
-
-    // Final evaluation of the last weights when the loop did not just do it.
-    if let Some(source) = &eval_source {
-        if last_eval != step || best.is_none() {
-            evaluate_during_training(
-                &model,
-                &data.vocab,
-                source.clone(),
-                config,
-                eval_batch_seconds,
-                precision,
-                loss_settings,
-                step,
-                epoch_fraction(position, batches_in_epoch),
-                &mut best,
-                &mut evals_without_improvement,
-                &best_dir,
-                warmup_steps,
-                &clock,
-                &progress,
-                &mut metrics,
-            )?;
-        }
-    } else {
-        // Nothing to choose with: the final weights are the best.
-        save_best(&model, &data.vocab, &best_dir)?;
-    }
-    metrics.flush()?;
-    if last_saved != step {
-        save_checkpoint(
-            &out,
-            &model,
-            &optimizer,
-            &guard,
-            &scaler,
-            step,
-            position,
-            best,
-            evals_without_improvement,
-            &quarantine,
-            train_audio_s,
-            clock.elapsed_s(),
-            config,
-        )?;
-    }
-    drop(optimizer);
-
-    // Final evaluation of the best weights on every final split present.
-    let best_model = if best_dir.join("model.safetensors").is_file() {
-        let tensors = asr_model::read_weights(&best_dir.join("model.safetensors"))?;
-        checkpoint::restore_model(&model, &tensors, &best_dir)?;
-        &model
-    } else {
-        &model
-    };
-    let mut splits = BTreeMap::new();
-    for split in &data.select_all(&config.final_splits) {
-        let Some(source) = data.splits.get(split) else {
-            continue;
-        };
-        let output = eval::evaluate(
-            best_model,
-            &data.vocab,
-            source.clone(),
-            None,
-            eval_batch_seconds,
-            precision,
-            loss_settings,
-        )?;
-        let path = out.join(format!("predictions_{split}.jsonl"));
-        eval::write_predictions(&path, &output.predictions).map_err(io_err(&path))?;
-        splits.insert(split.clone(), output.result());
-    }
-
-    let threshold = config.guard.quarantine_after;
-    let quarantine_path = out.join("quarantine.txt");
-    quarantine
-        .write(&quarantine_path, threshold)
-        .map_err(io_err(&quarantine_path))?;
-    let step_secs = step_time_total.as_secs_f64();
-    let results = FinalResults {
-        splits,
-        model: best_dir.display().to_string(),
-        best_step: best.map(|b| b.step),
-        steps: Some(step),
-        stop_reason: Some(stop_reason.clone()),
-        events: Some(guard.state().counts),
-        quarantined: Some(
-            quarantine
-                .ids(threshold)
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-        ),
-        train_audio_s_per_s: Some(audio_this_process / step_secs.max(1e-9)),
-        data_wait_fraction: Some(wait_total.as_secs_f64() / step_secs.max(1e-9)),
-    };
-    let results_path = out.join("final_results.json");
-    eval::write_final_results(&results_path, &results).map_err(io_err(&results_path))?;
-    let records = read_metrics(&metrics_path)?;
-    if let Err(e) = draw_training_curves(&records, &out.join("training_curves.png")) {
-        log(&format!("warning: {e}"));
-    }
-    let summary = RunSummary {
-        out: out.clone(),
-        steps: step,
-        stop_reason,
-        best,
-        audio_s_per_s: audio_this_process / step_secs.max(1e-9),
-        data_wait_fraction: wait_total.as_secs_f64() / step_secs.max(1e-9),
-        steps_per_s: steps_this_process as f64 / step_secs.max(1e-9),
-        results,
-    };
-    if !hooks.quiet {
-        eprintln!("{}", summary_table(&summary, run_started.elapsed()));
-    }
-    Ok(summary)
+    let metrics_path = config.out.join("metrics.jsonl");
+    Ok(MetricsWriter::open(
+        &metrics_path,
+        (step > 0).then_some(step),
+    )?)
 }
 
 fn optimizer_param_count(model: &CtcModel) -> i64 {
@@ -1078,132 +1715,6 @@ fn save_best(model: &CtcModel, vocab: &Vocab, best_dir: &Path) -> Result<(), Tra
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn save_checkpoint(
-    out: &Path,
-    model: &CtcModel,
-    optimizer: &AdamW,
-    guard: &ExplosionGuard,
-    scaler: &Option<LossScaler>,
-    step: u64,
-    position: DataPosition,
-    best: Option<BestEval>,
-    evals_without_improvement: u32,
-    quarantine: &Quarantine,
-    train_audio_s: f64,
-    elapsed_s: f64,
-    config: &TrainConfig,
-) -> Result<(), TrainError> {
-    let state = TrainState {
-        format_version: CHECKPOINT_FORMAT_VERSION,
-        step,
-        optimizer_steps: optimizer.steps(),
-        data_position: position,
-        guard: guard.state().clone(),
-        loss_scaler: scaler.clone(),
-        best,
-        evals_without_improvement,
-        quarantine: quarantine.clone(),
-        train_audio_s,
-        elapsed_s,
-        seed: config.seed,
-    };
-    let tensors = model
-        .params()
-        .entries()
-        .iter()
-        .map(|e| (e.name.clone(), e.tensor.shallow_clone()))
-        .collect();
-    checkpoint::save(
-        out,
-        &state,
-        tensors,
-        optimizer.state_tensors(),
-        config.keep_checkpoints,
-    )?;
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-fn evaluate_during_training(
-    model: &CtcModel,
-    vocab: &Vocab,
-    source: Arc<dyn UtteranceSource>,
-    config: &TrainConfig,
-    eval_batch_seconds: f64,
-    precision: Precision,
-    loss: LossSettings,
-    step: u64,
-    epoch: f64,
-    best: &mut Option<BestEval>,
-    evals_without_improvement: &mut u32,
-    best_dir: &Path,
-    warmup_steps: u64,
-    clock: &Clock,
-    progress: &Progress,
-    metrics: &mut MetricsWriter,
-) -> Result<EvalRecord, TrainError> {
-    let output = eval::evaluate(
-        model,
-        vocab,
-        source,
-        config.eval_max_utterances,
-        eval_batch_seconds,
-        precision,
-        loss,
-    )?;
-    let wer = output.rates.wer();
-    let cer = output.rates.cer();
-    let improved = best.is_none_or(|b| wer < b.wer || (wer == b.wer && cer < b.cer));
-    if improved {
-        *best = Some(BestEval { step, wer, cer });
-        *evals_without_improvement = 0;
-        save_best(model, vocab, best_dir)?;
-    } else {
-        *evals_without_improvement += 1;
-    }
-    let record = EvalRecord {
-        step,
-        epoch,
-        split: config.eval_split.clone(),
-        wer,
-        cer,
-        loss: output.loss,
-        utterances: output.rates.utterances,
-        blank_fraction: output.blank_fraction,
-        best: improved,
-        eval_time_s: output.seconds,
-        elapsed_s: Some(clock.elapsed_s()),
-    };
-    metrics.write(&MetricsRecord::Eval(record.clone()))?;
-    progress.line(&format!(
-        "eval step {step}: {} WER {wer:.4} CER {cer:.4} loss {} ({} utterances){}",
-        config.eval_split,
-        output.loss.map_or("-".to_string(), |l| format!("{l:.4}")),
-        output.rates.utterances,
-        if improved { ", best so far" } else { "" }
-    ));
-    if step > warmup_steps && output.blank_fraction >= config.watchdog_blank_fraction {
-        let event = EventRecord {
-            step,
-            event: GuardEvent::BlankCollapse {
-                blank_fraction: output.blank_fraction,
-            },
-            ids: Vec::new(),
-            culprits: Vec::new(),
-        };
-        metrics.write(&MetricsRecord::Event(event))?;
-        progress.line(&format!(
-            "warning: {:.0}% of the eval outputs are empty after warm-up (blank collapse). Usual causes: \
-             a learning rate too high or too low for the model, a vocabulary that does not match the \
-             model's head (check the vocab.json used to pack), or utterances with more labels than \
-             frames (asr-data validate reports ctc_infeasible)",
-            100.0 * output.blank_fraction
-        ));
-    }
-    Ok(record)
-}
-
 /// The end-of-run table (printed to stderr).
 pub fn summary_table(summary: &RunSummary, wall: Duration) -> String {
     let mut s = String::new();
@@ -1228,6 +1739,13 @@ pub fn summary_table(summary: &RunSummary, wall: Duration) -> String {
             "events: {} non-finite losses, {} high losses, {} non-finite gradient steps ({} values), {} explosions, {} skipped updates, {} recoveries, {} clipped\n",
             c.nonfinite_loss, c.high_loss, c.nonfinite_grads, c.nonfinite_grad_values, c.explosions,
             c.skipped_updates, c.recoveries, c.clipped
+        ));
+    }
+    if !summary.left_out.is_empty() {
+        s.push_str(&format!(
+            "{} utterances left out of training after repeated bad losses: {}\n",
+            summary.left_out.len(),
+            abbreviate(&summary.left_out)
         ));
     }
     if let Some(q) = &summary.results.quarantined {

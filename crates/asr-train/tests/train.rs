@@ -193,8 +193,10 @@ fn tiny_model_overfits_six_utterances() {
     assert_eq!(predictions.lines().count(), 6);
 }
 
+/// An infeasible utterance among others: its loss is masked out (named culprit), the
+/// steps go on with the rest of its batch, and it ends in quarantine.txt.
 #[test]
-fn infeasible_utterance_is_skipped_recorded_and_quarantined() {
+fn infeasible_utterance_is_masked_recorded_and_quarantined() {
     let _serial = serial();
     let (mut utterances, vocab) = speech();
     // 0.3 s of audio (14 frames) with 40 labels: CTC cannot align it, the loss is inf.
@@ -227,9 +229,10 @@ fn infeasible_utterance_is_skipped_recorded_and_quarantined() {
         summary.results.quarantined.as_deref(),
         Some(&["too-many-labels".to_string()][..])
     );
-    // Training went on with finite losses and weights.
+    // Training went on with finite losses and weights, every step updated.
     let losses: Vec<f64> = steps(&records).iter().filter_map(|s| s.loss).collect();
-    assert!(losses.len() >= 20 && losses.iter().all(|l| l.is_finite()));
+    assert!(losses.len() == 30 && losses.iter().all(|l| l.is_finite()));
+    assert!(steps(&records).iter().all(|s| s.updated));
     assert!(summary.results.splits["train"]
         .loss
         .is_some_and(f64::is_finite));
@@ -410,6 +413,22 @@ fn resume_continues_exactly() {
     let mb = strip(&half.join("metrics.jsonl"));
     assert!(ma.len() >= 10);
     assert_eq!(ma, mb);
+}
+
+/// The weights of two runs' checkpoints at `step` are equal, tensor by tensor.
+fn assert_same_weights(a: &Path, b: &Path, step: u64) {
+    let read = |run: &Path| {
+        let path = run.join(format!("checkpoints/step-{step:08}/model.safetensors"));
+        let mut w = asr_model::read_weights(&path).unwrap();
+        w.sort_by(|x, y| x.0.cmp(&y.0));
+        w
+    };
+    let (wa, wb) = (read(a), read(b));
+    assert_eq!(wa.len(), wb.len());
+    for ((na, ta), (nb, tb)) in wa.iter().zip(&wb) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "{na} differs at step {step}");
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -822,4 +841,334 @@ fn write_wav(path: &Path, samples: &[i16], rate: u32) {
         bytes.extend_from_slice(&s.to_le_bytes());
     }
     std::fs::write(path, bytes).unwrap();
+}
+
+/// A training row whose labels need ~10x more CTC frames than its audio gives (0.3 s,
+/// 15 frames of the tiny model, for 40 labels): its CTC loss is infinite.
+fn poisoned_row(utterances: &[Utterance], vocab: &Vocab, id: &str) -> Utterance {
+    let long_text = "HELLO SUN ".repeat(4).trim().to_string();
+    Utterance {
+        id: id.into(),
+        audio: utterances[0].audio[..4_800].to_vec(),
+        labels: vocab.encode(&long_text, UnkPolicy::Error).unwrap(),
+        text: long_text,
+    }
+}
+
+/// The overfit recipe of `tiny_model_overfits_six_utterances` (regularization off,
+/// every training utterance in one batch), `steps` steps.
+fn one_batch_overfit_config(dir: &Path, out: &Path, vocab: &Vocab, steps: u64) -> TrainConfig {
+    let mut model_config = asr_model::Preset::Tiny.config(vocab.len() as i64);
+    model_config.mask_time_prob = 0.0;
+    model_config.hidden_dropout = 0.0;
+    model_config.activation_dropout = 0.0;
+    model_config.attention_dropout = 0.0;
+    model_config.final_dropout = 0.0;
+    let model_path = dir.join("config.json");
+    std::fs::write(&model_path, model_config.to_json_string()).unwrap();
+    let mut c = config(out, steps);
+    c.model = model_path.display().to_string();
+    c.lr = 1e-2;
+    c.warmup_steps = Some(20);
+    c.patience = None;
+    c.decay = asr_train::schedule::DecayKind::Cosine;
+    c.batch_seconds = 20.0; // the whole corpus in one batch
+    c.final_splits = vec!["dev".into()];
+    c
+}
+
+/// Issue 12, case 1: one poisoned row in a corpus of one batch. Its loss is masked out
+/// (named in the event), the step goes on with the other rows, and after
+/// `quarantine_after` (2) such steps the row is left out of the run: training
+/// converges to the WER of the same corpus without that row.
+#[test]
+fn one_poisoned_row_in_a_one_batch_corpus_is_masked_and_training_converges() {
+    let _serial = serial();
+    let (clean, vocab) = speech();
+    let mut poisoned = clean.clone();
+    poisoned.push(poisoned_row(&clean, &vocab, "102-2002-0003"));
+    let dir = tempfile::tempdir().unwrap();
+    let max_steps = 600;
+    let clean_out = dir.path().join("clean");
+    let c = one_batch_overfit_config(dir.path(), &clean_out, &vocab, max_steps);
+    let clean_run = run(
+        &c,
+        data(clean.clone(), clean.clone(), vocab.clone()),
+        quiet(),
+    )
+    .unwrap();
+    let out = dir.path().join("poisoned");
+    let c = one_batch_overfit_config(dir.path(), &out, &vocab, max_steps);
+    let poisoned_run = run(&c, data(poisoned, clean, vocab), quiet()).unwrap();
+
+    let records = read_metrics(&out.join("metrics.jsonl")).unwrap();
+    let step_records = steps(&records);
+    assert!(step_records.iter().all(|s| s.updated), "every step updated");
+    let masked = events(&records, "nonfinite_loss");
+    assert_eq!(masked.iter().map(|e| e.step).collect::<Vec<_>>(), [1, 2]);
+    for e in &masked {
+        assert_eq!(e.culprits, ["102-2002-0003"]);
+        assert_eq!(e.ids.len(), 7);
+    }
+    // The masked steps trained on the six others; from step 3 the row is left out.
+    assert!(step_records[..2].iter().all(|s| s.utterances == 7));
+    assert!(step_records[2..].iter().all(|s| s.utterances == 6));
+    assert_eq!(poisoned_run.left_out, ["102-2002-0003"]);
+    assert_eq!(
+        std::fs::read_to_string(out.join("quarantine.txt")).unwrap(),
+        "102-2002-0003\n"
+    );
+    // Same WER on the six clean utterances: from step 3 the runs train on the same
+    // batch; steps 1-2 differ only by float rounding (seven rows instead of six), which
+    // may flip at most one of the 12 words near a decision boundary.
+    let (a, b) = (
+        clean_run.results.splits["dev"].wer,
+        poisoned_run.results.splits["dev"].wer,
+    );
+    eprintln!("dev WER: clean {a:.4}, with the poisoned row {b:.4}");
+    assert!(a <= 0.1, "the clean run did not converge: WER {a}");
+    assert!(
+        (a - b).abs() <= 1.0 / 12.0 + 1e-9,
+        "WER {b} vs {a} without the row"
+    );
+}
+
+/// A run whose updates were all skipped did not train: it fails (exit 1) after
+/// writing its outputs, with a message saying why.
+#[test]
+fn a_run_whose_steps_were_all_skipped_fails() {
+    let _serial = serial();
+    let (utterances, vocab) = speech();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut c = config(&out, 4);
+    c.guard.nonfinite_grads = asr_train::guard::NonFiniteGrads::Skip;
+    let hooks = Hooks {
+        quiet: true,
+        after_backward: Some(Box::new(|_, model| {
+            let g = model.params().get("lm_head.bias").unwrap().grad();
+            tch::no_grad(|| {
+                let _ = g.narrow(0, 0, 1).fill_(f64::NAN);
+            });
+        })),
+    };
+    let result = run(&c, data(utterances.clone(), utterances, vocab), hooks);
+    let Err(TrainError::NoProgress(message)) = result else {
+        panic!("expected a no-progress error, got {result:?}");
+    };
+    assert!(message.contains("updated in 0 of 4"), "{message}");
+    assert!(message.contains("metrics.jsonl"), "{message}");
+    for name in ["final_results.json", "metrics.jsonl", "quarantine.txt"] {
+        assert!(out.join(name).is_file(), "{name} missing");
+    }
+}
+
+/// Every row poisoned: every batch is skipped, the rows are named and left out, and
+/// the run stops with an error naming them instead of training on nothing.
+#[test]
+fn a_corpus_of_poisoned_rows_fails_naming_them() {
+    let _serial = serial();
+    let (utterances, vocab) = speech();
+    let train: Vec<Utterance> = (0..3)
+        .map(|i| poisoned_row(&utterances, &vocab, &format!("bad-{i}")))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let c = config(&out, 10);
+    let result = run(&c, data(train, utterances, vocab), quiet());
+    let Err(TrainError::NoProgress(message)) = result else {
+        panic!("expected a no-progress error, got {result:?}");
+    };
+    assert!(
+        message.contains("bad-0") && message.contains("--exclude"),
+        "{message}"
+    );
+    let quarantine = std::fs::read_to_string(out.join("quarantine.txt")).unwrap();
+    assert_eq!(quarantine, "bad-0\nbad-1\nbad-2\n");
+    let records = read_metrics(&out.join("metrics.jsonl")).unwrap();
+    assert!(steps(&records).iter().all(|s| !s.updated));
+}
+
+/// `--resume` from a checkpoint taken after the row was left out keeps it out, and
+/// the run continues exactly as without the interruption.
+#[test]
+fn a_left_out_row_stays_out_after_resume() {
+    let _serial = serial();
+    let (clean, vocab) = speech();
+    let mut poisoned = clean.clone();
+    poisoned.push(poisoned_row(&clean, &vocab, "poison"));
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full");
+    let mut c = config(&full, 6);
+    c.batch_seconds = 20.0;
+    c.save_every = Some(2);
+    c.keep_checkpoints = 3;
+    c.final_splits = vec!["dev".into()];
+    let corpus = || data(poisoned.clone(), clean.clone(), vocab.clone());
+    run(&c, corpus(), quiet()).unwrap();
+    let half = dir.path().join("half");
+    copy_dir(
+        &full.join("checkpoints/step-00000002"),
+        &half.join("checkpoints/step-00000002"),
+    );
+    std::fs::copy(full.join("metrics.jsonl"), half.join("metrics.jsonl")).unwrap();
+    let c2 = TrainConfig {
+        out: half.clone(),
+        resume: true,
+        ..c.clone()
+    };
+    run(&c2, corpus(), quiet()).unwrap();
+    for run_dir in [&full, &half] {
+        let records = read_metrics(&run_dir.join("metrics.jsonl")).unwrap();
+        let masked = events(&records, "nonfinite_loss");
+        assert_eq!(masked.iter().map(|e| e.step).collect::<Vec<_>>(), [1, 2]);
+        assert!(steps(&records)[2..].iter().all(|s| s.utterances == 6));
+    }
+    assert_same_weights(&full, &half, 6);
+}
+
+/// An eval selector that selects nothing is an error naming the splits there are;
+/// `--eval-split none` turns evaluation off on purpose.
+#[test]
+fn an_eval_split_that_selects_nothing_is_an_error_unless_none() {
+    let _serial = serial();
+    let (utterances, vocab) = speech();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut c = config(&out, 1);
+    c.eval_split = "nonexistent".into();
+    let corpus = || data(utterances.clone(), utterances.clone(), vocab.clone());
+    let err = run(&c, corpus(), quiet()).unwrap_err().to_string();
+    assert!(
+        err.contains("\"nonexistent\"") && err.contains("dev, train") && err.contains("none"),
+        "{err}"
+    );
+    assert!(!out.join("metrics.jsonl").exists(), "nothing trained");
+    c.eval_split = "none".into();
+    let summary = run(&c, corpus(), quiet()).unwrap();
+    assert!(summary.best.is_none());
+    assert!(out.join("best/model.safetensors").is_file());
+    let records = read_metrics(&out.join("metrics.jsonl")).unwrap();
+    assert!(!records.iter().any(|r| matches!(r, MetricsRecord::Eval(_))));
+}
+
+/// `--resume` on a run folder whose checkpoints are gone would start over and
+/// overwrite the run's outputs: it is refused, and nothing is touched.
+#[test]
+fn resume_without_checkpoints_does_not_overwrite_a_finished_run() {
+    let _serial = serial();
+    let (utterances, vocab) = speech();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let c = config(&out, 2);
+    let corpus = || data(utterances.clone(), utterances.clone(), vocab.clone());
+    run(&c, corpus(), quiet()).unwrap();
+    std::fs::remove_dir_all(out.join("checkpoints")).unwrap();
+    let metrics = std::fs::read(out.join("metrics.jsonl")).unwrap();
+    let results = std::fs::read(out.join("final_results.json")).unwrap();
+    let resumed = TrainConfig {
+        resume: true,
+        ..c.clone()
+    };
+    let err = run(&resumed, corpus(), quiet()).unwrap_err().to_string();
+    assert!(
+        err.contains("no checkpoint")
+            && err.contains("metrics.jsonl")
+            && err.contains("best")
+            && err.contains("--out"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out.join("metrics.jsonl")).unwrap(), metrics);
+    assert_eq!(
+        std::fs::read(out.join("final_results.json")).unwrap(),
+        results
+    );
+    // An empty folder (or a new one) still starts a new run with --resume.
+    let fresh = TrainConfig {
+        out: dir.path().join("new"),
+        ..resumed
+    };
+    assert_eq!(run(&fresh, corpus(), quiet()).unwrap().steps, 2);
+}
+
+/// A damaged latest checkpoint (truncated weights) is passed over: `--resume` goes
+/// on from the one before and ends exactly where the uninterrupted run did; when
+/// every checkpoint is damaged, the error names them.
+#[test]
+fn resume_falls_back_from_a_damaged_checkpoint() {
+    let _serial = serial();
+    let (utterances, vocab) = speech();
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = || data(utterances.clone(), utterances.clone(), vocab.clone());
+    let full = dir.path().join("full");
+    let mut c = config(&full, 8);
+    c.save_every = Some(4);
+    c.keep_checkpoints = 2;
+    run(&c, corpus(), quiet()).unwrap();
+    let half = dir.path().join("half");
+    for step in ["step-00000004", "step-00000008"] {
+        let from = full.join("checkpoints").join(step);
+        copy_dir(&from, &half.join("checkpoints").join(step));
+    }
+    std::fs::copy(full.join("metrics.jsonl"), half.join("metrics.jsonl")).unwrap();
+    // The step-8 checkpoint damaged (a disk that filled up, a copy cut short): its
+    // weights cut in half.
+    let damaged = half.join("checkpoints/step-00000008");
+    let weights = damaged.join("model.safetensors");
+    let bytes = std::fs::read(&weights).unwrap();
+    std::fs::write(&weights, &bytes[..bytes.len() / 2]).unwrap();
+    let c2 = TrainConfig {
+        out: half.clone(),
+        resume: true,
+        ..c.clone()
+    };
+    run(&c2, corpus(), quiet()).unwrap();
+    assert_same_weights(&full, &half, 8);
+    // Every checkpoint damaged: an error naming them, nothing overwritten.
+    for step in [4, 8] {
+        let state = half.join(format!("checkpoints/step-{step:08}/state.json"));
+        std::fs::write(&state, "{\"step\": garbled").unwrap();
+    }
+    let metrics = std::fs::read(half.join("metrics.jsonl")).unwrap();
+    let err = run(&c2, corpus(), quiet()).unwrap_err().to_string();
+    assert!(
+        err.contains("no valid checkpoint")
+            && err.contains("step-00000004")
+            && err.contains("step-00000008"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(half.join("metrics.jsonl")).unwrap(), metrics);
+}
+
+/// A clip longer than a batch may hold stops the run before training, naming the
+/// clip and `--max-duration-s`; with that option it is left out and the run trains.
+#[test]
+fn a_clip_longer_than_a_batch_is_named_before_training() {
+    let _serial = serial();
+    let (mut utterances, vocab) = speech();
+    let long: Vec<f32> = utterances
+        .iter()
+        .flat_map(|u| u.audio.iter().copied())
+        .chain(utterances[0].audio.iter().copied())
+        .collect(); // 7 clips end to end, 7.3 s
+    let seconds = long.len() as f64 / 16_000.0;
+    utterances.push(Utterance {
+        id: "lecture-0001".into(),
+        audio: long,
+        labels: vocab.encode("ONE TWO", UnkPolicy::Error).unwrap(),
+        text: "ONE TWO".into(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut c = config(&out, 2);
+    let corpus = || data(utterances.clone(), utterances[..6].to_vec(), vocab.clone());
+    let err = run(&c, corpus(), quiet()).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("lecture-0001 ({seconds:.1} s)"))
+            && err.contains("--max-duration-s 4"),
+        "{err}"
+    );
+    assert!(!out.join("metrics.jsonl").exists());
+    c.max_duration_s = Some(4.0);
+    assert_eq!(run(&c, corpus(), quiet()).unwrap().steps, 2);
 }
