@@ -203,12 +203,18 @@ fn parts_then_merge_on_the_command_line() {
         r#"{"[PAD]": 0, "[UNK]": 1, "|": 2, "a": 3, "b": 4, "c": 5, "d": 6, "e": 7, "f": 8, "h": 9, "i": 10, "l": 11, "o": 12, "p": 13, "r": 14, "t": 15, "v": 16, "x": 17}"#,
     )
     .unwrap();
-    // With --vocab, and without: then every part builds the same vocabulary.
+    // With --vocab, and without: then every part builds the same vocabulary, although
+    // only one part has the row with q, u, z and j.
     let bare = tmp.path().join("shards-no-vocab");
-    for (out, vocab) in [(&out, Some(&vocab)), (&bare, None)] {
+    let rare = tmp.path().join("corpus/rare.jsonl");
+    let rows = fs::read_to_string(&manifest).unwrap()
+        + "{\"id\": \"rare\", \"audio_filepath\": \"audio/clip0000.wav\", \"text\": \"quiz jazz\"}\n";
+    fs::write(&rare, rows).unwrap();
+    for (out, vocab, rows) in [(&out, Some(&vocab), 40), (&bare, None, 41)] {
+        let input = if vocab.is_some() { &manifest } else { &rare };
         for k in 0..3 {
             let status = Command::new(BIN)
-                .args(pack_args(&manifest, out))
+                .args(pack_args(input, out))
                 .args(["--part", &format!("{k}/3")])
                 .args(vocab.map(|v| format!("--vocab={}", v.display())))
                 .output()
@@ -230,7 +236,7 @@ fn parts_then_merge_on_the_command_line() {
             String::from_utf8_lossy(&merge.stderr)
         );
         let text = String::from_utf8_lossy(&merge.stdout);
-        assert!(text.contains("40 rows"), "{text}");
+        assert!(text.contains(&format!("{rows} rows")), "{text}");
     }
     let bad = Command::new(BIN)
         .args([
@@ -399,7 +405,13 @@ fn threads_must_be_between_1_and_1024() {
     let manifest = make_corpus(tmp.path(), 2);
     for bad in ["0", "100000", "-3"] {
         let mut args = pack_args(&manifest, &tmp.path().join("out"));
-        args.push(format!("--threads={bad}"));
+        let j = args.iter().position(|a| a == "-j").unwrap();
+        args[j + 1] = bad.to_string();
+        args[j] = "--threads".to_string();
+        if bad.starts_with('-') {
+            args[j] = format!("--threads={bad}");
+            args.remove(j + 1);
+        }
         let run = run_with_deadline(&args);
         let stderr = text(&run.stderr);
         assert_eq!(run.status.code(), Some(2), "--threads {bad}: {stderr}");
