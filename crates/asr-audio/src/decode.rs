@@ -10,8 +10,7 @@
 //! and the matching symphonia reader is built directly, so no format guessing is repeated;
 //! the output buffer is sized from the header's frame count before decoding starts.
 
-use std::fs::File;
-use std::io::{Cursor, Seek, SeekFrom};
+use std::io::{Cursor, Read, Seek, SeekFrom};
 use std::path::Path;
 
 use symphonia::core::audio::conv::ConvertibleSample;
@@ -19,7 +18,7 @@ use symphonia::core::codecs::audio::AudioDecoderOptions;
 use symphonia::core::codecs::CodecParameters;
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
-use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
 
 use crate::probe::{self, AudioInfo, Codec, Container, ProbeError};
 
@@ -118,15 +117,26 @@ pub fn decode_probed_into(
     out: &mut DecodedAudio,
 ) -> Result<(), DecodeError> {
     check_decodable(info)?;
-    let mut file = File::open(path).map_err(ProbeError::from)?;
+    let (mut file, len) = probe::open_audio_file(path)?;
+    let mut patches = Vec::new();
     if info.container == Container::Mp3 {
         // Skip an ID3v2 tag: the MPEG reader expects frames from the start.
         let mut head = [0u8; 10];
-        let n = std::io::Read::read(&mut file, &mut head).map_err(ProbeError::from)?;
+        let n = file.read(&mut head).map_err(ProbeError::from)?;
         let skip = crate::probe::id3v2_skip(&head[..n]);
         file.seek(SeekFrom::Start(skip)).map_err(ProbeError::from)?;
+    } else if info.container == Container::Wav && !info.rf64 {
+        let mut head = vec![0u8; len.min(4096) as usize];
+        file.read_exact(&mut head).map_err(ProbeError::from)?;
+        patches = probe::stream_patches(Some(&mut file), &head, len)?;
+        file.seek(SeekFrom::Start(0)).map_err(ProbeError::from)?;
     }
-    let mss = MediaSourceStream::new(Box::new(file), MediaSourceStreamOptions::default());
+    let source: Box<dyn MediaSource> = if patches.is_empty() {
+        Box::new(file)
+    } else {
+        Box::new(Patched::new(file, patches, len))
+    };
+    let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
     decode_stream(
         mss,
         info,
@@ -209,10 +219,74 @@ fn memory_stream<'a>(bytes: &'a [u8], info: &AudioInfo) -> MediaSourceStream<'a>
     } else {
         0
     };
-    MediaSourceStream::new(
-        Box::new(Cursor::new(&bytes[skip..])),
-        MediaSourceStreamOptions::default(),
-    )
+    let cursor = Cursor::new(&bytes[skip..]);
+    let patches = if info.container == Container::Wav && !info.rf64 {
+        // An in-memory source cannot fail to read its own head.
+        probe::stream_patches(None, bytes, bytes.len() as u64).unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let source: Box<dyn MediaSource + 'a> = if patches.is_empty() {
+        Box::new(cursor)
+    } else {
+        Box::new(Patched::new(cursor, patches, bytes.len() as u64))
+    };
+    MediaSourceStream::new(source, MediaSourceStreamOptions::default())
+}
+
+/// A file or buffer read with a few header bytes replaced (see
+/// [`probe::stream_patches`]): lets symphonia decode a streamed WAV to its last sample
+/// without copying the file.
+struct Patched<R> {
+    inner: R,
+    patches: Vec<(u64, [u8; 4])>,
+    pos: u64,
+    len: u64,
+}
+
+impl<R: Read + Seek> Patched<R> {
+    fn new(inner: R, patches: Vec<(u64, [u8; 4])>, len: u64) -> Self {
+        Patched {
+            inner,
+            patches,
+            pos: 0,
+            len,
+        }
+    }
+}
+
+impl<R: Read> Read for Patched<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let (start, end) = (self.pos, self.pos + n as u64);
+        for (at, bytes) in &self.patches {
+            for (k, &b) in bytes.iter().enumerate() {
+                let offset = at + k as u64;
+                if (start..end).contains(&offset) {
+                    buf[(offset - start) as usize] = b;
+                }
+            }
+        }
+        self.pos = end;
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for Patched<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = self.inner.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
+impl<R: Read + Seek + Send + Sync> MediaSource for Patched<R> {
+    fn is_seekable(&self) -> bool {
+        true
+    }
+
+    fn byte_len(&self) -> Option<u64> {
+        Some(self.len)
+    }
 }
 
 fn decoded_seconds(samples: usize, channels: u16, rate: u32) -> f64 {

@@ -11,5 +11,7 @@ pub use decode::{
     decode_bytes_i16_into, decode_bytes_into, decode_file, decode_file_into, decode_probed_into,
     decodes_exactly_to_i16, downmix_to_mono_into, DecodeError, Decoded, DecodedAudio, DecodedPcm16,
 };
-pub use probe::{probe_bytes, probe_file, AudioInfo, Codec, Container, ProbeError};
+pub use probe::{
+    open_audio_file, probe_bytes, probe_file, AudioInfo, Codec, Container, ProbeError,
+};
 pub use signal::SignalStats;

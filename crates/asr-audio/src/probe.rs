@@ -20,7 +20,7 @@ mod wav;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -155,6 +155,16 @@ pub enum ProbeError {
         /// File length in bytes.
         len: u64,
     },
+    /// The path names a FIFO, a device, a socket or a folder: reading it could block
+    /// forever (a FIFO with no writer) or never end (a device), so it is not opened for
+    /// reading at all.
+    #[error("{} is a {kind}, not a regular file; a row must name an audio file", path.display())]
+    NotAFile {
+        /// The path as given.
+        path: PathBuf,
+        /// What it is instead: `FIFO (named pipe)`, `folder`, `device`, `socket`.
+        kind: &'static str,
+    },
     /// The first bytes match no supported container.
     #[error("not a FLAC, WAV, MP3 or OGG file (first bytes: {magic})")]
     UnknownFormat {
@@ -247,8 +257,7 @@ impl Source<'_> {
 /// Probes an audio file's headers. Reads a few KB (MP3 without a Xing/VBRI header: the
 /// frame headers through the file); decodes nothing.
 pub fn probe_file(path: &Path) -> Result<AudioInfo, ProbeError> {
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
+    let (mut file, len) = open_audio_file(path)?;
     let mut head = [0u8; HEAD_BYTES];
     let want = (len as usize).min(HEAD_BYTES);
     file.read_exact(&mut head[..want])?;
@@ -260,6 +269,53 @@ pub fn probe_file(path: &Path) -> Result<AudioInfo, ProbeError> {
     probe_source(&mut source)
 }
 
+/// Opens `path` for reading if it is a regular file (symlinks followed), and returns it
+/// with its length; anything else is [`ProbeError::NotAFile`], found without blocking:
+/// on Unix the file is opened non-blocking (so a FIFO with no writer does not hang the
+/// open) and checked with `fstat` on the open descriptor (so nothing can swap the path
+/// between the check and the read). Every read of an audio file in this crate goes
+/// through here; callers that read audio themselves should too.
+pub fn open_audio_file(path: &Path) -> Result<(File, u64), ProbeError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Ignored for regular files; makes opening a FIFO return at once.
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path)?;
+    let metadata = file.metadata()?;
+    if !metadata.is_file() {
+        return Err(ProbeError::NotAFile {
+            path: path.to_path_buf(),
+            kind: file_kind(&metadata.file_type()),
+        });
+    }
+    Ok((file, metadata.len()))
+}
+
+fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "FIFO (named pipe)";
+        }
+        if kind.is_block_device() || kind.is_char_device() {
+            return "device";
+        }
+        if kind.is_socket() {
+            return "socket";
+        }
+    }
+    if kind.is_dir() {
+        "folder"
+    } else {
+        "special file"
+    }
+}
+
 /// Probes an in-memory audio file (the whole file's bytes).
 pub fn probe_bytes(bytes: &[u8]) -> Result<AudioInfo, ProbeError> {
     let mut source = Source {
@@ -268,6 +324,22 @@ pub fn probe_bytes(bytes: &[u8]) -> Result<AudioInfo, ProbeError> {
         len: bytes.len() as u64,
     };
     probe_source(&mut source)
+}
+
+/// Header bytes to show the decoder instead of the file's: for a WAV written by a
+/// streaming writer (sizes 0 or 0xFFFFFFFF), the sizes of what the file holds (see
+/// `wav::streamed_size_patches`); empty for anything else. `file` is read from its start
+/// and left at an unspecified position; `None` when `head` is the whole file.
+pub(crate) fn stream_patches(
+    file: Option<&mut File>,
+    head: &[u8],
+    len: u64,
+) -> Result<Vec<(u64, [u8; 4])>, ProbeError> {
+    if head.len() < 12 || &head[..4] != b"RIFF" {
+        return Ok(Vec::new());
+    }
+    let mut source = Source { file, head, len };
+    wav::streamed_size_patches(&mut source)
 }
 
 fn probe_source(source: &mut Source<'_>) -> Result<AudioInfo, ProbeError> {

@@ -343,3 +343,71 @@ fn int16_decoding_matches_float_decoding_exactly_where_offered() {
         .iter()
         .all(|info| !asr_audio::decodes_exactly_to_i16(info)));
 }
+
+/// A WAV as `ffmpeg -i x -f wav -` writes it to a pipe: the RIFF and `data` sizes are
+/// 0xFFFFFFFF (or 0, from other streaming writers) because the writer could not seek back
+/// to fill them in. The probe takes the data to run to the end of the file, and the
+/// decoder returns every sample, the last partial packet included, from a file and from
+/// memory, to f32 and to int16.
+#[test]
+fn streamed_wav_with_unknown_sizes_decodes_to_its_last_sample() {
+    // 2.5 s at 16 kHz: not a whole number of the WAV reader's packets.
+    let frames = 40_001usize;
+    let pcm: Vec<i16> = (0..frames)
+        .map(|i| ((i * 37) % 20_000) as i16 - 10_000)
+        .collect();
+    let data: Vec<u8> = pcm.iter().flat_map(|s| s.to_le_bytes()).collect();
+    for (riff_size, data_size) in [(0xFFFF_FFFFu32, 0xFFFF_FFFFu32), (0, 0), (36, 0)] {
+        let mut bytes = wav(1, 1, 16_000, 16, &data, false, Some(data_size));
+        bytes[4..8].copy_from_slice(&riff_size.to_le_bytes());
+        let what = format!("RIFF size {riff_size:#x}, data size {data_size:#x}");
+        let info = probe_bytes(&bytes).unwrap();
+        assert_eq!(info.num_frames, Some(frames as u64), "{what}");
+        assert_eq!(info.header_problem, None, "{what}");
+        let (_dir, path) = write_temp(&bytes, "piped.wav");
+        assert_eq!(probe_file(&path).unwrap().num_frames, Some(frames as u64));
+        let decoded = decode_file(&path).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(decoded.num_frames(), frames, "{what}");
+        let want: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32_768.0).collect();
+        assert_eq!(decoded.samples, want, "{what}");
+        let mut int16 = asr_audio::DecodedPcm16::default();
+        asr_audio::decode_bytes_i16_into(&bytes, &info, &mut int16).unwrap();
+        assert_eq!(int16.samples, pcm, "{what}");
+        let mut float = asr_audio::DecodedAudio::default();
+        asr_audio::decode_bytes_into(&bytes, &info, &mut float).unwrap();
+        assert_eq!(float.samples, want, "{what}");
+    }
+}
+
+/// A path that names a FIFO (or a folder) is refused at once, naming it: opening a FIFO
+/// for reading would wait forever for a writer.
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_a_folder_is_not_opened_for_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("clip.wav");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = fifo.clone();
+    std::thread::spawn(move || {
+        let probe = probe_file(&path).map(|_| ()).map_err(|e| e.to_string());
+        let decode = decode_file(&path).map(|_| ()).map_err(|e| e.to_string());
+        let _ = tx.send((probe, decode));
+    });
+    let (probe, decode) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("probing a FIFO blocked");
+    for err in [probe.unwrap_err(), decode.unwrap_err()] {
+        assert!(err.contains("FIFO"), "{err}");
+        assert!(err.contains(&fifo.display().to_string()), "{err}");
+    }
+    let err = probe_file(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, asr_audio::ProbeError::NotAFile { kind: "folder", .. }),
+        "{err}"
+    );
+}

@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::out::{out, outln};
+
 /// Arguments of `asr-data inspect`.
 #[derive(Debug, clap::Args)]
 #[command(
@@ -24,9 +26,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let report = asr_shards::inspect(&args.shards, args.rows)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{report}");
+        out!("{report}")?;
     }
     Ok(if report.verify.ok() {
         ExitCode::SUCCESS

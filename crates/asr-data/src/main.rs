@@ -4,7 +4,8 @@
 //! clap `Args` and a `run(args) -> anyhow::Result<ExitCode>` that calls one library
 //! function, prints, and picks the exit code. Adding a subcommand is a module, a variant
 //! of [`Command`] and a match arm. Exit codes: 0 success, 1 the data has errors, 2 usage
-//! or I/O failure (clap's own usage errors exit 2 too).
+//! or I/O failure (clap's own usage errors exit 2 too). Standard output goes through
+//! [`out`], so a closed pipe (`| head`) ends the output quietly, not in a panic.
 
 use std::process::ExitCode;
 
@@ -12,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod inspect;
 mod merge;
+mod out;
 mod pack;
 mod validate;
 
@@ -43,6 +45,10 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Merge(args) => merge::run(args),
     };
+    let result = result.and_then(|code| {
+        out::flush()?;
+        Ok(code)
+    });
     match result {
         Ok(code) => code,
         Err(err) => {

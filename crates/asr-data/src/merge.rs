@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::out::outln;
+
 /// Arguments of `asr-data merge`.
 #[derive(Debug, clap::Args)]
 #[command(
@@ -17,20 +19,20 @@ pub struct Args {
 /// Runs `asr-data merge`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let manifest = asr_shards::merge_parts(&args.shards)?;
-    println!(
+    outln!(
         "merged into {}: {} rows, {:.2} h, {} skipped",
         args.shards.join(asr_shards::MANIFEST_FILE).display(),
         manifest.total_rows(),
         manifest.total_seconds() / 3600.0,
         manifest.skipped.total
-    );
+    )?;
     for name in manifest.splits() {
         let s = &manifest.splits[name];
-        println!(
+        outln!(
             "  {name:<10} {:>8} rows {:>4} shards",
             s.rows,
             s.shards.len()
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -13,12 +13,13 @@ use asr_shards::{AudioDtype, PartSpec};
 use asr_text::{UnkPolicy, Vocab};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::out::outln;
 use crate::validate::FormatArg;
 
 /// Arguments of `asr-data pack`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Output: SHARDS/<split>/shard-NNNNN.arrow (Arrow IPC streams, schemas/shard-format.md), SHARDS/skipped.jsonl, SHARDS/manifest.json (written last).\nRe-running with the same inputs resumes an interrupted pack and gives byte-identical files.\nExit status: 0 packed, 1 transcripts with characters outside the vocabulary under --unk error (nothing written), 2 usage or I/O failure."
+    after_help = "Output: SHARDS/<split>/shard-NNNNN.arrow (Arrow IPC streams, schemas/shard-format.md), SHARDS/skipped.jsonl, SHARDS/manifest.json (written last).\nRe-running with the same inputs resumes an interrupted pack and gives byte-identical files; shards whose rows' inputs (text, audio file size and times) changed are rewritten. A finished pack (manifest written) is not resumed: packing into it again needs --overwrite.\nExit status: 0 packed, 1 transcripts with characters outside the vocabulary under --unk error (nothing written), 2 usage or I/O failure."
 )]
 pub struct Args {
     /// Dataset: anything `asr-data validate` reads.
@@ -56,7 +57,9 @@ pub struct Args {
     /// Leave out clips longer than this many seconds (too_long).
     #[arg(long, value_name = "SECONDS")]
     pub max_duration: Option<f64>,
-    /// File of ids to leave out (one per line, first field; e.g. asr-train's quarantine.txt).
+    /// File of ids to leave out: one id per line (spaces inside an id are kept; text after
+    /// a tab is ignored; blank lines and # comments skipped), e.g. asr-train's
+    /// quarantine.txt. Ids that match no row are listed in a warning.
     #[arg(long, value_name = "FILE")]
     pub exclude: Option<PathBuf>,
     /// Shard size cap, e.g. 256MB, 1GiB, 500000 (bytes).
@@ -66,18 +69,24 @@ pub struct Args {
     #[arg(long, value_name = "DTYPE", default_value = "i16", value_parser = parse_dtype)]
     pub audio_dtype: AudioDtype,
     /// Pack only part K of N (K from 0), for Slurm arrays / Kubernetes indexed Jobs; then
-    /// `asr-data merge SHARDS`.
+    /// `asr-data merge SHARDS`. Without --vocab every part builds the same vocabulary, from
+    /// all parts' transcripts.
     #[arg(long, value_name = "K/N", value_parser = parse_part)]
     pub part: Option<PartSpec>,
-    /// Decoding threads [default: one per core].
-    #[arg(long, short = 'j', value_name = "N", default_value_t = 0)]
-    pub threads: usize,
+    /// Decoding threads, 1 to 1024 [default: one per core].
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=asr_pack::MAX_THREADS as i64))]
+    pub threads: Option<u16>,
     /// Utterances decoded ahead of the writer (bounds memory).
     #[arg(long, value_name = "N", default_value_t = asr_pack::DEFAULT_IN_FLIGHT)]
     pub in_flight: usize,
     /// Rewrite everything instead of resuming an interrupted pack.
     #[arg(long)]
     pub no_resume: bool,
+    /// Replace the finished pack in --out (without it, packing into a folder that holds a
+    /// finished pack is refused). Shards of rows whose inputs are unchanged are kept
+    /// unless --no-resume.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Print where the wall time went (planning, decoding and writing, finishing; the
     /// writer's busy and waiting time; the decoding threads' busy time), on stderr.
     #[arg(long)]
@@ -160,6 +169,43 @@ impl Progress for Bar {
     }
 }
 
+/// Warns (stderr) about `--exclude` ids that name no row of the corpus: a typo, or a list
+/// made for another dataset, would otherwise exclude nothing without a word.
+fn warn_unmatched_excludes(
+    path: &std::path::Path,
+    exclude: &std::collections::HashSet<String>,
+    corpus: &asr_corpus::Corpus,
+) {
+    let known: std::collections::HashSet<&str> =
+        corpus.utterances.iter().map(|u| u.id.as_str()).collect();
+    let mut unmatched: Vec<&str> = exclude
+        .iter()
+        .map(String::as_str)
+        .filter(|id| !known.contains(id))
+        .collect();
+    if unmatched.is_empty() {
+        return;
+    }
+    unmatched.sort_unstable();
+    let shown: Vec<String> = unmatched
+        .iter()
+        .take(10)
+        .map(|id| format!("{id:?}"))
+        .collect();
+    eprintln!(
+        "warning: {} of the {} ids in --exclude {} match no row of the dataset: {}{}",
+        unmatched.len(),
+        exclude.len(),
+        path.display(),
+        shown.join(", "),
+        if unmatched.len() > shown.len() {
+            ", ..."
+        } else {
+            ""
+        }
+    );
+}
+
 /// Runs `asr-data pack`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let read_options = ReadOptions {
@@ -172,10 +218,11 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     options.shard_size_bytes = args.shard_size;
     options.audio_dtype = args.audio_dtype;
     options.unk = args.unk;
-    options.threads = args.threads;
+    options.threads = args.threads.map_or(0, usize::from);
     options.in_flight = args.in_flight;
     options.part = args.part;
     options.resume = !args.no_resume;
+    options.overwrite = args.overwrite;
     if let Some(path) = &args.vocab {
         options.vocab = Some(
             Vocab::from_json_file(path)
@@ -193,6 +240,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.exclude {
         options.exclude = asr_pack::read_exclude_file(path)?;
+        warn_unmatched_excludes(path, &options.exclude, &corpus);
     }
     let bar = ProgressBar::new(0);
     if std::io::stderr().is_terminal() {
@@ -242,68 +290,76 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Err(e) => return Err(e.into()),
     };
     let m = &summary.manifest;
-    println!(
+    outln!(
         "packed {} rows, {:.2} h of 16 kHz {} audio, into {}",
         m.total_rows(),
         m.total_seconds() / 3600.0,
         m.audio_dtype.name(),
         args.out.display()
-    );
+    )?;
     let width = m.splits().iter().map(|name| name.len()).max().unwrap_or(0);
     for name in m.splits() {
         let s = &m.splits[name];
-        println!(
+        outln!(
             "  {name:<width$} {:>8} rows {:>9.3} h {:>4} shards {:>10.1} MB",
             s.rows,
             s.seconds / 3600.0,
             s.shards.len(),
             s.bytes as f64 / 1e6
-        );
+        )?;
     }
-    println!(
+    outln!(
         "vocabulary: {} tokens{}",
         m.vocab().map(|v| v.len()).unwrap_or(0),
         if args.vocab.is_some() {
             " (--vocab)"
+        } else if m.part.is_some() {
+            " (built from the data of all parts, the same in every part)"
         } else {
             " (built from the data)"
         }
-    );
+    )?;
     if summary.skipped.is_empty() {
-        println!("skipped: none");
+        outln!("skipped: none")?;
     } else {
         let counts: Vec<String> = summary
             .skipped_by_code()
             .iter()
             .map(|(code, n)| format!("{code} {n}"))
             .collect();
-        println!(
+        outln!(
             "skipped: {} rows ({}), listed in {}",
             summary.skipped.len(),
             counts.join(", "),
             args.out.join(&m.skipped.file).display()
-        );
+        )?;
     }
     if !summary.unknown_chars.is_empty() {
-        println!(
+        outln!(
             "characters outside the vocabulary ({}): {} rows, listed in unknown_chars.jsonl",
             args.unk,
             summary.unknown_chars.len()
-        );
+        )?;
     }
-    if summary.resumed_rows > 0 {
-        println!(
-            "resumed: {} rows kept from an interrupted run",
+    if summary.replaced_finished {
+        outln!(
+            "replaced the finished pack in {} (--overwrite); {} rows kept, their inputs unchanged",
+            args.out.display(),
             summary.resumed_rows
-        );
+        )?;
+    } else if summary.resumed_rows > 0 {
+        outln!(
+            "resumed: {} rows kept from an interrupted run (same inputs and options)",
+            summary.resumed_rows
+        )?;
     }
-    println!(
+    outln!(
         "decoded {} files, {:.1} audio-s in {:.1} s ({:.0}x real time)",
         summary.decoded_rows,
         summary.decoded_audio_s,
         summary.wall_s,
         summary.decoded_audio_s / summary.wall_s.max(1e-9)
-    );
+    )?;
     if args.timings {
         let t = &summary.timings;
         eprintln!(
@@ -319,10 +375,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     if let Some(part) = m.part {
-        println!(
+        outln!(
             "part {part}: join the parts with `asr-data merge {}`",
             args.out.display()
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 //! summary, optionally write the JSON report and a CTC vocabulary.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -11,6 +11,8 @@ use asr_corpus::{read_corpus, Format, ReadOptions};
 use asr_validate::{render, validate, RenderOptions, ValidateOptions};
 use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::out::{out, outln};
 
 /// Corpus layout on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -60,10 +62,12 @@ pub struct Args {
     /// Decode every file: silence, clipping, truncation, corrupt frames, duplicate audio.
     #[arg(long)]
     pub deep: bool,
-    /// Write the full report as JSON (schemas/validate-report.schema.json).
+    /// Write the full report as JSON (schemas/validate-report.schema.json). Refused when
+    /// FILE is one of the files read (the manifest, a transcript, an audio file).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Write the corpus's characters as a CTC vocab.json (HF Wav2Vec2CTCTokenizer format).
+    /// Refused, like --json, when FILE is one of the files read.
     #[arg(long, value_name = "FILE")]
     pub vocab_out: Option<PathBuf>,
     /// Clips shorter than this many seconds are `too_short`.
@@ -94,6 +98,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let corpus = read_corpus(&args.dataset, &read_opts)?;
     let read_s = start.elapsed().as_secs_f64();
+    check_outputs(&args, &corpus)?;
 
     let opts = ValidateOptions {
         deep: args.deep,
@@ -119,16 +124,16 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let write_s = start.elapsed().as_secs_f64();
 
     if args.quiet {
-        println!(
+        outln!(
             "{}: {} utterances, {} errors, {} warnings, {} info",
             report.dataset.path,
             report.stats.utterances,
             report.summary.errors,
             report.summary.warnings,
             report.summary.infos
-        );
+        )?;
     } else {
-        print!(
+        out!(
             "{}",
             render(
                 &report,
@@ -137,20 +142,20 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                     ..RenderOptions::default()
                 }
             )
-        );
+        )?;
     }
     if let Some(path) = &args.json {
-        println!("\nJSON report: {}", path.display());
+        outln!("\nJSON report: {}", path.display())?;
     }
     if let Some(path) = &args.vocab_out {
-        println!(
+        outln!(
             "Vocabulary: {} ({} tokens)",
             path.display(),
             report.ctc_vocab().len()
-        );
+        )?;
     }
     let code = if report.has_errors() { 1 } else { 0 };
-    println!(
+    outln!(
         "\nResult: {} -> exit {code}",
         if report.has_errors() {
             format!(
@@ -160,7 +165,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         } else {
             "no errors".to_owned()
         }
-    );
+    )?;
     if args.timings {
         let files = report.stats.utterances as f64;
         let work = read_s + timings.audio_s + timings.checks_s + timings.stats_s;
@@ -179,6 +184,77 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::from(code))
+}
+
+/// Refuses `--json` or `--vocab-out` paths that name a file this run reads (the dataset's
+/// manifest, a transcript file, an audio file) or each other: writing the report there
+/// would destroy an input. Checked before validating, so nothing is written.
+fn check_outputs(args: &Args, corpus: &asr_corpus::Corpus) -> anyhow::Result<()> {
+    let outputs = [("--json", &args.json), ("--vocab-out", &args.vocab_out)];
+    for (option, path) in outputs {
+        let Some(path) = path else { continue };
+        if let Some(input) = input_at(path, &args.dataset, corpus) {
+            anyhow::bail!(
+                "{option} {}: that is {}, an input of this run, and writing there would destroy it; choose another path",
+                path.display(),
+                input.display()
+            );
+        }
+    }
+    if let (Some(json), Some(vocab)) = (&args.json, &args.vocab_out) {
+        if json == vocab || same_file(json, vocab) {
+            anyhow::bail!(
+                "--json and --vocab-out both name {}: give them different paths",
+                json.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The input file `path` is (the same file, whatever the spelling or links), if any.
+fn input_at<'a>(
+    path: &Path,
+    dataset: &'a Path,
+    corpus: &'a asr_corpus::Corpus,
+) -> Option<&'a Path> {
+    if !path.exists() {
+        return None; // a new file is not an input
+    }
+    if same_file(path, dataset) {
+        return Some(dataset);
+    }
+    if let Some(read) = corpus.files_read.iter().find(|f| same_file(path, f)) {
+        return Some(read);
+    }
+    // Audio files: only those with the same name are compared (a stat each).
+    let name = path.file_name()?;
+    corpus
+        .utterances
+        .iter()
+        .map(|u| u.audio_path.as_path())
+        .filter(|audio| audio.file_name() == Some(name))
+        .find(|audio| same_file(path, audio))
+}
+
+/// True when `a` and `b` are the same existing file (device and inode on Unix; the
+/// canonical paths elsewhere).
+fn same_file(a: &Path, b: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => false,
+        }
+    }
 }
 
 /// A progress bar on stderr when it is a terminal; hidden otherwise (pipes, CI, files).

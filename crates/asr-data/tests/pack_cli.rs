@@ -1,16 +1,23 @@
 //! `asr-data pack` as a user runs it: killed with SIGKILL mid-way and run again, it ends
-//! with exactly the files of an uninterrupted run; `inspect` and `merge` wiring.
+//! with exactly the files of an uninterrupted run; a finished pack is not resumed; parts
+//! merge; hostile input (a FIFO, a piped WAV, absurd --threads, a closed stdout) gets an
+//! answer, not a hang or a panic; `inspect` and `merge` wiring.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_asr-data");
 
 /// Writes a 16-bit mono WAV.
 fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
+    fs::write(path, wav_bytes(rate, samples)).unwrap();
+}
+
+/// A 16-bit mono WAV's bytes.
+fn wav_bytes(rate: u32, samples: &[i16]) -> Vec<u8> {
     let data_len = (samples.len() * 2) as u32;
     let mut bytes = Vec::with_capacity(44 + samples.len() * 2);
     bytes.extend_from_slice(b"RIFF");
@@ -28,7 +35,7 @@ fn write_wav(path: &Path, rate: u32, samples: &[i16]) {
     for s in samples {
         bytes.extend_from_slice(&s.to_le_bytes());
     }
-    fs::write(path, bytes).unwrap();
+    bytes
 }
 
 /// A JSON-lines corpus of `count` tone clips at 44.1 kHz (resampling work for pack).
@@ -196,35 +203,41 @@ fn parts_then_merge_on_the_command_line() {
         r#"{"[PAD]": 0, "[UNK]": 1, "|": 2, "a": 3, "b": 4, "c": 5, "d": 6, "e": 7, "f": 8, "h": 9, "i": 10, "l": 11, "o": 12, "p": 13, "r": 14, "t": 15, "v": 16, "x": 17}"#,
     )
     .unwrap();
-    for k in 0..2 {
-        let status = Command::new(BIN)
-            .args(pack_args(&manifest, &out))
-            .args([
-                "--part",
-                &format!("{k}/2"),
-                "--vocab",
-                &vocab.display().to_string(),
-            ])
+    // With --vocab, and without: then every part builds the same vocabulary, although
+    // only one part has the row with q, u, z and j.
+    let bare = tmp.path().join("shards-no-vocab");
+    let rare = tmp.path().join("corpus/rare.jsonl");
+    let rows = fs::read_to_string(&manifest).unwrap()
+        + "{\"id\": \"rare\", \"audio_filepath\": \"audio/clip0000.wav\", \"text\": \"quiz jazz\"}\n";
+    fs::write(&rare, rows).unwrap();
+    for (out, vocab, rows) in [(&out, Some(&vocab), 40), (&bare, None, 41)] {
+        let input = if vocab.is_some() { &manifest } else { &rare };
+        for k in 0..3 {
+            let status = Command::new(BIN)
+                .args(pack_args(input, out))
+                .args(["--part", &format!("{k}/3")])
+                .args(vocab.map(|v| format!("--vocab={}", v.display())))
+                .output()
+                .unwrap();
+            assert!(
+                status.status.success(),
+                "{}",
+                String::from_utf8_lossy(&status.stderr)
+            );
+        }
+        assert!(out.join("manifest-000-of-003.json").exists());
+        let merge = Command::new(BIN)
+            .args(["merge", &out.display().to_string()])
             .output()
             .unwrap();
         assert!(
-            status.status.success(),
+            merge.status.success(),
             "{}",
-            String::from_utf8_lossy(&status.stderr)
+            String::from_utf8_lossy(&merge.stderr)
         );
+        let text = String::from_utf8_lossy(&merge.stdout);
+        assert!(text.contains(&format!("{rows} rows")), "{text}");
     }
-    assert!(out.join("manifest-000-of-002.json").exists());
-    let merge = Command::new(BIN)
-        .args(["merge", &out.display().to_string()])
-        .output()
-        .unwrap();
-    assert!(
-        merge.status.success(),
-        "{}",
-        String::from_utf8_lossy(&merge.stderr)
-    );
-    let text = String::from_utf8_lossy(&merge.stdout);
-    assert!(text.contains("40 rows"), "{text}");
     let bad = Command::new(BIN)
         .args([
             "pack",
@@ -237,4 +250,232 @@ fn parts_then_merge_on_the_command_line() {
         .output()
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Runs asr-data, failing the test if it has not finished within 60 s (a hang).
+fn run_with_deadline(args: &[String]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("asr-data {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn strings(args: &[&str]) -> Vec<String> {
+    args.iter().map(|a| a.to_string()).collect()
+}
+
+#[test]
+fn a_finished_pack_is_refused_not_resumed_and_overwrite_replaces_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = make_corpus(&tmp.path().join("corpus"), 12);
+    let out = tmp.path().join("shards");
+    let first = run_with_deadline(&pack_args(&manifest, &out));
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    let files = all_files(&out);
+
+    let again = run_with_deadline(&pack_args(&manifest, &out));
+    let (stdout, stderr) = (text(&again.stdout), text(&again.stderr));
+    assert_eq!(again.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(!stdout.contains("resumed"), "{stdout}");
+    assert!(
+        stderr.contains("finished pack") && stderr.contains("--overwrite"),
+        "{stderr}"
+    );
+    assert_eq!(all_files(&out), files, "a refused run changed files");
+
+    // An edited transcript, then --overwrite: the new text is packed.
+    let edited = fs::read_to_string(&manifest)
+        .unwrap()
+        .replacen("alpha alpha", "echo echo", 1);
+    fs::write(&manifest, edited).unwrap();
+    let mut args = pack_args(&manifest, &out);
+    args.push("--overwrite".into());
+    let replaced = run_with_deadline(&args);
+    let stdout = text(&replaced.stdout);
+    assert!(replaced.status.success(), "{}", text(&replaced.stderr));
+    assert!(!stdout.contains("resumed"), "{stdout}");
+    assert!(stdout.contains("replaced the finished pack"), "{stdout}");
+    let inspect = run_with_deadline(&strings(&[
+        "inspect",
+        &out.display().to_string(),
+        "--rows",
+        "100",
+    ]));
+    let shown = text(&inspect.stdout);
+    assert!(shown.contains("echo echo"), "{shown}");
+    assert!(!shown.contains("alpha alpha"), "{shown}");
+}
+
+/// A WAV as `ffmpeg -i x -f wav -` writes it: RIFF and data sizes 0xFFFFFFFF. Validate and
+/// pack both take it whole (2.5 s at 44.1 kHz).
+#[test]
+fn a_piped_wav_with_unknown_sizes_is_packed_whole() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rate = 44_100;
+    let frames = rate as usize * 5 / 2 + 7;
+    let samples: Vec<i16> = (0..frames).map(|k| ((k * 31) % 16_000) as i16).collect();
+    let mut bytes = wav_bytes(rate, &samples);
+    bytes[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
+    bytes[40..44].copy_from_slice(&u32::MAX.to_le_bytes());
+    fs::write(tmp.path().join("piped.wav"), bytes).unwrap();
+    let manifest = tmp.path().join("m.jsonl");
+    fs::write(
+        &manifest,
+        "{\"audio_filepath\": \"piped.wav\", \"text\": \"a piped clip\"}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("shards");
+    let pack = run_with_deadline(&strings(&[
+        "pack",
+        &manifest.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]));
+    let stdout = text(&pack.stdout);
+    assert!(pack.status.success(), "{stdout}{}", text(&pack.stderr));
+    assert!(stdout.contains("packed 1 rows"), "{stdout}");
+    assert!(stdout.contains("skipped: none"), "{stdout}");
+    let packed = fs::read_to_string(out.join("manifest.json")).unwrap();
+    let manifest_json: serde_json::Value = serde_json::from_str(&packed).unwrap();
+    let seconds = manifest_json["splits"]["train"]["seconds"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (seconds - frames as f64 / f64::from(rate)).abs() < 1e-3,
+        "{seconds}"
+    );
+}
+
+/// A manifest row naming a FIFO: validate and pack finish, name it, and leave it out
+/// (opening a FIFO for reading would wait forever for a writer).
+#[cfg(unix)]
+#[test]
+fn a_fifo_named_by_a_manifest_is_skipped_not_waited_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = make_corpus(tmp.path(), 3);
+    let fifo = tmp.path().join("audio/fifo.wav");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut rows = fs::read_to_string(&manifest).unwrap();
+    rows.push_str("{\"audio_filepath\": \"audio/fifo.wav\", \"text\": \"a pipe\"}\n");
+    fs::write(&manifest, rows).unwrap();
+
+    let validate = run_with_deadline(&strings(&["validate", &manifest.display().to_string()]));
+    let stdout = text(&validate.stdout);
+    assert_eq!(validate.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FIFO"), "{stdout}");
+    let out = tmp.path().join("shards");
+    let pack = run_with_deadline(&strings(&[
+        "pack",
+        &manifest.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+    ]));
+    assert!(pack.status.success(), "{}", text(&pack.stderr));
+    assert!(text(&pack.stdout).contains("packed 3 rows"));
+    let skipped = fs::read_to_string(out.join("skipped.jsonl")).unwrap();
+    assert!(
+        skipped.contains("audio/fifo") && skipped.contains("FIFO"),
+        "{skipped}"
+    );
+}
+
+#[test]
+fn threads_must_be_between_1_and_1024() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = make_corpus(tmp.path(), 2);
+    for bad in ["0", "100000", "-3"] {
+        let mut args = pack_args(&manifest, &tmp.path().join("out"));
+        let j = args.iter().position(|a| a == "-j").unwrap();
+        args[j + 1] = bad.to_string();
+        args[j] = "--threads".to_string();
+        if bad.starts_with('-') {
+            args[j] = format!("--threads={bad}");
+            args.remove(j + 1);
+        }
+        let run = run_with_deadline(&args);
+        let stderr = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "--threads {bad}: {stderr}");
+        assert!(stderr.contains("--threads"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// `asr-data inspect SHARDS | head -1`: the reader goes away; inspect stops printing
+/// quietly and keeps its exit status (0: the shards verify), as Unix tools do.
+#[cfg(unix)]
+#[test]
+fn inspect_into_a_closed_pipe_exits_quietly() {
+    use std::os::fd::FromRawFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = make_corpus(&tmp.path().join("corpus"), 12);
+    let out = tmp.path().join("shards");
+    assert!(run_with_deadline(&pack_args(&manifest, &out))
+        .status
+        .success());
+    for extra in [&[][..], &["--json"][..]] {
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        unsafe { libc::close(fds[0]) }; // the reader is gone before anything is written
+        let writer = unsafe { std::fs::File::from_raw_fd(fds[1]) };
+        let run = Command::new(BIN)
+            .args(["inspect", &out.display().to_string()])
+            .args(extra)
+            .stdout(writer)
+            .output()
+            .unwrap();
+        let stderr = text(&run.stderr);
+        assert_eq!(run.status.code(), Some(0), "{extra:?}: {stderr}");
+        assert!(stderr.is_empty(), "{extra:?}: {stderr}");
+    }
+}
+
+/// `--exclude`: one id per line (spaces inside kept); ids matching no row are named.
+#[test]
+fn exclude_takes_whole_lines_and_names_ids_that_match_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let manifest = make_corpus(tmp.path(), 3);
+    let rows = fs::read_to_string(&manifest).unwrap().replace(
+        "\"audio_filepath\": \"audio/clip0001.wav\"",
+        "\"id\": \"clip one\", \"audio_filepath\": \"audio/clip0001.wav\"",
+    );
+    fs::write(&manifest, rows).unwrap();
+    let list = tmp.path().join("exclude.txt");
+    fs::write(&list, "clip one\nno such clip\n").unwrap();
+    let out = tmp.path().join("shards");
+    let run = run_with_deadline(&strings(&[
+        "pack",
+        &manifest.display().to_string(),
+        "--out",
+        &out.display().to_string(),
+        "--exclude",
+        &list.display().to_string(),
+    ]));
+    let (stdout, stderr) = (text(&run.stdout), text(&run.stderr));
+    assert!(run.status.success(), "{stderr}");
+    assert!(stdout.contains("packed 2 rows"), "{stdout}");
+    assert!(stdout.contains("excluded 1"), "{stdout}");
+    assert!(
+        stderr.contains("1 of the 2 ids") && stderr.contains("\"no such clip\""),
+        "{stderr}"
+    );
 }

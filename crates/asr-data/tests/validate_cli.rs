@@ -210,3 +210,66 @@ fn format_flag_and_columns() {
         text(&deep.stderr)
     );
 }
+
+/// `--json` or `--vocab-out` naming an input (the manifest, a transcript file, an audio
+/// file, even by another spelling) is refused before anything is written; the input is
+/// left as it was.
+#[test]
+fn outputs_that_name_an_input_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = clean_manifest(dir.path());
+    let librispeech = dir.path().join("LibriSpeech");
+    let chapter = librispeech.join("dev-clean/1003");
+    std::fs::create_dir_all(&chapter).unwrap();
+    let source = repo().join("fixtures/librispeech/LibriSpeech/dev-clean/1003");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let from = entry.unwrap().path();
+        let to = chapter.join(from.file_name().unwrap());
+        if from.is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+            for inner in std::fs::read_dir(&from).unwrap() {
+                let inner = inner.unwrap().path();
+                std::fs::copy(&inner, to.join(inner.file_name().unwrap())).unwrap();
+            }
+        } else {
+            std::fs::copy(&from, &to).unwrap();
+        }
+    }
+    let transcript = std::fs::read_dir(chapter.read_dir().unwrap().next().unwrap().unwrap().path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".trans.txt"))
+        .unwrap();
+    // A copy: on a build without the check, the test must not destroy a fixture.
+    let audio = dir.path().join("clip.wav");
+    std::fs::copy(repo().join("fixtures/jsonl/audio/clip_00.wav"), &audio).unwrap();
+    let with_audio = dir.path().join("audio.jsonl");
+    std::fs::write(
+        &with_audio,
+        "{\"audio_filepath\": \"clip.wav\", \"text\": \"a clip\"}\n",
+    )
+    .unwrap();
+    let by_another_name = dir.path().join(".").join("clean.jsonl");
+    let cases: [(&Path, &str, &Path); 4] = [
+        (&manifest, "--json", &manifest),
+        (&manifest, "--vocab-out", &by_another_name),
+        (&with_audio, "--json", &audio),
+        (&librispeech, "--vocab-out", &transcript),
+    ];
+    for (dataset, option, output) in cases {
+        let before = std::fs::read(output).unwrap();
+        let out = asr_data(&[
+            "validate",
+            dataset.to_str().unwrap(),
+            option,
+            output.to_str().unwrap(),
+        ]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{option} {output:?}: {stderr}");
+        assert!(
+            stderr.contains(option) && stderr.contains("an input of this run"),
+            "{stderr}"
+        );
+        assert_eq!(std::fs::read(output).unwrap(), before, "{output:?} changed");
+    }
+}

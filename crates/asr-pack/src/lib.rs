@@ -30,13 +30,17 @@
 //! **Resume**: shards are journaled as they complete (see `asr_shards::ShardWriter`), and
 //! rows left out while decoding are journaled too (`.pack-decode-skips.jsonl`), so a re-run
 //! with the same inputs and options skips the finished shards and ends with byte-identical
-//! files, even after `kill -9`.
+//! files, even after `kill -9`. A shard is kept only if the inputs of its rows (text,
+//! labels, audio file size and times) are those it was written from (`.pack-inputs.jsonl`),
+//! and a finished pack is never resumed: packing into it is refused unless
+//! [`PackOptions::overwrite`].
 //!
 //! **Parts**: `--part K/N` packs the rows whose id hashes to K (of N), into part-tagged
 //! files that `asr-data merge` joins (see `schemas/shard-format.md`).
 
 mod pipeline;
 mod plan;
+mod resume;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -49,6 +53,9 @@ pub use plan::{split_of_id, stable_hash, SplitPlan};
 
 /// Default shard size cap: 256 MiB.
 pub const DEFAULT_SHARD_SIZE_BYTES: u64 = 256 << 20;
+/// Most decoding threads a pack may start (`--threads`): more than the cores of any
+/// machine this runs on, and few enough that a typo cannot start thousands.
+pub const MAX_THREADS: usize = 1024;
 /// Default number of utterances decoded ahead of the writer.
 pub const DEFAULT_IN_FLIGHT: usize = 32;
 
@@ -79,10 +86,13 @@ pub struct PackOptions {
     pub part: Option<PartSpec>,
     /// Utterances decoded ahead of the writer (bounds memory).
     pub in_flight: usize,
-    /// Decoding threads (0: one per core).
+    /// Decoding threads (0: one per core; at most [`MAX_THREADS`]).
     pub threads: usize,
-    /// Keep shards a previous interrupted run completed with the same options.
+    /// Keep shards a previous interrupted run completed with the same options and inputs.
     pub resume: bool,
+    /// Replace a finished pack in `out_dir` (its manifest exists); without this, packing
+    /// into one is refused ([`PackError::Finished`]).
+    pub overwrite: bool,
 }
 
 impl PackOptions {
@@ -104,6 +114,7 @@ impl PackOptions {
             in_flight: DEFAULT_IN_FLIGHT,
             threads: 0,
             resume: true,
+            overwrite: false,
         }
     }
 }
@@ -145,8 +156,11 @@ pub struct PackSummary {
     pub skipped: Vec<SkippedRow>,
     /// Rows whose characters were mapped or dropped.
     pub unknown_chars: Vec<UnknownCharRow>,
-    /// Rows taken from shards an earlier run completed (resume).
+    /// Rows taken from shards an earlier run completed (resume) from the same inputs.
     pub resumed_rows: u64,
+    /// True when `out_dir` held a finished pack that this run replaced (`overwrite`):
+    /// then `resumed_rows` are rows of that pack whose inputs had not changed.
+    pub replaced_finished: bool,
     /// Rows decoded and written in this run.
     pub decoded_rows: u64,
     /// Audio seconds decoded in this run (at the source).
@@ -221,6 +235,12 @@ pub enum PackError {
     /// Options that cannot work together.
     #[error("{0}")]
     Options(String),
+    /// The output folder holds a finished pack (of this part) and `overwrite` is off.
+    #[error("{} exists: the output folder holds a finished pack, and nothing was changed; choose another --out, or pass --overwrite to replace it (shards whose inputs are unchanged are kept)", manifest.display())]
+    Finished {
+        /// The finished pack's manifest.
+        manifest: PathBuf,
+    },
     /// No row is left to pack.
     #[error("nothing to pack: all {total} rows were left out (see the skipped rows)")]
     NothingToPack {
@@ -258,19 +278,23 @@ pub fn pack(
     pipeline::run(corpus, options, progress)
 }
 
-/// Reads an `--exclude` file: one id per line; blank lines and `#` comments ignored; the
-/// first whitespace-separated field is the id (so `quarantine.txt` lines with reasons
-/// work).
+/// Reads an `--exclude` file: one id per line, trimmed; spaces inside an id are part of
+/// it (LibriSpeech-style ids have none, but CSV and JSON-lines ids may). Text after a tab
+/// is ignored (`id<TAB>reason` lines work); blank lines and `#` comments are skipped.
+/// `asr-train`'s `quarantine.txt` is one id per line.
 pub fn read_exclude_file(path: &Path) -> Result<HashSet<String>, PackError> {
     let text = std::fs::read_to_string(path).map_err(|source| PackError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.split_whitespace().next())
+    Ok(parse_exclude_list(&text))
+}
+
+/// The ids of an `--exclude` file's text (see [`read_exclude_file`]).
+pub fn parse_exclude_list(text: &str) -> HashSet<String> {
+    text.lines()
+        .map(|line| line.split('\t').next().unwrap_or("").trim())
+        .filter(|id| !id.is_empty() && !id.starts_with('#'))
         .map(str::to_string)
-        .collect())
+        .collect()
 }

@@ -18,15 +18,15 @@ use asr_shards::{
     part_tag, quantize_i16_into, AudioDtype, Manifest, Samples, SamplesRowRef, ShardWriter,
     ShardWriterOptions, SKIPPED_FILE,
 };
-use asr_text::{EncodeError, NormalizePolicy, UnkPolicy, Vocab};
+use asr_text::{EncodeError, NormalizePolicy, UnkPolicy};
 use asr_validate::{Code, Severity, ValidateOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::plan::{in_part, split_of_id};
+use crate::plan::{assign, data_vocab, in_part};
+use crate::resume::{self, RowInputs};
 use crate::{
-    PackError, PackOptions, PackSummary, PackTimings, Progress, SkippedRow, SplitPlan,
-    UnknownCharRow,
+    PackError, PackOptions, PackSummary, PackTimings, Progress, SkippedRow, UnknownCharRow,
 };
 
 /// A row that will be decoded and written.
@@ -122,6 +122,7 @@ pub(crate) fn run(
     let start = Instant::now();
     check_options(options)?;
     let part = options.part;
+    resume::refuse_finished(&options.out_dir, part, options.overwrite)?;
     let selected: Vec<(usize, &Utterance)> = corpus
         .utterances
         .iter()
@@ -161,55 +162,32 @@ pub(crate) fn run(
     let mut skipped: Vec<(usize, SkippedRow)> = Vec::new();
     let mut kept: Vec<(usize, &Utterance, String)> = Vec::new();
     for &(order, u) in &selected {
-        let skip = |code: &str, message: String| SkippedRow {
-            id: u.id.clone(),
-            code: code.to_string(),
-            message,
-            source: u.source.clone(),
-        };
-        if options.exclude.contains(&u.id) {
-            skipped.push((order, skip("excluded", "listed in --exclude".into())));
-            continue;
+        match assign(u, options, &reasons, dataset_has_splits) {
+            Ok(split) => kept.push((order, u, split)),
+            Err((code, message)) => skipped.push((
+                order,
+                SkippedRow {
+                    id: u.id.clone(),
+                    code: code.to_string(),
+                    message,
+                    source: u.source.clone(),
+                },
+            )),
         }
-        if let Some((code, message)) = reasons.get(u.id.as_str()) {
-            skipped.push((order, skip(code, message.to_string())));
-            continue;
-        }
-        let split = match &options.split {
-            SplitPlan::Ratios { ratios, seed } => split_of_id(ratios, *seed, &u.id).to_string(),
-            SplitPlan::FromDataset => match &u.split {
-                Some(name) => split_name(name),
-                None if dataset_has_splits => {
-                    skipped.push((
-                        order,
-                        skip(
-                            "no_split",
-                            "the dataset has splits but this row is in none; use --split to assign seeded splits".into(),
-                        ),
-                    ));
-                    continue;
-                }
-                None => "train".to_string(),
-            },
-        };
-        kept.push((order, u, split));
     }
 
     // 3. Vocabulary and labels.
     let vocab = match &options.vocab {
         Some(vocab) => vocab.clone(),
-        None => {
-            let keep_case = NormalizePolicy::default();
-            let mut chars = std::collections::BTreeSet::new();
-            for (_, u, _) in &kept {
-                chars.extend(
-                    asr_text::normalize(&u.transcript, &keep_case)
-                        .chars()
-                        .filter(|c| !c.is_whitespace()),
-                );
-            }
-            Vocab::from_chars(chars)
-        }
+        // From every row that passes the filters, in any part: the parts of a `--part
+        // K/N` pack then share the whole pack's vocabulary, and merge.
+        None => data_vocab(
+            corpus
+                .utterances
+                .iter()
+                .filter(|u| assign(u, options, &reasons, dataset_has_splits).is_ok())
+                .map(|u| u.transcript.as_str()),
+        ),
     };
     let policy = NormalizePolicy::for_vocab(&vocab);
     let mut unknown_chars = Vec::new();
@@ -327,6 +305,25 @@ pub(crate) fn run(
     } else {
         HashMap::new()
     };
+    // Shards are kept only for rows whose inputs are unchanged (see `resume`).
+    let replaced_finished = resume::forget_finished(out, part)?;
+    let inputs_path = resume::journal_path(out, &file_prefix);
+    let previous = if options.resume {
+        resume::Previous::read(&inputs_path, &fingerprint)
+    } else {
+        resume::Previous::default()
+    };
+    let row_fingerprints = resume::fingerprints(
+        &candidates
+            .iter()
+            .map(|c| RowInputs {
+                utterance: c.utterance,
+                split: &c.split,
+                text: &c.text,
+                labels: &c.labels,
+            })
+            .collect::<Vec<_>>(),
+    );
     let mut split_names: Vec<String> = Vec::new();
     for c in &candidates {
         if !split_names.contains(&c.split) {
@@ -359,6 +356,15 @@ pub(crate) fn run(
                     .filter(|&&i| !journaled.contains_key(&candidates[i].utterance.id))
                     .count() as u64;
                 written == writer.rows_completed()
+                    && previous.prefix_matches(
+                        name,
+                        positions[..=end].iter().map(|&i| {
+                            (
+                                candidates[i].utterance.id.as_str(),
+                                row_fingerprints[i].as_str(),
+                            )
+                        }),
+                    )
             });
             match (consistent, end) {
                 (true, Some(end)) => {
@@ -372,6 +378,14 @@ pub(crate) fn run(
         }
         writers.insert(name.clone(), writer);
     }
+    resume::write_journal(
+        &inputs_path,
+        &fingerprint,
+        candidates
+            .iter()
+            .zip(&row_fingerprints)
+            .map(|(c, fp)| (c.split.as_str(), c.utterance.id.as_str(), fp.as_str())),
+    )?;
     // Rows left out while decoding in the run being resumed keep their entries.
     let mut journal = DecodeJournal::open(&journal_path, &fingerprint)?;
     for (i, c) in candidates.iter().enumerate() {
@@ -547,6 +561,7 @@ pub(crate) fn run(
         skipped,
         unknown_chars,
         resumed_rows,
+        replaced_finished,
         decoded_rows,
         decoded_audio_s,
         wall_s: start.elapsed().as_secs_f64(),
@@ -557,6 +572,13 @@ pub(crate) fn run(
 fn check_options(options: &PackOptions) -> Result<(), PackError> {
     if options.shard_size_bytes == 0 {
         return Err(PackError::Options("--shard-size must be positive".into()));
+    }
+    if options.threads > crate::MAX_THREADS {
+        return Err(PackError::Options(format!(
+            "--threads {} is more than {}: decoding threads beyond the cores only cost memory",
+            options.threads,
+            crate::MAX_THREADS
+        )));
     }
     if options.rows_per_batch == 0 {
         return Err(PackError::Options("rows per batch must be positive".into()));
@@ -571,29 +593,6 @@ fn check_options(options: &PackOptions) -> Result<(), PackError> {
         )));
     }
     Ok(())
-}
-
-/// The split name a corpus split is packed under: the dataset's own name (LibriSpeech's
-/// `train-clean-100`, `dev-other`; Common Voice's `train`, `dev`, `test`), made safe for
-/// a folder name. Keeping names apart matters: `test-clean` and `test-other` are reported
-/// separately in every paper. The manifest records each split's role (train, dev, test;
-/// see [`SplitRole::of`]) so that consumers can also select "all training splits".
-fn split_name(corpus_split: &str) -> String {
-    let safe: String = corpus_split
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if safe.is_empty() || safe.starts_with(['.', '-']) {
-        format!("split{safe}")
-    } else {
-        safe
-    }
 }
 
 /// Decode, downmix, resample to 16 kHz, quantize (int16 shards) and check the duration
@@ -622,8 +621,8 @@ fn decode_with(
     let undecodable = |e: DecodeError| ("undecodable_audio".to_string(), e.to_string());
     // The file is read whole, once: the header probe and the decoder both work on the
     // bytes in memory (the validation pass probed it already, from its own open).
-    let in_memory = read_small_file(path, &mut b.bytes)
-        .map_err(|e| undecodable(DecodeError::Probe(ProbeError::Io(e))))?;
+    let in_memory =
+        read_small_file(path, &mut b.bytes).map_err(|e| undecodable(DecodeError::Probe(e)))?;
     let info = if in_memory {
         asr_audio::probe_bytes(&b.bytes).map_err(|e| undecodable(e.into()))?
     } else {
@@ -680,9 +679,9 @@ fn decode_with(
 
 /// Reads `path` whole into `bytes` (replacing its contents) when it is at most
 /// [`MAX_IN_MEMORY_FILE_BYTES`]; returns false, reading nothing, for a larger file.
-fn read_small_file(path: &Path, bytes: &mut Vec<u8>) -> std::io::Result<bool> {
-    let mut file = File::open(path)?;
-    let len = file.metadata()?.len();
+/// Only a regular file is opened for reading: a FIFO would block the pack forever.
+fn read_small_file(path: &Path, bytes: &mut Vec<u8>) -> Result<bool, ProbeError> {
+    let (mut file, len) = asr_audio::open_audio_file(path)?;
     if len > MAX_IN_MEMORY_FILE_BYTES {
         return Ok(false);
     }

@@ -1,6 +1,82 @@
-//! Split assignment and part selection: pure functions of the id (and seed).
+//! Split assignment, part selection and the data-built vocabulary: pure functions of the
+//! row (and seed), so every part of a `--part K/N` pack agrees on every row.
 
+use std::collections::{BTreeSet, HashMap};
+
+use asr_corpus::Utterance;
+use asr_text::{NormalizePolicy, Vocab};
 use sha2::{Digest, Sha256};
+
+use crate::PackOptions;
+
+/// Validation findings that leave a row out, per id: `(code, message)`.
+pub(crate) type Reasons<'a> = HashMap<&'a str, (&'static str, &'a str)>;
+
+/// The split `u` is packed under, or why it is left out before decoding (`code`,
+/// `message`): listed in `--exclude`, a validation finding in `reasons`, or in no split
+/// of a dataset that has splits.
+pub(crate) fn assign(
+    u: &Utterance,
+    options: &PackOptions,
+    reasons: &Reasons<'_>,
+    dataset_has_splits: bool,
+) -> Result<String, (&'static str, String)> {
+    if options.exclude.contains(&u.id) {
+        return Err(("excluded", "listed in --exclude".into()));
+    }
+    if let Some((code, message)) = reasons.get(u.id.as_str()) {
+        return Err((code, message.to_string()));
+    }
+    match &options.split {
+        SplitPlan::Ratios { ratios, seed } => Ok(split_of_id(ratios, *seed, &u.id).to_string()),
+        SplitPlan::FromDataset => match &u.split {
+            Some(name) => Ok(split_name(name)),
+            None if dataset_has_splits => Err((
+                "no_split",
+                "the dataset has splits but this row is in none; use --split to assign seeded splits".into(),
+            )),
+            None => Ok("train".to_string()),
+        },
+    }
+}
+
+/// The vocabulary built from the data: `[PAD] [UNK] |` and every non-space character of
+/// the transcripts, case kept.
+pub(crate) fn data_vocab<'a>(transcripts: impl Iterator<Item = &'a str>) -> Vocab {
+    let keep_case = NormalizePolicy::default();
+    let mut chars = BTreeSet::new();
+    for text in transcripts {
+        chars.extend(
+            asr_text::normalize(text, &keep_case)
+                .chars()
+                .filter(|c| !c.is_whitespace()),
+        );
+    }
+    Vocab::from_chars(chars)
+}
+
+/// The split name a corpus split is packed under: the dataset's own name (LibriSpeech's
+/// `train-clean-100`, `dev-other`; Common Voice's `train`, `dev`, `test`), made safe for
+/// a folder name. Keeping names apart matters: `test-clean` and `test-other` are reported
+/// separately in every paper. The manifest records each split's role (train, dev, test;
+/// see [`asr_corpus::SplitRole::of`]) so that consumers can also select "all training splits".
+fn split_name(corpus_split: &str) -> String {
+    let safe: String = corpus_split
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if safe.is_empty() || safe.starts_with(['.', '-']) {
+        format!("split{safe}")
+    } else {
+        safe
+    }
+}
 
 /// How rows are assigned to splits.
 #[derive(Debug, Clone, PartialEq)]

@@ -353,17 +353,20 @@ fn same_inputs_give_identical_bytes_and_an_interrupted_pack_resumes_to_them() {
             > 5
     );
 
-    // The same run again, in another folder and over itself.
+    // The same run again, in another folder and over itself (--overwrite: a finished
+    // pack is not resumed otherwise).
     let again = tempfile::tempdir().unwrap();
     options.out_dir = again.path().to_path_buf();
     pack(&corpus, &options, &NoProgress).unwrap();
     assert_eq!(all_files(again.path()), want);
+    options.overwrite = true;
     let summary = pack(&corpus, &options, &NoProgress).unwrap();
     assert_eq!(
         summary.decoded_rows, 0,
-        "a finished pack re-runs from its journal"
+        "the shards of unchanged inputs are kept"
     );
     assert_eq!(all_files(again.path()), want);
+    options.overwrite = false;
 
     // The state a kill -9 leaves: the manifest and skipped list not yet written, the last
     // shards of train missing, a half-written temporary file, the journal one line short.
@@ -460,4 +463,173 @@ fn float32_and_int16_packs_hold_the_same_audio() {
         }
     }
     assert!(rows > 20, "{rows} rows compared");
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_tree(&path, &target);
+        } else {
+            fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// Rewrites a WAV's samples in place (the low byte of each sample flipped): the same size,
+/// other audio, as a re-encode with the same settings gives.
+fn reencode_wav(path: &Path) {
+    let info = asr_audio::probe_file(path).unwrap();
+    let width = usize::from(info.bits_per_sample.unwrap() / 8);
+    let mut bytes = fs::read(path).unwrap();
+    let data = bytes.windows(4).position(|w| w == b"data").unwrap() + 8;
+    for sample in bytes[data..].chunks_mut(width) {
+        sample[0] ^= 0x55;
+    }
+    fs::write(path, bytes).unwrap();
+}
+
+fn edit_transcript(manifest: &Path, from: &str, to: &str) {
+    let text = fs::read_to_string(manifest).unwrap();
+    assert!(text.contains(from));
+    fs::write(manifest, text.replace(from, to)).unwrap();
+}
+
+fn packed_text(out: &Path, id: &str) -> String {
+    let manifest = Manifest::load(out).unwrap();
+    manifest
+        .splits()
+        .iter()
+        .flat_map(|split| read_rows(&manifest, split))
+        .find(|row| row.id == id)
+        .map(|row| row.text)
+        .unwrap_or_else(|| panic!("{id} not packed"))
+}
+
+/// Pack a corpus, change it (edit a transcript, re-encode a clip), pack again into the same
+/// folder: the new text and audio are packed, never the old shards. An interrupted pack
+/// resumes only the rows whose inputs are unchanged; a finished pack is not taken for an
+/// interrupted one (refused, or replaced with `overwrite`). Each result is checked against
+/// a fresh pack of the changed corpus, byte for byte.
+#[test]
+fn re_runs_pack_edited_transcripts_and_audio_and_a_finished_pack_is_not_resumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    copy_tree(&fixture("jsonl"), &data);
+    let manifest = data.join("manifest.jsonl");
+    let read = || read_corpus(&manifest, &ReadOptions::default()).unwrap();
+    let out = tmp.path().join("shards");
+    let options = small(&out);
+    let fresh = |name: &str| {
+        let dir = tmp.path().join(name);
+        pack(&read(), &small(&dir), &NoProgress).unwrap();
+        all_files(&dir)
+    };
+    let first = pack(&read(), &options, &NoProgress).unwrap();
+    assert_eq!(first.resumed_rows, 0);
+    assert!(first.manifest.splits["train"].shards.len() >= 2);
+
+    // Interrupted (no manifest yet), then the first row's transcript is edited.
+    fs::remove_file(out.join("manifest.json")).unwrap();
+    edit_transcript(
+        &manifest,
+        "he fixed the broken chair",
+        "he mended the broken chair",
+    );
+    pack(&read(), &options, &NoProgress).unwrap();
+    assert_eq!(
+        packed_text(&out, "audio/clip_00"),
+        "he mended the broken chair yesterday"
+    );
+    assert_eq!(all_files(&out), fresh("fresh-1"));
+
+    // Interrupted again, and a clip re-encoded to the same size.
+    fs::remove_file(out.join("manifest.json")).unwrap();
+    reencode_wav(&data.join("audio/clip_01.wav"));
+    pack(&read(), &options, &NoProgress).unwrap();
+    assert_eq!(all_files(&out), fresh("fresh-2"));
+
+    // Unchanged and interrupted: everything is kept.
+    fs::remove_file(out.join("manifest.json")).unwrap();
+    let resumed = pack(&read(), &options, &NoProgress).unwrap();
+    assert_eq!(resumed.decoded_rows, 0);
+    assert!(!resumed.replaced_finished);
+
+    // Finished: a re-run is refused and changes nothing.
+    let before = all_files(&out);
+    let err = pack(&read(), &options, &NoProgress).unwrap_err();
+    assert!(matches!(err, PackError::Finished { .. }), "{err}");
+    assert!(err.to_string().contains("--overwrite"), "{err}");
+    assert_eq!(all_files(&out), before);
+
+    // Finished and replaced after an edit: the new text, not the old shards.
+    edit_transcript(&manifest, "the students finished", "the pupils finished");
+    let mut overwrite = options.clone();
+    overwrite.overwrite = true;
+    let replaced = pack(&read(), &overwrite, &NoProgress).unwrap();
+    assert!(replaced.replaced_finished);
+    assert!(replaced.decoded_rows > 0);
+    assert_eq!(
+        packed_text(&out, "audio/clip_01"),
+        "the pupils finished their homework"
+    );
+    assert_eq!(all_files(&out), fresh("fresh-3"));
+}
+
+/// `--part K/N` without `--vocab`: every part builds the whole corpus's vocabulary, so the
+/// parts merge, into the rows and vocabulary of a one-piece pack.
+#[test]
+fn parts_without_a_vocabulary_share_one_and_merge() {
+    let corpus = corpus("librispeech/LibriSpeech");
+    let whole = tempfile::tempdir().unwrap();
+    pack(&corpus, &small(whole.path()), &NoProgress).unwrap();
+    let whole_manifest = Manifest::load(whole.path()).unwrap();
+    let parts = tempfile::tempdir().unwrap();
+    for k in 0..3 {
+        let mut options = small(parts.path());
+        options.part = Some(format!("{k}/3").parse().unwrap());
+        pack(&corpus, &options, &NoProgress).unwrap();
+    }
+    let merged = merge_parts(parts.path()).unwrap();
+    assert_eq!(merged.vocab().unwrap(), whole_manifest.vocab().unwrap());
+    assert_eq!(merged.total_rows(), whole_manifest.total_rows());
+    assert!(verify(parts.path()).unwrap().ok());
+}
+
+/// `--exclude` ids are whole lines: an id with spaces in it is left out.
+#[test]
+fn excluded_ids_may_contain_spaces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let audio = fixture("jsonl/audio").canonicalize().unwrap();
+    let manifest = tmp.path().join("m.jsonl");
+    fs::write(
+        &manifest,
+        format!(
+            "{{\"id\": \"spk 1 utt 1\", \"audio_filepath\": \"{0}/clip_00.wav\", \"text\": \"one\"}}\n\
+             {{\"id\": \"spk 1 utt 2\", \"audio_filepath\": \"{0}/clip_01.wav\", \"text\": \"two\"}}\n",
+            audio.display()
+        ),
+    )
+    .unwrap();
+    let corpus = read_corpus(&manifest, &ReadOptions::default()).unwrap();
+    let list = tmp.path().join("exclude.txt");
+    fs::write(
+        &list,
+        "# quarantined\n  spk 1 utt 2  \n\nspk 9\tno such id\n",
+    )
+    .unwrap();
+    let mut options = small(&tmp.path().join("out"));
+    options.exclude = asr_pack::read_exclude_file(&list).unwrap();
+    assert_eq!(
+        options.exclude,
+        ["spk 1 utt 2", "spk 9"]
+            .map(String::from)
+            .into_iter()
+            .collect()
+    );
+    let summary = pack(&corpus, &options, &NoProgress).unwrap();
+    assert_eq!(summary.manifest.total_rows(), 1);
+    assert_eq!(codes(&summary.skipped)["spk 1 utt 2"], "excluded");
 }

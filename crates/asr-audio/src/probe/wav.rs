@@ -20,7 +20,25 @@ struct Fmt {
     bits_per_sample: u16,
 }
 
-pub(super) fn probe(source: &mut Source<'_>) -> Result<AudioInfo, ProbeError> {
+/// Where a WAV's chunks are: what the probe and the decoder's header patch need.
+struct Layout {
+    fmt: Fmt,
+    is_rf64: bool,
+    /// Offset of the `data` chunk's body.
+    body: u64,
+    /// The `data` chunk's size field as written.
+    size: u64,
+    /// The ds64 chunk's data size (RF64).
+    rf64_data_size: Option<u64>,
+}
+
+/// A size field that means "unknown, to the end of the file": streaming writers (ffmpeg
+/// `-f wav -`, sox to a pipe) cannot seek back to fill it in and leave 0 or 0xFFFFFFFF.
+fn is_streamed_size(size: u64) -> bool {
+    size == 0 || size == 0xFFFF_FFFF
+}
+
+fn locate(source: &mut Source<'_>) -> Result<Layout, ProbeError> {
     let bad = |m: String| ProbeError::malformed(Container::Wav, m);
     let head = source.head();
     if head.len() < 12 || &head[8..12] != b"WAVE" {
@@ -57,25 +75,13 @@ pub(super) fn probe(source: &mut Source<'_>) -> Result<AudioInfo, ProbeError> {
                 let Some(fmt) = fmt else {
                     return Err(bad("data chunk comes before the fmt chunk".into()));
                 };
-                let available = file_len.saturating_sub(body);
-                let mut header_problem = None;
-                let declared = if is_rf64 && size == 0xFFFF_FFFF {
-                    rf64_data_size.unwrap_or(available)
-                } else {
-                    size
-                };
-                // Streaming writers leave 0 or 0xFFFFFFFF when they could not seek back.
-                let data_len = if declared == 0 || declared == 0xFFFF_FFFF {
-                    available
-                } else if declared > available {
-                    header_problem = Some(format!(
-                        "truncated: the data chunk declares {declared} bytes but the file holds {available}"
-                    ));
-                    available
-                } else {
-                    declared
-                };
-                return info(fmt, data_len, header_problem, is_rf64).map_err(bad);
+                return Ok(Layout {
+                    fmt,
+                    is_rf64,
+                    body,
+                    size,
+                    rf64_data_size,
+                });
             }
             _ => {}
         }
@@ -90,6 +96,50 @@ pub(super) fn probe(source: &mut Source<'_>) -> Result<AudioInfo, ProbeError> {
     } else {
         "no data chunk".into()
     }))
+}
+
+pub(super) fn probe(source: &mut Source<'_>) -> Result<AudioInfo, ProbeError> {
+    let layout = locate(source)?;
+    let available = source.len().saturating_sub(layout.body);
+    let declared = if layout.is_rf64 && layout.size == 0xFFFF_FFFF {
+        layout.rf64_data_size.unwrap_or(available)
+    } else {
+        layout.size
+    };
+    let mut header_problem = None;
+    let data_len = if is_streamed_size(declared) {
+        available
+    } else if declared > available {
+        header_problem = Some(format!(
+            "truncated: the data chunk declares {declared} bytes but the file holds {available}"
+        ));
+        available
+    } else {
+        declared
+    };
+    info(layout.fmt, data_len, header_problem, layout.is_rf64)
+        .map_err(|m| ProbeError::malformed(Container::Wav, m))
+}
+
+/// The header bytes a decoder must see instead of the file's for a WAV written by a
+/// streaming writer: the RIFF and `data` sizes replaced by what the file
+/// holds, so the decoder stops at the end of the file instead of failing on a read past it
+/// (0xFFFFFFFF) or reading nothing (0). `(offset, bytes)` pairs; empty for other WAVs.
+pub(crate) fn streamed_size_patches(
+    source: &mut Source<'_>,
+) -> Result<Vec<(u64, [u8; 4])>, ProbeError> {
+    let layout = locate(source)?;
+    if layout.is_rf64 || !is_streamed_size(layout.size) {
+        return Ok(Vec::new());
+    }
+    let clamp = |n: u64| u32::try_from(n.min(0xFFFF_FFFE)).unwrap_or(0xFFFF_FFFE);
+    let available = source.len().saturating_sub(layout.body);
+    // The RIFF size too: a streaming writer leaves it at 0xFFFFFFFF, 0, or the size of
+    // the header alone, none of which covers the data.
+    Ok(vec![
+        (4, clamp(source.len().saturating_sub(8)).to_le_bytes()),
+        (layout.body - 4, clamp(available).to_le_bytes()),
+    ])
 }
 
 fn parse_fmt(raw: &[u8]) -> Result<Fmt, String> {
