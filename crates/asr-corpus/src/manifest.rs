@@ -21,9 +21,10 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::duplicate_message;
 use crate::lines::{line_text, LineIssues};
 use crate::{
-    is_audio_path, Corpus, CorpusError, Format, IssueKind, Origin, ReadIssue, ReadOptions,
+    is_audio_path, Corpus, CorpusError, Effect, Format, IssueKind, Origin, ReadIssue, ReadOptions,
     SplitRole, Utterance,
 };
 
@@ -163,6 +164,31 @@ fn map_columns(names: &[String], opts: &ReadOptions) -> Result<Columns<usize>, S
             }
         },
     };
+    let roles = [
+        ("audio", Some(audio)),
+        ("transcript", Some(text)),
+        ("id", id),
+        ("speaker", speaker),
+        ("split", split),
+        ("duration", duration),
+    ];
+    for (role, column) in roles {
+        let Some(column) = column else { continue };
+        let same: Vec<String> = names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.trim().eq_ignore_ascii_case(names[column].trim()))
+            .map(|(i, _)| (i + 1).to_string())
+            .collect();
+        if same.len() > 1 {
+            return Err(format!(
+                "column {:?} ({role}) appears {} times (columns {}): which one holds the {role} is ambiguous\nhint: rename or remove the duplicate column",
+                names[column].trim(),
+                same.len(),
+                same.join(", ")
+            ));
+        }
+    }
     Ok(Columns {
         audio,
         text,
@@ -171,6 +197,72 @@ fn map_columns(names: &[String], opts: &ReadOptions) -> Result<Columns<usize>, S
         split,
         duration,
     })
+}
+
+/// A quoted CSV field that never closes, or that runs over lines which look like rows
+/// of their own (an audio path in the audio column), swallows the rest of the file
+/// into one transcript: `Err` naming the line where the quote opened.
+fn check_quotes(
+    bytes: &[u8],
+    delimiter: u8,
+    columns: usize,
+    audio_col: usize,
+) -> Result<(), (u64, String)> {
+    let looks_like_row = |line: &[u8]| {
+        let fields: Vec<&[u8]> = line.split(|&b| b == delimiter).collect();
+        fields.len() >= columns
+            && fields.get(audio_col).is_some_and(|f| {
+                let f = String::from_utf8_lossy(f);
+                is_audio_path(Path::new(f.trim().trim_matches('"')))
+            })
+    };
+    let (mut line, mut open_line) = (1u64, 0u64);
+    let (mut in_quote, mut field_start) = (false, true);
+    let mut swallowed: Vec<u64> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quote {
+            if b == b'"' && bytes.get(i + 1) == Some(&b'"') {
+                i += 1;
+            } else if b == b'"' {
+                in_quote = false;
+                if !swallowed.is_empty() {
+                    return Err((open_line, format!(
+                        "the quoted field opened on this line runs to line {line} and takes in {} line(s) that look like rows of their own (first: line {}): is a closing quote missing?\nhint: close the quote, or double a quote that is part of the text (\"\")",
+                        swallowed.len(), swallowed[0]
+                    )));
+                }
+            } else if b == b'\n' {
+                line += 1;
+                let end = bytes[i + 1..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(bytes.len(), |p| i + 1 + p);
+                if looks_like_row(&bytes[i + 1..end]) {
+                    swallowed.push(line);
+                }
+            }
+        } else if b == b'"' && field_start {
+            (in_quote, open_line) = (true, line);
+            swallowed.clear();
+        } else if b == b'\n' {
+            line += 1;
+            field_start = true;
+        } else if b == delimiter {
+            field_start = true;
+        } else if b != b'\r' {
+            field_start = false;
+        }
+        i += 1;
+    }
+    if in_quote {
+        return Err((open_line, format!(
+            "a quote opened on this line is never closed: the {} line(s) after it would be read as one transcript\nhint: close the quote, or double a quote that is part of the text (\"\")",
+            line - open_line
+        )));
+    }
+    Ok(())
 }
 
 /// Parses a CSV (`quoting = true`) or TSV (`quoting = false`, tab-separated) manifest.
@@ -209,6 +301,10 @@ pub fn parse_delimited(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|p| manifest_error(header_line, format!("header: {p}")))?;
     let cols = map_columns(&names, opts).map_err(|m| manifest_error(header_line, m))?;
+    if quoting {
+        check_quotes(bytes, delimiter, names.len(), cols.audio)
+            .map_err(|(line, message)| manifest_error(line, message))?;
+    }
     let mut rows = Vec::new();
     let mut line_issues = LineIssues::new(path);
     for record in records {
@@ -216,7 +312,7 @@ pub fn parse_delimited(
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                line_issues.push(issues, None, line, format!("cannot parse: {e}"));
+                line_issues.push_row(issues, None, line, format!("cannot parse: {e}"));
                 continue;
             }
         };
@@ -229,12 +325,13 @@ pub fn parse_delimited(
             continue;
         }
         if record.len() != names.len() {
-            line_issues.push(
+            // No id: with fields missing or extra, no column can be trusted.
+            line_issues.push_row(
                 issues,
                 None,
                 line,
                 format!(
-                    "row has {} fields, the header has {}; the row is skipped",
+                    "row has {} fields, the header has {}",
                     record.len(),
                     names.len()
                 ),
@@ -264,7 +361,7 @@ pub fn parse_delimited(
                 .and_then(|c| record.get(c))
                 .and_then(|f| std::str::from_utf8(f).ok())
                 .map(str::to_owned);
-            line_issues.push(issues, id, line, message);
+            line_issues.push_row(issues, id, line, message);
             continue;
         }
         rows.push(row_from_fields(line, &fields, &cols));
@@ -339,7 +436,7 @@ pub fn parse_jsonl(
         let text = match line {
             Ok(t) => t,
             Err(p) => {
-                line_issues.push(issues, None, number, p.to_string());
+                line_issues.push_row(issues, None, number, p.to_string());
                 continue;
             }
         };
@@ -349,7 +446,7 @@ pub fn parse_jsonl(
         let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
             Ok(o) => o,
             Err(e) => {
-                line_issues.push(issues, None, number, format!("not a JSON object: {e}"));
+                line_issues.push_row(issues, None, number, format!("not a JSON object: {e}"));
                 continue;
             }
         };
@@ -367,7 +464,7 @@ pub fn parse_jsonl(
             } else {
                 "a text"
             };
-            line_issues.push(
+            line_issues.push_row(
                 issues,
                 id,
                 number,
@@ -424,8 +521,15 @@ pub fn is_manifest(path: &Path, format: Format) -> bool {
     )
 }
 
-/// Manifests of `format` directly inside `dir`, sorted.
+/// Manifests of `format` directly inside `dir`, sorted. In a folder that holds the
+/// output of `asr-data pack`, pack's own files are not manifests.
 pub(crate) fn manifests_in(dir: &Path, format: Format) -> Vec<PathBuf> {
+    manifests_and_pack_files(dir, format).0
+}
+
+/// Manifests of `format` directly inside `dir`, and the pack output files (see
+/// [`crate::packed`]) left out of them.
+fn manifests_and_pack_files(dir: &Path, format: Format) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -436,21 +540,42 @@ pub(crate) fn manifests_in(dir: &Path, format: Format) -> Vec<PathBuf> {
         })
         .unwrap_or_default();
     found.sort();
-    found
+    if found.iter().any(|p| crate::packed::is_pack_file_name(p))
+        && crate::packed::is_pack_output(dir)
+    {
+        let (pack, manifests) = found
+            .into_iter()
+            .partition(|p| crate::packed::is_pack_file_name(p));
+        return (manifests, pack);
+    }
+    (found, Vec::new())
 }
 
 /// Reads a manifest file, or every manifest of `format` in a folder (see module docs).
 pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, CorpusError> {
+    let mut ignored = Vec::new();
     let (root, manifests, whole_folder) = if path.is_dir() {
-        let found = manifests_in(path, format);
+        let (found, pack_files) = manifests_and_pack_files(path, format);
         if found.is_empty() {
             return Err(CorpusError::UnknownLayout {
                 path: path.to_path_buf(),
-                reason: format!("no {format} manifest in this folder"),
+                reason: if pack_files.is_empty() {
+                    format!("no {format} manifest in this folder")
+                } else {
+                    format!("no {format} manifest in this folder, only the output of asr-data pack (manifest.json, skipped.jsonl)")
+                },
             });
         }
+        ignored = pack_files;
         (path.to_path_buf(), found, true)
     } else {
+        if crate::packed::is_pack_manifest(path) {
+            return Err(CorpusError::WrongFormat {
+                path: path.to_path_buf(),
+                format,
+                reason: "this is the manifest of a packed dataset (written by asr-data pack), not a list of audio files and transcripts\nhint: read packed data with asr-data inspect; validate the dataset the pack was made from".into(),
+            });
+        }
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let siblings = manifests_in(
             if dir.as_os_str().is_empty() {
@@ -479,16 +604,20 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
                 })
             }
             Err(e) => {
-                issues.push(ReadIssue::new(
-                    IssueKind::UnreadableTranscript,
-                    None,
-                    manifest,
-                    None,
-                    format!("cannot read manifest: {e}"),
-                ));
+                issues.push(
+                    ReadIssue::new(
+                        IssueKind::UnreadableTranscript,
+                        None,
+                        manifest,
+                        None,
+                        format!("cannot read manifest: {e}; its rows are skipped"),
+                    )
+                    .with_effect(Effect::FileSkipped),
+                );
                 continue;
             }
         };
+        let before = issues.len();
         let parsed = match format {
             Format::Jsonl => parse_jsonl(manifest, &bytes, opts, &mut issues),
             _ => {
@@ -512,17 +641,32 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
                     }
                     other => (None, other.to_string()),
                 };
-                issues.push(ReadIssue::new(
-                    IssueKind::UnreadableTranscript,
-                    None,
-                    manifest,
-                    line,
-                    message,
-                ));
+                issues.push(
+                    ReadIssue::new(
+                        IssueKind::UnreadableTranscript,
+                        None,
+                        manifest,
+                        line,
+                        message,
+                    )
+                    .with_effect(Effect::FileSkipped),
+                );
                 continue;
             }
             Err(e) => return Err(e),
         };
+        let rows_lost = issues[before..]
+            .iter()
+            .any(|i| i.effect == Effect::RowSkipped);
+        if several && rows.is_empty() && !rows_lost {
+            issues.push(ReadIssue::new(
+                IssueKind::UnreadableTranscript,
+                None,
+                manifest,
+                None,
+                "no rows: the manifest has a header and nothing else",
+            ));
+        }
         let manifest_dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
         let stem = manifest
             .file_stem()
@@ -538,14 +682,21 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
                 file: manifest.clone(),
                 line: row.line,
             };
+            if found {
+                // A duplicate's audio is named by its row too: not an orphan.
+                referenced.insert(audio_path.clone());
+            }
             if let Some(first) = first_seen.get(&id) {
-                issues.push(ReadIssue::new(
-                    IssueKind::DuplicateId,
-                    Some(id.clone()),
-                    manifest,
-                    Some(row.line),
-                    format!("id {id} already used at {first}; this row is ignored"),
-                ));
+                issues.push(
+                    ReadIssue::new(
+                        IssueKind::DuplicateId,
+                        Some(id.clone()),
+                        manifest,
+                        Some(row.line),
+                        duplicate_message(&id, first),
+                    )
+                    .with_effect(Effect::RowSkipped),
+                );
                 continue;
             }
             first_seen.insert(id.clone(), origin.clone());
@@ -571,7 +722,7 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
         let mut dirs: Vec<&PathBuf> = used_dirs.iter().collect();
         dirs.sort();
         for dir in dirs {
-            let listing = crate::walk::walk(dir, 1, is_audio_path);
+            let listing = crate::walk::walk(dir, 1, is_audio_path, |_| false);
             for file in listing.files {
                 if !referenced.contains(&file) {
                     issues.push(ReadIssue::new(
@@ -592,6 +743,7 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
         issues,
         speakers_disjoint: false,
         files_read: manifests,
+        ignored,
     })
 }
 

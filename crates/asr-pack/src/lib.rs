@@ -113,13 +113,23 @@ impl PackOptions {
 pub struct SkippedRow {
     /// Utterance id.
     pub id: String,
-    /// Why: a finding code of `asr-data validate`, or `excluded`, `no_split`,
-    /// `not_in_part` is never written (other parts' rows are simply not this part's).
+    /// Why: a finding code of `asr-data validate` (for rows the reader could not read:
+    /// `unreadable_transcript`, `duplicate_id` (a later row with an id already used; the
+    /// first is kept), `unreadable_path`), or `excluded`, `no_split`. `not_in_part` is
+    /// never written (other parts' rows are simply not this part's).
     pub code: String,
     /// Details a person can act on.
     pub message: String,
-    /// Audio path relative to the dataset root.
+    /// Audio path relative to the dataset root (empty for a row the reader could not
+    /// read).
     pub source: String,
+    /// The transcript or manifest file the row was read from (or the file or folder that
+    /// could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Its 1-based line in `file`; absent for a whole file that could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
 }
 
 /// A row whose transcript had characters outside the vocabulary: a line of
@@ -145,6 +155,10 @@ pub struct PackSummary {
     pub skipped: Vec<SkippedRow>,
     /// Rows whose characters were mapped or dropped.
     pub unknown_chars: Vec<UnknownCharRow>,
+    /// Input rows (of this part): the corpus's utterances plus the rows its reader could
+    /// not read, each listed in `skipped`. Packed rows plus skipped rows equal it, with
+    /// one more skipped entry per file or folder that could not be read at all.
+    pub rows_in: u64,
     /// Rows taken from shards an earlier run completed (resume).
     pub resumed_rows: u64,
     /// Rows decoded and written in this run.

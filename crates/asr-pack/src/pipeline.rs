@@ -2,7 +2,7 @@
 //! an ordered, memory-bounded writer.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -137,17 +137,19 @@ pub(crate) fn run(
         candidates,
         unknown_chars,
     } = encode_transcripts(kept, options, &mut skipped)?;
-    if candidates.is_empty() {
-        skipped.sort_by_key(|(order, _)| *order);
-        return Err(PackError::NothingToPack {
-            total: selected.len(),
-            skipped: skipped.into_iter().map(|(_, s)| s).collect(),
-        });
-    }
     for _ in 0..skipped.len() {
         progress.row_done(0.0);
     }
-    skipped.extend(reader_rejects(corpus, &report, options));
+    let rejects = reader_rejects(corpus, options);
+    let rows_in = (selected.len() + rejects.len()) as u64;
+    skipped.extend(rejects);
+    if candidates.is_empty() {
+        skipped.sort_by_key(|(order, _)| *order);
+        return Err(PackError::NothingToPack {
+            total: rows_in as usize,
+            skipped: skipped.into_iter().map(|(_, s)| s).collect(),
+        });
+    }
 
     let mut opened = open_writers(&vocab, &candidates, options, &mut skipped, progress)?;
     let mut timings = PackTimings {
@@ -170,6 +172,7 @@ pub(crate) fn run(
         manifest,
         skipped,
         unknown_chars,
+        rows_in,
         resumed_rows: opened.resumed_rows,
         decoded_rows: written.rows,
         decoded_audio_s: written.audio_s,
@@ -199,6 +202,18 @@ fn validate_for_pack(
 /// Rows left out, each with its position in the corpus (orders `skipped.jsonl`).
 type Skipped = Vec<(usize, SkippedRow)>;
 
+/// The `skipped.jsonl` line of utterance `u`, left out with `code`.
+fn skipped_row(u: &Utterance, code: &str, message: String) -> SkippedRow {
+    SkippedRow {
+        id: u.id.clone(),
+        code: code.to_string(),
+        message,
+        source: u.source.clone(),
+        file: Some(u.origin.file.display().to_string()),
+        line: (u.origin.line > 0).then_some(u.origin.line),
+    }
+}
+
 /// The outcome of phase 2: rows left out, and rows kept with their split name.
 struct Filtered<'a> {
     skipped: Skipped,
@@ -214,11 +229,22 @@ fn filter_and_split<'a>(
     report: &asr_validate::Report,
     options: &PackOptions,
 ) -> Filtered<'a> {
+    // Findings about rows the reader lost (a duplicate id's later row, an unreadable line
+    // that kept its id) are not about the utterance of that id: the first row of a
+    // duplicated id is packed.
+    let lost_at: HashSet<(String, Option<u64>)> = corpus
+        .lost()
+        .map(|issue| (issue.path.display().to_string(), issue.line))
+        .collect();
     let mut reasons: HashMap<&str, (&'static str, &str)> = HashMap::new();
     for finding in &report.findings {
         let Some(id) = finding.id.as_deref() else {
             continue;
         };
+        let at = (finding.path.clone().unwrap_or_default(), finding.line);
+        if finding.line.is_some() && lost_at.contains(&at) {
+            continue;
+        }
         let applies = finding.severity == Severity::Error
             || (finding.code == Code::TooShort && options.min_duration_s > 0.0)
             || (finding.code == Code::TooLong && options.max_duration_s.is_finite());
@@ -232,12 +258,7 @@ fn filter_and_split<'a>(
     let mut skipped = Vec::new();
     let mut kept = Vec::new();
     for &(order, u) in selected {
-        let skip = |code: &str, message: String| SkippedRow {
-            id: u.id.clone(),
-            code: code.to_string(),
-            message,
-            source: u.source.clone(),
-        };
+        let skip = |code: &str, message: String| skipped_row(u, code, message);
         if options.exclude.contains(&u.id) {
             skipped.push((order, skip("excluded", "listed in --exclude".into())));
             continue;
@@ -320,13 +341,11 @@ fn encode_transcripts<'a>(
                 if prepared.labels.is_empty() {
                     skipped.push((
                         order,
-                        SkippedRow {
-                            id: u.id.clone(),
-                            code: "empty_transcript".into(),
-                            message: "no characters of the vocabulary left in the transcript"
-                                .into(),
-                            source: u.source.clone(),
-                        },
+                        skipped_row(
+                            u,
+                            "empty_transcript",
+                            "no characters of the vocabulary left in the transcript".into(),
+                        ),
                     ));
                     continue;
                 }
@@ -365,35 +384,32 @@ fn encode_transcripts<'a>(
 }
 
 /// Rows the reader could not turn into utterances (an unreadable transcript line, a
-/// duplicate id's second row) are listed too: nothing is dropped silently.
-fn reader_rejects(
-    corpus: &asr_corpus::Corpus,
-    report: &asr_validate::Report,
-    options: &PackOptions,
-) -> Skipped {
+/// ragged manifest row, a duplicate id's later row) and files or folders it could not
+/// read at all, under validate's code for them: nothing is dropped silently. A row
+/// without an id belongs to the part its `file:line` hashes to.
+fn reader_rejects(corpus: &asr_corpus::Corpus, options: &PackOptions) -> Skipped {
     let part = options.part;
-    let known: std::collections::HashSet<&str> =
-        corpus.utterances.iter().map(|u| u.id.as_str()).collect();
-    let mut listed = std::collections::HashSet::new();
     let mut skipped = Vec::new();
-    for finding in &report.findings {
-        let Some(id) = finding.id.as_deref() else {
-            continue;
+    for (i, issue) in corpus.lost().enumerate() {
+        let file = issue.path.display().to_string();
+        let key = match (&issue.id, issue.line) {
+            (Some(id), _) => id.clone(),
+            (None, Some(line)) => format!("{file}:{line}"),
+            (None, None) => file.clone(),
         };
-        if finding.severity != Severity::Error
-            || known.contains(id)
-            || part.is_some_and(|p| !in_part(id, p.index, p.count))
-            || !listed.insert(id)
-        {
+        if part.is_some_and(|p| !in_part(&key, p.index, p.count)) {
             continue;
         }
+        let (code, _) = asr_validate::issue_code(issue.kind);
         skipped.push((
-            corpus.utterances.len() + listed.len(),
+            corpus.utterances.len() + i,
             SkippedRow {
-                id: id.to_string(),
-                code: finding.code.as_str().to_string(),
-                message: finding.message.clone(),
-                source: finding.path.clone().unwrap_or_default(),
+                id: issue.id.clone().unwrap_or_default(),
+                code: code.as_str().to_string(),
+                message: issue.message.clone(),
+                source: String::new(),
+                file: Some(file),
+                line: issue.line,
             },
         ));
     }
@@ -471,12 +487,7 @@ fn open_writers(
                 journal.append(entry)?;
                 skipped.push((
                     c.order,
-                    SkippedRow {
-                        id: c.utterance.id.clone(),
-                        code: entry.code.clone(),
-                        message: entry.message.clone(),
-                        source: c.utterance.source.clone(),
-                    },
+                    skipped_row(c.utterance, &entry.code, entry.message.clone()),
                 ));
             }
             progress.row_done(0.0);
@@ -657,15 +668,7 @@ fn write_one(
                 message,
             };
             opened.journal.append(&entry)?;
-            skipped.push((
-                candidate.order,
-                SkippedRow {
-                    id: entry.id,
-                    code: entry.code,
-                    message: entry.message,
-                    source: u.source.clone(),
-                },
-            ));
+            skipped.push((candidate.order, skipped_row(u, &entry.code, entry.message)));
             Ok(None)
         }
     }
