@@ -173,75 +173,16 @@ pub fn read(path: &Path) -> Result<Corpus, CorpusError> {
     let clips_dir = root.join("clips");
     let mut issues = Vec::new();
     let mut files_read = Vec::new();
-    let mut read_tsv = |name: &str,
-                        is_source: bool,
-                        issues: &mut Vec<ReadIssue>|
-     -> Result<Option<(PathBuf, Vec<ClipRow>)>, CorpusError> {
-        let file = root.join(format!("{name}.tsv"));
-        let before = issues.len();
-        let read = match std::fs::read(&file) {
-            Ok(bytes) => {
-                files_read.push(file.clone());
-                match parse_clip_tsv(&file, &bytes, issues) {
-                    Ok(rows) => Some((file, rows)),
-                    Err(e) if is_source => return Err(e),
-                    Err(e) => {
-                        let line = match &e {
-                            CorpusError::Manifest { line, .. } => Some(*line),
-                            _ => None,
-                        };
-                        let message = match e {
-                            CorpusError::Manifest { message, .. } => message,
-                            other => other.to_string(),
-                        };
-                        issues.push(ReadIssue::new(
-                            IssueKind::UnreadableTranscript,
-                            None,
-                            &file,
-                            line,
-                            format!("{message}; the file is not used for cross-checks"),
-                        ));
-                        None
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                issues.push(
-                    ReadIssue::new(
-                        IssueKind::UnreadableTranscript,
-                        None,
-                        &file,
-                        None,
-                        format!("cannot read: {e}"),
-                    )
-                    .with_effect(if is_source {
-                        Effect::FileSkipped
-                    } else {
-                        Effect::None
-                    }),
-                );
-                None
-            }
-        };
-        if !is_source {
-            // Rows of a file read for cross-checks are not corpus rows.
-            for issue in &mut issues[before..] {
-                issue.effect = Effect::None;
-            }
-        }
-        Ok(read)
-    };
     let mut splits: Vec<(&str, PathBuf, Vec<ClipRow>)> = Vec::new();
     for name in SPLIT_FILES {
-        if let Some((file, rows)) = read_tsv(name, true, &mut issues)? {
+        if let Some((file, rows)) = read_tsv(&root, name, true, &mut issues, &mut files_read)? {
             splits.push((name, file, rows));
         }
     }
     let mut checks: HashMap<&str, (PathBuf, Vec<ClipRow>)> = HashMap::new();
     for name in CHECK_FILES {
         let is_source = name == "validated" && splits.is_empty();
-        if let Some(read) = read_tsv(name, is_source, &mut issues)? {
+        if let Some(read) = read_tsv(&root, name, is_source, &mut issues, &mut files_read)? {
             checks.insert(name, read);
         }
     }
@@ -298,48 +239,14 @@ pub fn read(path: &Path) -> Result<Corpus, CorpusError> {
             }
             first_seen.insert(id.clone(), origin.clone());
             if split.is_some() {
-                if let Some(validated) = &validated {
-                    match validated.get(row.path.as_str()) {
-                        None => issues.push(ReadIssue::new(
-                            IssueKind::MetadataMismatch,
-                            Some(id.clone()),
-                            file,
-                            Some(row.line),
-                            format!(
-                                "clip {} is in {} but not in validated.tsv",
-                                row.path,
-                                file_name(file)
-                            ),
-                        )),
-                        Some(v) if v.sentence != row.sentence => issues.push(ReadIssue::new(
-                            IssueKind::MetadataMismatch,
-                            Some(id.clone()),
-                            file,
-                            Some(row.line),
-                            format!(
-                                "sentence differs from validated.tsv line {}: {:?} vs {:?}",
-                                v.line, row.sentence, v.sentence
-                            ),
-                        )),
-                        Some(_) => {}
-                    }
-                }
-                if invalidated
-                    .as_ref()
-                    .is_some_and(|inv| inv.contains(row.path.as_str()))
-                {
-                    issues.push(ReadIssue::new(
-                        IssueKind::MetadataMismatch,
-                        Some(id.clone()),
-                        file,
-                        Some(row.line),
-                        format!(
-                            "clip {} is in {} and also in invalidated.tsv (voted as wrong)",
-                            row.path,
-                            file_name(file)
-                        ),
-                    ));
-                }
+                cross_check_row(
+                    row,
+                    &id,
+                    file,
+                    validated.as_ref(),
+                    invalidated.as_ref(),
+                    &mut issues,
+                );
             }
             let audio_path = resolve_clip(&clips_dir, &row.path);
             let name = audio_path
@@ -362,7 +269,72 @@ pub fn read(path: &Path) -> Result<Corpus, CorpusError> {
         }
     }
 
-    let listing = walk(&clips_dir, 1, is_audio_path, |_| false);
+    orphan_clips(&clips_dir, &listed, &mut issues);
+    Ok(Corpus {
+        format: Format::CommonVoice,
+        root,
+        utterances,
+        issues,
+        speakers_disjoint: true,
+        files_read,
+        ignored: Vec::new(),
+    })
+}
+
+/// Cross-checks a split row against validated.tsv (present, same sentence) and
+/// invalidated.tsv (absent): `metadata_mismatch` issues.
+fn cross_check_row(
+    row: &ClipRow,
+    id: &str,
+    file: &Path,
+    validated: Option<&HashMap<&str, &ClipRow>>,
+    invalidated: Option<&HashSet<&str>>,
+    issues: &mut Vec<ReadIssue>,
+) {
+    if let Some(validated) = validated {
+        match validated.get(row.path.as_str()) {
+            None => issues.push(ReadIssue::new(
+                IssueKind::MetadataMismatch,
+                Some(id.to_owned()),
+                file,
+                Some(row.line),
+                format!(
+                    "clip {} is in {} but not in validated.tsv",
+                    row.path,
+                    file_name(file)
+                ),
+            )),
+            Some(v) if v.sentence != row.sentence => issues.push(ReadIssue::new(
+                IssueKind::MetadataMismatch,
+                Some(id.to_owned()),
+                file,
+                Some(row.line),
+                format!(
+                    "sentence differs from validated.tsv line {}: {:?} vs {:?}",
+                    v.line, row.sentence, v.sentence
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    if invalidated.is_some_and(|inv| inv.contains(row.path.as_str())) {
+        issues.push(ReadIssue::new(
+            IssueKind::MetadataMismatch,
+            Some(id.to_owned()),
+            file,
+            Some(row.line),
+            format!(
+                "clip {} is in {} and also in invalidated.tsv (voted as wrong)",
+                row.path,
+                file_name(file)
+            ),
+        ));
+    }
+}
+
+/// Clips in `clips/` that no TSV lists: `orphan_audio`.
+fn orphan_clips(clips_dir: &Path, listed: &HashSet<String>, issues: &mut Vec<ReadIssue>) {
+    let listing = walk(clips_dir, 1, is_audio_path, |_| false);
     issues.extend(listing.issues);
     for clip in &listing.files {
         let name = clip
@@ -383,15 +355,73 @@ pub fn read(path: &Path) -> Result<Corpus, CorpusError> {
             ));
         }
     }
-    Ok(Corpus {
-        format: Format::CommonVoice,
-        root,
-        utterances,
-        issues,
-        speakers_disjoint: true,
-        files_read,
-        ignored: Vec::new(),
-    })
+}
+
+/// Reads `<root>/<name>.tsv` when it exists. A file whose rows are corpus rows
+/// (`is_source`: a split TSV, or validated.tsv without splits) that cannot be used is an
+/// error (a header without `path`/`sentence`) or a file-level loss (I/O); a file read
+/// only for cross-checks gives issues that lose no row.
+fn read_tsv(
+    root: &Path,
+    name: &str,
+    is_source: bool,
+    issues: &mut Vec<ReadIssue>,
+    files_read: &mut Vec<PathBuf>,
+) -> Result<Option<(PathBuf, Vec<ClipRow>)>, CorpusError> {
+    let file = root.join(format!("{name}.tsv"));
+    let before = issues.len();
+    let read = match std::fs::read(&file) {
+        Ok(bytes) => {
+            files_read.push(file.clone());
+            match parse_clip_tsv(&file, &bytes, issues) {
+                Ok(rows) => Some((file, rows)),
+                Err(e) if is_source => return Err(e),
+                Err(e) => {
+                    let line = match &e {
+                        CorpusError::Manifest { line, .. } => Some(*line),
+                        _ => None,
+                    };
+                    let message = match e {
+                        CorpusError::Manifest { message, .. } => message,
+                        other => other.to_string(),
+                    };
+                    issues.push(ReadIssue::new(
+                        IssueKind::UnreadableTranscript,
+                        None,
+                        &file,
+                        line,
+                        format!("{message}; the file is not used for cross-checks"),
+                    ));
+                    None
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            issues.push(
+                ReadIssue::new(
+                    IssueKind::UnreadableTranscript,
+                    None,
+                    &file,
+                    None,
+                    format!("cannot read: {e}"),
+                )
+                .with_effect(if is_source {
+                    Effect::FileSkipped
+                } else {
+                    Effect::None
+                }),
+            );
+            None
+        }
+    };
+    if !is_source {
+        // Rows of a file read for cross-checks are not corpus rows.
+        for issue in &mut issues[before..] {
+            issue.effect = Effect::None;
+        }
+    }
+    Ok(read)
 }
 
 fn file_name(path: &Path) -> String {

@@ -553,8 +553,47 @@ fn manifests_and_pack_files(dir: &Path, format: Format) -> (Vec<PathBuf>, Vec<Pa
 
 /// Reads a manifest file, or every manifest of `format` in a folder (see module docs).
 pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, CorpusError> {
-    let mut ignored = Vec::new();
-    let (root, manifests, whole_folder) = if path.is_dir() {
+    let ToRead {
+        root,
+        manifests,
+        whole_folder,
+        ignored,
+    } = manifests_to_read(path, format)?;
+    let mut issues = Vec::new();
+    let mut rows = RowsRead::default();
+    let several = manifests.len() > 1;
+    for manifest in &manifests {
+        if let Some(parsed) = parse_manifest(manifest, format, opts, several, &mut issues)? {
+            rows.add(manifest, parsed, &mut issues);
+        }
+    }
+    if whole_folder {
+        rows.report_orphans(&mut issues);
+    }
+    Ok(Corpus {
+        format,
+        root,
+        utterances: rows.utterances,
+        issues,
+        speakers_disjoint: false,
+        files_read: manifests,
+        ignored,
+    })
+}
+
+/// The manifests a path stands for.
+struct ToRead {
+    /// The folder `source` paths are relative to.
+    root: PathBuf,
+    manifests: Vec<PathBuf>,
+    /// Every manifest of the folder is read (orphans can be told).
+    whole_folder: bool,
+    /// Pack output files left out.
+    ignored: Vec<PathBuf>,
+}
+
+fn manifests_to_read(path: &Path, format: Format) -> Result<ToRead, CorpusError> {
+    if path.is_dir() {
         let (found, pack_files) = manifests_and_pack_files(path, format);
         if found.is_empty() {
             return Err(CorpusError::UnknownLayout {
@@ -566,107 +605,131 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
                 },
             });
         }
-        ignored = pack_files;
-        (path.to_path_buf(), found, true)
-    } else {
-        if crate::packed::is_pack_manifest(path) {
-            return Err(CorpusError::WrongFormat {
-                path: path.to_path_buf(),
-                format,
-                reason: "this is the manifest of a packed dataset (written by asr-data pack), not a list of audio files and transcripts\nhint: read packed data with asr-data inspect; validate the dataset the pack was made from".into(),
-            });
-        }
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let siblings = manifests_in(
-            if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                &dir
-            },
+        return Ok(ToRead {
+            root: path.to_path_buf(),
+            manifests: found,
+            whole_folder: true,
+            ignored: pack_files,
+        });
+    }
+    if crate::packed::is_pack_manifest(path) {
+        return Err(CorpusError::WrongFormat {
+            path: path.to_path_buf(),
             format,
-        );
-        let alone = siblings.len() <= 1;
-        (dir, vec![path.to_path_buf()], alone)
+            reason: "this is the manifest of a packed dataset (written by asr-data pack), not a list of audio files and transcripts\nhint: read packed data with asr-data inspect; validate the dataset the pack was made from".into(),
+        });
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let siblings = manifests_in(
+        if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &dir
+        },
+        format,
+    );
+    Ok(ToRead {
+        root: dir,
+        manifests: vec![path.to_path_buf()],
+        whole_folder: siblings.len() <= 1,
+        ignored: Vec::new(),
+    })
+}
+
+/// Reads and parses one manifest. With `several` manifests, one that cannot be read or
+/// whose header cannot be used is a file-level issue (`None`) rather than an error.
+fn parse_manifest(
+    manifest: &Path,
+    format: Format,
+    opts: &ReadOptions,
+    several: bool,
+    issues: &mut Vec<ReadIssue>,
+) -> Result<Option<Vec<ManifestRow>>, CorpusError> {
+    let file_lost = |line: Option<u64>, message: String| {
+        ReadIssue::new(
+            IssueKind::UnreadableTranscript,
+            None,
+            manifest,
+            line,
+            message,
+        )
+        .with_effect(Effect::FileSkipped)
     };
-    let mut issues = Vec::new();
-    let mut utterances: Vec<Utterance> = Vec::new();
-    let mut first_seen: HashMap<String, Origin> = HashMap::new();
-    let mut used_dirs: HashSet<PathBuf> = HashSet::new();
-    let mut referenced: HashSet<PathBuf> = HashSet::new();
-    let several = manifests.len() > 1;
-    for manifest in &manifests {
-        let bytes = match std::fs::read(manifest) {
-            Ok(b) => b,
-            Err(source) if !several => {
-                return Err(CorpusError::Io {
-                    path: manifest.clone(),
-                    source,
-                })
-            }
-            Err(e) => {
-                issues.push(
-                    ReadIssue::new(
-                        IssueKind::UnreadableTranscript,
-                        None,
-                        manifest,
-                        None,
-                        format!("cannot read manifest: {e}; its rows are skipped"),
-                    )
-                    .with_effect(Effect::FileSkipped),
-                );
-                continue;
-            }
-        };
-        let before = issues.len();
-        let parsed = match format {
-            Format::Jsonl => parse_jsonl(manifest, &bytes, opts, &mut issues),
-            _ => {
-                let tsv = manifest
-                    .extension()
-                    .is_some_and(|e| e.eq_ignore_ascii_case("tsv"))
-                    || sniff_tab(&bytes);
-                if tsv {
-                    parse_delimited(manifest, &bytes, b'\t', false, opts, &mut issues)
-                } else {
-                    parse_delimited(manifest, &bytes, b',', true, opts, &mut issues)
-                }
-            }
-        };
-        let rows = match parsed {
-            Ok(rows) => rows,
-            Err(e) if several => {
-                let (line, message) = match &e {
-                    CorpusError::Manifest { line, message, .. } => {
-                        (Some(*line), format!("{message}; the manifest is skipped"))
-                    }
-                    other => (None, other.to_string()),
-                };
-                issues.push(
-                    ReadIssue::new(
-                        IssueKind::UnreadableTranscript,
-                        None,
-                        manifest,
-                        line,
-                        message,
-                    )
-                    .with_effect(Effect::FileSkipped),
-                );
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let rows_lost = issues[before..]
-            .iter()
-            .any(|i| i.effect == Effect::RowSkipped);
-        if several && rows.is_empty() && !rows_lost {
-            issues.push(ReadIssue::new(
-                IssueKind::UnreadableTranscript,
-                None,
-                manifest,
-                None,
-                "no rows: the manifest has a header and nothing else",
-            ));
+    let bytes = match std::fs::read(manifest) {
+        Ok(b) => b,
+        Err(source) if !several => {
+            return Err(CorpusError::Io {
+                path: manifest.to_path_buf(),
+                source,
+            })
         }
+        Err(e) => {
+            issues.push(file_lost(
+                None,
+                format!("cannot read manifest: {e}; its rows are skipped"),
+            ));
+            return Ok(None);
+        }
+    };
+    let before = issues.len();
+    let parsed = match format {
+        Format::Jsonl => parse_jsonl(manifest, &bytes, opts, issues),
+        _ => {
+            let tsv = manifest
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("tsv"))
+                || sniff_tab(&bytes);
+            if tsv {
+                parse_delimited(manifest, &bytes, b'\t', false, opts, issues)
+            } else {
+                parse_delimited(manifest, &bytes, b',', true, opts, issues)
+            }
+        }
+    };
+    let rows = match parsed {
+        Ok(rows) => rows,
+        Err(e) if several => {
+            let (line, message) = match &e {
+                CorpusError::Manifest { line, message, .. } => {
+                    (Some(*line), format!("{message}; the manifest is skipped"))
+                }
+                other => (None, other.to_string()),
+            };
+            issues.push(file_lost(line, message));
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let rows_lost = issues[before..]
+        .iter()
+        .any(|i| i.effect == Effect::RowSkipped);
+    if several && rows.is_empty() && !rows_lost {
+        issues.push(ReadIssue::new(
+            IssueKind::UnreadableTranscript,
+            None,
+            manifest,
+            None,
+            "no rows: the manifest has a header and nothing else",
+        ));
+    }
+    Ok(Some(rows))
+}
+
+/// Utterances built from manifest rows, with what the orphan check needs.
+#[derive(Default)]
+struct RowsRead {
+    utterances: Vec<Utterance>,
+    first_seen: HashMap<String, Origin>,
+    /// Folders holding audio of a kept row.
+    used_dirs: HashSet<PathBuf>,
+    /// Audio files a row names (a duplicate's too).
+    referenced: HashSet<PathBuf>,
+}
+
+impl RowsRead {
+    /// Resolves `rows` of `manifest` into utterances; a later row of an id already seen
+    /// is a skipped `duplicate_id` row (the first is kept).
+    fn add(&mut self, manifest: &Path, rows: Vec<ManifestRow>, issues: &mut Vec<ReadIssue>) {
         let manifest_dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
         let stem = manifest
             .file_stem()
@@ -679,14 +742,14 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
             let source = normalize_source(&row.audio);
             let id = row.id.clone().unwrap_or_else(|| strip_audio_ext(&source));
             let origin = Origin {
-                file: manifest.clone(),
+                file: manifest.to_path_buf(),
                 line: row.line,
             };
             if found {
                 // A duplicate's audio is named by its row too: not an orphan.
-                referenced.insert(audio_path.clone());
+                self.referenced.insert(audio_path.clone());
             }
-            if let Some(first) = first_seen.get(&id) {
+            if let Some(first) = self.first_seen.get(&id) {
                 issues.push(
                     ReadIssue::new(
                         IssueKind::DuplicateId,
@@ -699,14 +762,13 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
                 );
                 continue;
             }
-            first_seen.insert(id.clone(), origin.clone());
+            self.first_seen.insert(id.clone(), origin.clone());
             if found {
                 if let Some(dir) = audio_path.parent() {
-                    used_dirs.insert(dir.to_path_buf());
+                    self.used_dirs.insert(dir.to_path_buf());
                 }
-                referenced.insert(audio_path.clone());
             }
-            utterances.push(Utterance {
+            self.utterances.push(Utterance {
                 id,
                 audio_path,
                 source,
@@ -718,13 +780,15 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
             });
         }
     }
-    if whole_folder {
-        let mut dirs: Vec<&PathBuf> = used_dirs.iter().collect();
+
+    /// Audio files in the folders rows use that no row names: `orphan_audio`.
+    fn report_orphans(&self, issues: &mut Vec<ReadIssue>) {
+        let mut dirs: Vec<&PathBuf> = self.used_dirs.iter().collect();
         dirs.sort();
         for dir in dirs {
             let listing = crate::walk::walk(dir, 1, is_audio_path, |_| false);
             for file in listing.files {
-                if !referenced.contains(&file) {
+                if !self.referenced.contains(&file) {
                     issues.push(ReadIssue::new(
                         IssueKind::OrphanAudio,
                         file.file_stem().map(|s| s.to_string_lossy().into_owned()),
@@ -736,15 +800,6 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
             }
         }
     }
-    Ok(Corpus {
-        format,
-        root,
-        utterances,
-        issues,
-        speakers_disjoint: false,
-        files_read: manifests,
-        ignored,
-    })
 }
 
 /// A header line with tabs and no commas is TSV whatever the extension.
