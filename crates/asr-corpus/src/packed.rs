@@ -54,13 +54,15 @@ fn is_part_manifest_name(name: &str) -> bool {
 }
 
 /// True when `path` is one of the files `asr-data pack` writes at the top of its output
-/// folder: `manifest.json`, `skipped.jsonl`, `unknown_chars.jsonl`, and their part-tagged
-/// forms (`manifest-003-of-008.json`, ...).
+/// folder: `manifest.json`, `skipped.jsonl`, `unknown_chars.jsonl`, their part-tagged
+/// forms (`manifest-003-of-008.json`, ...), and its hidden resume journals
+/// (`.pack-decode-skips-shard.jsonl`).
 pub fn is_pack_file_name(path: &Path) -> bool {
     let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
         return false;
     };
     name == "manifest.json"
+        || name.starts_with(".pack-")
         || is_part_manifest_name(&name)
         || ["skipped", "unknown_chars"].iter().any(|stem| {
             name == format!("{stem}.jsonl")
@@ -94,6 +96,7 @@ mod tests {
         .unwrap();
         assert!(is_pack_output(dir.path()));
         for name in [
+            ".pack-decode-skips-shard.jsonl",
             "manifest.json",
             "skipped.jsonl",
             "unknown_chars-001-of-004.jsonl",

@@ -337,3 +337,46 @@ fn an_unreadable_transcript_file_is_listed() {
         },
     );
 }
+
+/// `asr-data pack DATA --out DATA`: the next read of DATA takes the same rows, not the
+/// pack's own `manifest.json` / `skipped.jsonl` / `unknown_chars.jsonl`, and says which
+/// files it left out.
+#[test]
+fn packing_into_the_dataset_folder_does_not_feed_the_next_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    wav(&tmp.path().join("audio/a.wav"));
+    let lines = [
+        r#"{"audio_filepath": "audio/a.wav", "text": "hello there"}"#,
+        r#"{"audio_filepath": "audio/gone.wav", "text": "missing"}"#,
+    ];
+    fs::write(tmp.path().join("train.jsonl"), lines.join("\n") + "\n").unwrap();
+    let before = read(tmp.path());
+    pack(&before, &PackOptions::new(tmp.path()), &NoProgress).unwrap();
+    assert!(tmp.path().join("manifest.json").is_file());
+    assert!(tmp.path().join("skipped.jsonl").is_file());
+    let after = read(tmp.path());
+    assert_eq!(after.utterances, before.utterances);
+    assert_eq!(after.issues, before.issues);
+    assert_eq!(after.files_read, [tmp.path().join("train.jsonl")]);
+    let ignored: Vec<String> = after
+        .ignored
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        ignored,
+        [
+            ".pack-decode-skips-shard.jsonl",
+            "manifest.json",
+            "skipped.jsonl"
+        ],
+        "{ignored:?}"
+    );
+    // validate says so.
+    let (report, _) = validate(&after, &ValidateOptions::default(), &|_| {}).unwrap();
+    let summary = asr_validate::render(&report, &asr_validate::RenderOptions::default());
+    assert!(
+        summary.contains("not read:") && summary.contains("manifest.json"),
+        "{summary}"
+    );
+}
