@@ -7,8 +7,17 @@
 //! Readers report, they do not fail: an unreadable transcript file, a line of invalid
 //! UTF-8, a TSV row with a missing column, a symlink loop, an audio file no transcript
 //! mentions — each becomes a [`ReadIssue`] naming the file and line, and reading goes
-//! on. Only a dataset that cannot be read at all (no such path, a format that cannot be
-//! detected, a manifest without an audio column) is a [`CorpusError`].
+//! on. Each issue records its [`Effect`]: every input row is an [`Utterance`] or an issue
+//! with [`Effect::RowSkipped`] (so `asr-data pack` can list it), and a file or folder
+//! whose rows could not be read at all is [`Effect::FileSkipped`]. A duplicated id keeps
+//! its first row; later rows are skipped `duplicate_id` rows naming the first.
+//!
+//! What would silently lose every row of a file is a [`CorpusError`] naming the file and
+//! line: no such path, a format that cannot be detected, a manifest or Common Voice split
+//! TSV without its audio or text column, a used CSV column name that appears twice, a CSV
+//! quote that never closes or swallows rows, a dataset with no row at all. The output of
+//! `asr-data pack` found inside a dataset ([`packed`]) is left out and listed in
+//! [`Corpus::ignored`].
 
 pub mod commonvoice;
 pub mod detect;

@@ -25,7 +25,10 @@
 //!    with the corpus. A file that fails to decode is left out (`undecodable_audio`,
 //!    `empty_audio`).
 //! 5. **Output**: shards per split, `skipped.jsonl` (one object per left-out row: `id`,
-//!    `code`, `message`, `source`), then `manifest.json` last.
+//!    `code`, `message`, `source`, `file`, `line`), then `manifest.json` last. Rows the
+//!    reader could not read (ragged or non-UTF-8 lines, a later row of a duplicated id)
+//!    and files it could not read at all are listed too: every input row is packed or
+//!    listed ([`PackSummary::rows_in`]).
 //!
 //! **Resume**: shards are journaled as they complete (see `asr_shards::ShardWriter`), and
 //! rows left out while decoding are journaled too (`.pack-decode-skips.jsonl`), so a re-run
