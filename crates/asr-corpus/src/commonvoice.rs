@@ -22,7 +22,10 @@ use std::path::{Path, PathBuf};
 
 use crate::lines::{split_lines, LineIssues};
 use crate::walk::walk;
-use crate::{is_audio_path, Corpus, CorpusError, Format, IssueKind, Origin, ReadIssue, Utterance};
+use crate::{
+    duplicate_message, is_audio_path, Corpus, CorpusError, Effect, Format, IssueKind, Origin,
+    ReadIssue, Utterance,
+};
 
 /// The split TSVs, in the order they are read.
 pub const SPLIT_FILES: [&str; 3] = ["train", "dev", "test"];
@@ -43,37 +46,41 @@ pub struct ClipRow {
 }
 
 /// Parses a Common Voice clip TSV (header + rows, tab-separated, no quoting). Returns the
-/// rows that parse; problems (missing columns, wrong field count, invalid UTF-8) go to
-/// `issues` with their line. A header without `path`/`sentence` yields no rows.
-pub fn parse_clip_tsv(path: &Path, bytes: &[u8], issues: &mut Vec<ReadIssue>) -> Vec<ClipRow> {
+/// rows that parse; row problems (wrong field count, invalid UTF-8) go to `issues` with
+/// their line, as skipped rows. `Err` names the file and line when the header cannot be
+/// used (no `path` or `sentence` column, not text): every row of the file would be lost.
+pub fn parse_clip_tsv(
+    path: &Path,
+    bytes: &[u8],
+    issues: &mut Vec<ReadIssue>,
+) -> Result<Vec<ClipRow>, CorpusError> {
     let mut rows = Vec::new();
     let mut line_issues = LineIssues::new(path);
     let mut lines = split_lines(bytes);
+    let header_error = |line: u64, message: String| CorpusError::Manifest {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
     let header = loop {
         match lines.next() {
             None => {
                 line_issues.push(issues, None, 1, "empty TSV: no header row".into());
                 line_issues.finish(issues);
-                return rows;
+                return Ok(rows);
             }
             Some((_, Ok(h))) if h.trim().is_empty() => continue,
             Some((n, Ok(h))) => break (n, h),
-            Some((n, Err(problem))) => {
-                line_issues.push(issues, None, n, format!("header: {problem}"));
-                line_issues.finish(issues);
-                return rows;
-            }
+            Some((n, Err(problem))) => return Err(header_error(n, format!("header: {problem}"))),
         }
     };
     let columns: Vec<&str> = header.1.split('\t').map(str::trim).collect();
     let find = |name: &str| columns.iter().position(|c| *c == name);
     let (Some(path_col), Some(sentence_col)) = (find("path"), find("sentence")) else {
-        line_issues.push(
-            issues,
-            None,
+        return Err(header_error(
             header.0,
             format!(
-                "header has no {} column (columns: {}); the file is skipped",
+                "header has no {} column (columns: {}): none of its rows can be read\nhint: Common Voice TSVs need `path` (the clip) and `sentence` (its transcript); restore the column from the release",
                 if find("path").is_none() {
                     "`path`"
                 } else {
@@ -81,16 +88,14 @@ pub fn parse_clip_tsv(path: &Path, bytes: &[u8], issues: &mut Vec<ReadIssue>) ->
                 },
                 columns.join(", ")
             ),
-        );
-        line_issues.finish(issues);
-        return rows;
+        ));
     };
     let client_col = find("client_id");
     for (number, line) in lines {
         let text = match line {
             Ok(t) => t,
             Err(problem) => {
-                line_issues.push(issues, None, number, problem.to_string());
+                line_issues.push_row(issues, None, number, problem.to_string());
                 continue;
             }
         };
@@ -100,12 +105,12 @@ pub fn parse_clip_tsv(path: &Path, bytes: &[u8], issues: &mut Vec<ReadIssue>) ->
         let fields: Vec<&str> = text.split('\t').collect();
         if fields.len() != columns.len() {
             let id = fields.get(path_col).map(|p| clip_id(p));
-            line_issues.push(
+            line_issues.push_row(
                 issues,
                 id,
                 number,
                 format!(
-                    "row has {} tab-separated fields, the header has {}; the row is skipped",
+                    "row has {} tab-separated fields, the header has {}",
                     fields.len(),
                     columns.len()
                 ),
@@ -114,12 +119,7 @@ pub fn parse_clip_tsv(path: &Path, bytes: &[u8], issues: &mut Vec<ReadIssue>) ->
         }
         let clip = fields[path_col].trim();
         if clip.is_empty() {
-            line_issues.push(
-                issues,
-                None,
-                number,
-                "empty `path` field; the row is skipped".into(),
-            );
+            line_issues.push_row(issues, None, number, "empty `path` field".into());
             continue;
         }
         rows.push(ClipRow {
@@ -132,7 +132,7 @@ pub fn parse_clip_tsv(path: &Path, bytes: &[u8], issues: &mut Vec<ReadIssue>) ->
         });
     }
     line_issues.finish(issues);
-    rows
+    Ok(rows)
 }
 
 /// The utterance id of a clip: its file name without extension.
@@ -173,36 +173,19 @@ pub fn read(path: &Path) -> Result<Corpus, CorpusError> {
     let clips_dir = root.join("clips");
     let mut issues = Vec::new();
     let mut files_read = Vec::new();
-    let mut read_tsv =
-        |name: &str, issues: &mut Vec<ReadIssue>| -> Option<(PathBuf, Vec<ClipRow>)> {
-            let file = root.join(format!("{name}.tsv"));
-            match std::fs::read(&file) {
-                Ok(bytes) => {
-                    files_read.push(file.clone());
-                    let rows = parse_clip_tsv(&file, &bytes, issues);
-                    Some((file, rows))
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                Err(e) => {
-                    issues.push(ReadIssue::new(
-                        IssueKind::UnreadableTranscript,
-                        None,
-                        &file,
-                        None,
-                        format!("cannot read: {e}"),
-                    ));
-                    None
-                }
-            }
-        };
-    let splits: Vec<(&str, PathBuf, Vec<ClipRow>)> = SPLIT_FILES
-        .iter()
-        .filter_map(|name| read_tsv(name, &mut issues).map(|(f, rows)| (*name, f, rows)))
-        .collect();
-    let checks: HashMap<&str, (PathBuf, Vec<ClipRow>)> = CHECK_FILES
-        .iter()
-        .filter_map(|name| read_tsv(name, &mut issues).map(|t| (*name, t)))
-        .collect();
+    let mut splits: Vec<(&str, PathBuf, Vec<ClipRow>)> = Vec::new();
+    for name in SPLIT_FILES {
+        if let Some((file, rows)) = read_tsv(&root, name, true, &mut issues, &mut files_read)? {
+            splits.push((name, file, rows));
+        }
+    }
+    let mut checks: HashMap<&str, (PathBuf, Vec<ClipRow>)> = HashMap::new();
+    for name in CHECK_FILES {
+        let is_source = name == "validated" && splits.is_empty();
+        if let Some(read) = read_tsv(&root, name, is_source, &mut issues, &mut files_read)? {
+            checks.insert(name, read);
+        }
+    }
     let durations = read_clip_durations(&root, &mut issues, &mut files_read);
 
     // Every clip any TSV mentions (for orphans), by file name.
@@ -242,62 +225,28 @@ pub fn read(path: &Path) -> Result<Corpus, CorpusError> {
                 line: row.line,
             };
             if let Some(first) = first_seen.get(&id) {
-                issues.push(ReadIssue::new(
-                    IssueKind::DuplicateId,
-                    Some(id.clone()),
-                    file,
-                    Some(row.line),
-                    format!(
-                        "clip {} already listed at {first}; this row is ignored",
-                        row.path
-                    ),
-                ));
+                issues.push(
+                    ReadIssue::new(
+                        IssueKind::DuplicateId,
+                        Some(id.clone()),
+                        file,
+                        Some(row.line),
+                        duplicate_message(&id, first),
+                    )
+                    .with_effect(Effect::RowSkipped),
+                );
                 continue;
             }
             first_seen.insert(id.clone(), origin.clone());
             if split.is_some() {
-                if let Some(validated) = &validated {
-                    match validated.get(row.path.as_str()) {
-                        None => issues.push(ReadIssue::new(
-                            IssueKind::MetadataMismatch,
-                            Some(id.clone()),
-                            file,
-                            Some(row.line),
-                            format!(
-                                "clip {} is in {} but not in validated.tsv",
-                                row.path,
-                                file_name(file)
-                            ),
-                        )),
-                        Some(v) if v.sentence != row.sentence => issues.push(ReadIssue::new(
-                            IssueKind::MetadataMismatch,
-                            Some(id.clone()),
-                            file,
-                            Some(row.line),
-                            format!(
-                                "sentence differs from validated.tsv line {}: {:?} vs {:?}",
-                                v.line, row.sentence, v.sentence
-                            ),
-                        )),
-                        Some(_) => {}
-                    }
-                }
-                if invalidated
-                    .as_ref()
-                    .is_some_and(|inv| inv.contains(row.path.as_str()))
-                {
-                    issues.push(ReadIssue::new(
-                        IssueKind::MetadataMismatch,
-                        Some(id.clone()),
-                        file,
-                        Some(row.line),
-                        format!(
-                            "clip {} is in {} and also in invalidated.tsv (voted as wrong)",
-                            row.path,
-                            file_name(file)
-                        ),
-                    ));
-                }
+                cross_check_row(
+                    row,
+                    &id,
+                    file,
+                    validated.as_ref(),
+                    invalidated.as_ref(),
+                    &mut issues,
+                );
             }
             let audio_path = resolve_clip(&clips_dir, &row.path);
             let name = audio_path
@@ -320,7 +269,72 @@ pub fn read(path: &Path) -> Result<Corpus, CorpusError> {
         }
     }
 
-    let listing = walk(&clips_dir, 1, is_audio_path);
+    orphan_clips(&clips_dir, &listed, &mut issues);
+    Ok(Corpus {
+        format: Format::CommonVoice,
+        root,
+        utterances,
+        issues,
+        speakers_disjoint: true,
+        files_read,
+        ignored: Vec::new(),
+    })
+}
+
+/// Cross-checks a split row against validated.tsv (present, same sentence) and
+/// invalidated.tsv (absent): `metadata_mismatch` issues.
+fn cross_check_row(
+    row: &ClipRow,
+    id: &str,
+    file: &Path,
+    validated: Option<&HashMap<&str, &ClipRow>>,
+    invalidated: Option<&HashSet<&str>>,
+    issues: &mut Vec<ReadIssue>,
+) {
+    if let Some(validated) = validated {
+        match validated.get(row.path.as_str()) {
+            None => issues.push(ReadIssue::new(
+                IssueKind::MetadataMismatch,
+                Some(id.to_owned()),
+                file,
+                Some(row.line),
+                format!(
+                    "clip {} is in {} but not in validated.tsv",
+                    row.path,
+                    file_name(file)
+                ),
+            )),
+            Some(v) if v.sentence != row.sentence => issues.push(ReadIssue::new(
+                IssueKind::MetadataMismatch,
+                Some(id.to_owned()),
+                file,
+                Some(row.line),
+                format!(
+                    "sentence differs from validated.tsv line {}: {:?} vs {:?}",
+                    v.line, row.sentence, v.sentence
+                ),
+            )),
+            Some(_) => {}
+        }
+    }
+    if invalidated.is_some_and(|inv| inv.contains(row.path.as_str())) {
+        issues.push(ReadIssue::new(
+            IssueKind::MetadataMismatch,
+            Some(id.to_owned()),
+            file,
+            Some(row.line),
+            format!(
+                "clip {} is in {} and also in invalidated.tsv (voted as wrong)",
+                row.path,
+                file_name(file)
+            ),
+        ));
+    }
+}
+
+/// Clips in `clips/` that no TSV lists: `orphan_audio`.
+fn orphan_clips(clips_dir: &Path, listed: &HashSet<String>, issues: &mut Vec<ReadIssue>) {
+    let listing = walk(clips_dir, 1, is_audio_path, |_| false);
     issues.extend(listing.issues);
     for clip in &listing.files {
         let name = clip
@@ -341,14 +355,73 @@ pub fn read(path: &Path) -> Result<Corpus, CorpusError> {
             ));
         }
     }
-    Ok(Corpus {
-        format: Format::CommonVoice,
-        root,
-        utterances,
-        issues,
-        speakers_disjoint: true,
-        files_read,
-    })
+}
+
+/// Reads `<root>/<name>.tsv` when it exists. A file whose rows are corpus rows
+/// (`is_source`: a split TSV, or validated.tsv without splits) that cannot be used is an
+/// error (a header without `path`/`sentence`) or a file-level loss (I/O); a file read
+/// only for cross-checks gives issues that lose no row.
+fn read_tsv(
+    root: &Path,
+    name: &str,
+    is_source: bool,
+    issues: &mut Vec<ReadIssue>,
+    files_read: &mut Vec<PathBuf>,
+) -> Result<Option<(PathBuf, Vec<ClipRow>)>, CorpusError> {
+    let file = root.join(format!("{name}.tsv"));
+    let before = issues.len();
+    let read = match std::fs::read(&file) {
+        Ok(bytes) => {
+            files_read.push(file.clone());
+            match parse_clip_tsv(&file, &bytes, issues) {
+                Ok(rows) => Some((file, rows)),
+                Err(e) if is_source => return Err(e),
+                Err(e) => {
+                    let line = match &e {
+                        CorpusError::Manifest { line, .. } => Some(*line),
+                        _ => None,
+                    };
+                    let message = match e {
+                        CorpusError::Manifest { message, .. } => message,
+                        other => other.to_string(),
+                    };
+                    issues.push(ReadIssue::new(
+                        IssueKind::UnreadableTranscript,
+                        None,
+                        &file,
+                        line,
+                        format!("{message}; the file is not used for cross-checks"),
+                    ));
+                    None
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            issues.push(
+                ReadIssue::new(
+                    IssueKind::UnreadableTranscript,
+                    None,
+                    &file,
+                    None,
+                    format!("cannot read: {e}"),
+                )
+                .with_effect(if is_source {
+                    Effect::FileSkipped
+                } else {
+                    Effect::None
+                }),
+            );
+            None
+        }
+    };
+    if !is_source {
+        // Rows of a file read for cross-checks are not corpus rows.
+        for issue in &mut issues[before..] {
+            issue.effect = Effect::None;
+        }
+    }
+    Ok(read)
 }
 
 fn file_name(path: &Path) -> String {
@@ -421,7 +494,7 @@ mod tests {
                    c1\ta.mp3\ts1\t\"Hello,\" she said.\t\t2\n\
                    c2\tb.mp3\ts2\tIt's “fine”\t\t2\n";
         let mut issues = Vec::new();
-        let rows = parse_clip_tsv(Path::new("train.tsv"), tsv.as_bytes(), &mut issues);
+        let rows = parse_clip_tsv(Path::new("train.tsv"), tsv.as_bytes(), &mut issues).unwrap();
         assert!(issues.is_empty(), "{issues:?}");
         assert_eq!(rows[0].sentence, "\"Hello,\" she said.");
         assert_eq!(rows[1].sentence, "It's “fine”");
@@ -430,26 +503,29 @@ mod tests {
     }
 
     #[test]
-    fn short_rows_and_missing_columns_are_issues() {
+    fn short_rows_are_skipped_rows_and_missing_columns_are_errors() {
         let mut issues = Vec::new();
         let rows = parse_clip_tsv(
             Path::new("dev.tsv"),
             b"client_id\tpath\tsentence\nc1\ta.mp3\n",
             &mut issues,
-        );
+        )
+        .unwrap();
         assert!(rows.is_empty());
         assert_eq!(issues[0].line, Some(2));
         assert_eq!(issues[0].id.as_deref(), Some("a"));
+        assert_eq!(issues[0].effect, Effect::RowSkipped);
         let mut issues = Vec::new();
-        parse_clip_tsv(
+        let err = parse_clip_tsv(
             Path::new("dev.tsv"),
             b"client_id\tfile\tsentence\n",
             &mut issues,
-        );
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
-            issues[0].message.contains("no `path` column"),
-            "{}",
-            issues[0].message
+            err.contains("dev.tsv:1") && err.contains("no `path` column"),
+            "{err}"
         );
     }
 

@@ -7,14 +7,24 @@
 //! Readers report, they do not fail: an unreadable transcript file, a line of invalid
 //! UTF-8, a TSV row with a missing column, a symlink loop, an audio file no transcript
 //! mentions — each becomes a [`ReadIssue`] naming the file and line, and reading goes
-//! on. Only a dataset that cannot be read at all (no such path, a format that cannot be
-//! detected, a manifest without an audio column) is a [`CorpusError`].
+//! on. Each issue records its [`Effect`]: every input row is an [`Utterance`] or an issue
+//! with [`Effect::RowSkipped`] (so `asr-data pack` can list it), and a file or folder
+//! whose rows could not be read at all is [`Effect::FileSkipped`]. A duplicated id keeps
+//! its first row; later rows are skipped `duplicate_id` rows naming the first.
+//!
+//! What would silently lose every row of a file is a [`CorpusError`] naming the file and
+//! line: no such path, a format that cannot be detected, a manifest or Common Voice split
+//! TSV without its audio or text column, a used CSV column name that appears twice, a CSV
+//! quote that never closes or swallows rows, a dataset with no row at all. The output of
+//! `asr-data pack` found inside a dataset ([`packed`]) is left out and listed in
+//! [`Corpus::ignored`].
 
 pub mod commonvoice;
 pub mod detect;
 pub mod librispeech;
 mod lines;
 pub mod manifest;
+pub mod packed;
 pub mod split;
 mod walk;
 
@@ -97,6 +107,24 @@ pub enum IssueKind {
     UnreadablePath,
 }
 
+/// What a [`ReadIssue`] cost the corpus: nothing, one input row, or every row of a file.
+/// Row accounting rests on it: every input row is an [`Utterance`] or an issue with
+/// [`Effect::RowSkipped`], and `asr-data pack` lists both kinds of loss in
+/// `skipped.jsonl`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// No row was lost (an orphan audio file, a metadata disagreement, a symlink loop
+    /// whose target is read anyway, a bad line of a file read only for cross-checks).
+    #[default]
+    None,
+    /// One input row (transcript line, manifest row) did not become an utterance.
+    RowSkipped,
+    /// A transcript/manifest file or a folder could not be read: its rows, however many,
+    /// did not become utterances.
+    FileSkipped,
+}
+
 /// A problem met while reading, with enough context for a person to act on it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReadIssue {
@@ -110,6 +138,9 @@ pub struct ReadIssue {
     pub line: Option<u64>,
     /// What is wrong, in words.
     pub message: String,
+    /// Whether a row (or a whole file's rows) was lost because of it.
+    #[serde(default)]
+    pub effect: Effect,
 }
 
 impl ReadIssue {
@@ -127,7 +158,14 @@ impl ReadIssue {
             path: path.into(),
             line,
             message: message.into(),
+            effect: Effect::None,
         }
+    }
+
+    /// The same issue, recording what it cost the corpus.
+    pub fn with_effect(mut self, effect: Effect) -> ReadIssue {
+        self.effect = effect;
+        self
     }
 }
 
@@ -194,6 +232,30 @@ pub struct Corpus {
     pub speakers_disjoint: bool,
     /// Transcript, manifest and metadata files that were read.
     pub files_read: Vec<PathBuf>,
+    /// Files and folders inside the dataset that were deliberately not read: the output
+    /// of `asr-data pack` (its `manifest.json`, `skipped.jsonl`, shard folders) when a
+    /// pack was written into the dataset folder.
+    #[serde(default)]
+    pub ignored: Vec<PathBuf>,
+}
+
+impl Corpus {
+    /// The issues that stand for lost input rows or files ([`Effect::RowSkipped`],
+    /// [`Effect::FileSkipped`]), in reading order.
+    pub fn lost(&self) -> impl Iterator<Item = &ReadIssue> {
+        self.issues.iter().filter(|i| i.effect != Effect::None)
+    }
+
+    /// Input rows read: utterances plus rows that could not become one (rows of files
+    /// that could not be read at all are not counted: nobody knows how many there were).
+    pub fn rows_read(&self) -> usize {
+        self.utterances.len()
+            + self
+                .issues
+                .iter()
+                .filter(|i| i.effect == Effect::RowSkipped)
+                .count()
+    }
 }
 
 /// How to read a dataset.
@@ -236,6 +298,15 @@ pub enum CorpusError {
         /// Why it does not fit.
         reason: String,
     },
+    /// A dataset in which the readers found no row at all (a header-only manifest, empty
+    /// transcript files).
+    #[error("{path}: no rows: {reason}\nhint: check that this is the dataset you meant; a header-only manifest or empty split files give nothing to validate or pack")]
+    Empty {
+        /// The path given.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
     /// A manifest whose columns cannot be mapped to audio and text.
     #[error("{path}:{line}: {message}")]
     Manifest {
@@ -258,11 +329,36 @@ pub fn read_corpus(path: &Path, opts: &ReadOptions) -> Result<Corpus, CorpusErro
         Some(f) => f,
         None => detect_format(path)?,
     };
-    match format {
-        Format::LibriSpeech => librispeech::read(path),
-        Format::CommonVoice => commonvoice::read(path),
-        Format::Csv | Format::Jsonl => manifest::read(path, format, opts),
+    let corpus = match format {
+        Format::LibriSpeech => librispeech::read(path)?,
+        Format::CommonVoice => commonvoice::read(path)?,
+        Format::Csv | Format::Jsonl => manifest::read(path, format, opts)?,
+    };
+    if corpus.rows_read() == 0 && corpus.lost().next().is_none() {
+        return Err(CorpusError::Empty {
+            path: path.to_path_buf(),
+            reason: format!(
+                "read as {format}, {} file(s) read ({}), and not one row in them",
+                corpus.files_read.len(),
+                corpus
+                    .files_read
+                    .iter()
+                    .take(3)
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        });
     }
+    Ok(corpus)
+}
+
+/// The message of a `duplicate_id` issue: the first row with an id is kept, later ones
+/// are skipped (`asr-data validate` and `asr-data pack` follow this one policy).
+pub(crate) fn duplicate_message(id: &str, first: &Origin) -> String {
+    format!(
+        "id {id} was already used at {first}, which is kept; this row is skipped\nhint: ids must be unique: rename or remove one of the two"
+    )
 }
 
 /// `path` relative to `root`, `/`-separated; the full path when it is not under `root`.

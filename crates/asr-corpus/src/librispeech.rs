@@ -20,8 +20,8 @@ use std::path::{Path, PathBuf};
 use crate::lines::{split_lines, LineIssues};
 use crate::walk::walk;
 use crate::{
-    is_audio_path, relative_source, Corpus, CorpusError, Format, IssueKind, Origin, ReadIssue,
-    Utterance,
+    duplicate_message, is_audio_path, relative_source, Corpus, CorpusError, Effect, Format,
+    IssueKind, Origin, ReadIssue, Utterance,
 };
 
 const TRANS_SUFFIX: &str = ".trans.txt";
@@ -90,12 +90,22 @@ pub fn read(path: &Path) -> Result<Corpus, CorpusError> {
     let layout = layout(path);
     let root = &layout.root;
     let depth = if layout.single_subset.is_some() { 3 } else { 4 };
-    let listing = walk(root, depth, |p| {
-        is_audio_path(p)
-            || p.file_name()
-                .is_some_and(|n| n.to_string_lossy().ends_with(TRANS_SUFFIX))
-    });
+    let listing = walk(
+        root,
+        depth,
+        |p| {
+            is_audio_path(p)
+                || p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().ends_with(TRANS_SUFFIX))
+        },
+        |p| !is_audio_path(p),
+    );
     let mut issues = listing.issues;
+    let mut ignored = listing.ignored;
+    // Pack written into the dataset root itself: its files are not the corpus's.
+    if crate::packed::is_pack_output(root) {
+        ignored.push(root.join("manifest.json"));
+    }
     let (trans_files, audio_files): (Vec<PathBuf>, Vec<PathBuf>) =
         listing.files.into_iter().partition(|p| {
             p.file_name()
@@ -167,6 +177,7 @@ pub fn read(path: &Path) -> Result<Corpus, CorpusError> {
         issues,
         speakers_disjoint: true,
         files_read,
+        ignored,
     })
 }
 
@@ -218,13 +229,16 @@ fn read_trans_file(
     let bytes = match std::fs::read(trans) {
         Ok(b) => b,
         Err(e) => {
-            issues.push(ReadIssue::new(
-                IssueKind::UnreadableTranscript,
-                None,
-                trans,
-                None,
-                format!("cannot read transcript file: {e}"),
-            ));
+            issues.push(
+                ReadIssue::new(
+                    IssueKind::UnreadableTranscript,
+                    None,
+                    trans,
+                    None,
+                    format!("cannot read transcript file: {e}; its rows are skipped"),
+                )
+                .with_effect(Effect::FileSkipped),
+            );
             return;
         }
     };
@@ -256,7 +270,7 @@ fn read_trans_file(
                         claimed.insert(path.clone());
                     }
                 }
-                line_issues.push(issues, id.map(str::to_owned), number, problem.to_string());
+                line_issues.push_row(issues, id.map(str::to_owned), number, problem.to_string());
                 continue;
             }
         };
@@ -269,7 +283,7 @@ fn read_trans_file(
             None => (text.trim_end(), ""),
         };
         if id.is_empty() {
-            line_issues.push(
+            line_issues.push_row(
                 issues,
                 None,
                 number,
@@ -294,13 +308,20 @@ fn read_trans_file(
             ));
         }
         if let Some(first) = first_seen.get(id) {
-            issues.push(ReadIssue::new(
-                IssueKind::DuplicateId,
-                Some(id.to_owned()),
-                trans,
-                Some(number),
-                format!("id {id} already used at {first}; this line is ignored"),
-            ));
+            // Its own audio (another folder's) is named by this line: not an orphan.
+            if let Some(path) = audio_here.get(id) {
+                claimed.insert(path.clone());
+            }
+            issues.push(
+                ReadIssue::new(
+                    IssueKind::DuplicateId,
+                    Some(id.to_owned()),
+                    trans,
+                    Some(number),
+                    duplicate_message(id, first),
+                )
+                .with_effect(Effect::RowSkipped),
+            );
             continue;
         }
         first_seen.insert(id.to_owned(), origin.clone());

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::{IssueKind, ReadIssue};
+use crate::{Effect, IssueKind, ReadIssue};
 
 /// Why one line is not text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,8 +66,10 @@ pub(crate) fn line_text(line: &[u8]) -> Result<&str, LineProblem> {
     Ok(text)
 }
 
-/// Collects line-level `unreadable_transcript` issues for one file, keeping the first few
-/// and summarising the rest so a binary file does not bury the report.
+/// Collects line-level `unreadable_transcript` issues for one file. Lines that are input
+/// rows ([`LineIssues::push_row`]) are all kept, each one a row that pack must list;
+/// other lines (metadata tables) keep the first few and summarise the rest so a binary
+/// file does not bury the report.
 pub(crate) struct LineIssues<'a> {
     path: &'a Path,
     reported: usize,
@@ -86,6 +88,28 @@ impl<'a> LineIssues<'a> {
         }
     }
 
+    /// An input row that could not become an utterance (always recorded, with
+    /// [`Effect::RowSkipped`]).
+    pub(crate) fn push_row(
+        &mut self,
+        issues: &mut Vec<ReadIssue>,
+        id: Option<String>,
+        line: u64,
+        message: String,
+    ) {
+        issues.push(
+            ReadIssue::new(
+                IssueKind::UnreadableTranscript,
+                id,
+                self.path,
+                Some(line),
+                format!("{message}; the row is skipped"),
+            )
+            .with_effect(Effect::RowSkipped),
+        );
+    }
+
+    /// A line that is not an input row (a metadata table's): the first few are recorded.
     pub(crate) fn push(
         &mut self,
         issues: &mut Vec<ReadIssue>,

@@ -21,9 +21,10 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
+use crate::duplicate_message;
 use crate::lines::{line_text, LineIssues};
 use crate::{
-    is_audio_path, Corpus, CorpusError, Format, IssueKind, Origin, ReadIssue, ReadOptions,
+    is_audio_path, Corpus, CorpusError, Effect, Format, IssueKind, Origin, ReadIssue, ReadOptions,
     SplitRole, Utterance,
 };
 
@@ -163,6 +164,31 @@ fn map_columns(names: &[String], opts: &ReadOptions) -> Result<Columns<usize>, S
             }
         },
     };
+    let roles = [
+        ("audio", Some(audio)),
+        ("transcript", Some(text)),
+        ("id", id),
+        ("speaker", speaker),
+        ("split", split),
+        ("duration", duration),
+    ];
+    for (role, column) in roles {
+        let Some(column) = column else { continue };
+        let same: Vec<String> = names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.trim().eq_ignore_ascii_case(names[column].trim()))
+            .map(|(i, _)| (i + 1).to_string())
+            .collect();
+        if same.len() > 1 {
+            return Err(format!(
+                "column {:?} ({role}) appears {} times (columns {}): which one holds the {role} is ambiguous\nhint: rename or remove the duplicate column",
+                names[column].trim(),
+                same.len(),
+                same.join(", ")
+            ));
+        }
+    }
     Ok(Columns {
         audio,
         text,
@@ -171,6 +197,72 @@ fn map_columns(names: &[String], opts: &ReadOptions) -> Result<Columns<usize>, S
         split,
         duration,
     })
+}
+
+/// A quoted CSV field that never closes, or that runs over lines which look like rows
+/// of their own (an audio path in the audio column), swallows the rest of the file
+/// into one transcript: `Err` naming the line where the quote opened.
+fn check_quotes(
+    bytes: &[u8],
+    delimiter: u8,
+    columns: usize,
+    audio_col: usize,
+) -> Result<(), (u64, String)> {
+    let looks_like_row = |line: &[u8]| {
+        let fields: Vec<&[u8]> = line.split(|&b| b == delimiter).collect();
+        fields.len() >= columns
+            && fields.get(audio_col).is_some_and(|f| {
+                let f = String::from_utf8_lossy(f);
+                is_audio_path(Path::new(f.trim().trim_matches('"')))
+            })
+    };
+    let (mut line, mut open_line) = (1u64, 0u64);
+    let (mut in_quote, mut field_start) = (false, true);
+    let mut swallowed: Vec<u64> = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_quote {
+            if b == b'"' && bytes.get(i + 1) == Some(&b'"') {
+                i += 1;
+            } else if b == b'"' {
+                in_quote = false;
+                if !swallowed.is_empty() {
+                    return Err((open_line, format!(
+                        "the quoted field opened on this line runs to line {line} and takes in {} line(s) that look like rows of their own (first: line {}): is a closing quote missing?\nhint: close the quote, or double a quote that is part of the text (\"\")",
+                        swallowed.len(), swallowed[0]
+                    )));
+                }
+            } else if b == b'\n' {
+                line += 1;
+                let end = bytes[i + 1..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(bytes.len(), |p| i + 1 + p);
+                if looks_like_row(&bytes[i + 1..end]) {
+                    swallowed.push(line);
+                }
+            }
+        } else if b == b'"' && field_start {
+            (in_quote, open_line) = (true, line);
+            swallowed.clear();
+        } else if b == b'\n' {
+            line += 1;
+            field_start = true;
+        } else if b == delimiter {
+            field_start = true;
+        } else if b != b'\r' {
+            field_start = false;
+        }
+        i += 1;
+    }
+    if in_quote {
+        return Err((open_line, format!(
+            "a quote opened on this line is never closed: the {} line(s) after it would be read as one transcript\nhint: close the quote, or double a quote that is part of the text (\"\")",
+            line - open_line
+        )));
+    }
+    Ok(())
 }
 
 /// Parses a CSV (`quoting = true`) or TSV (`quoting = false`, tab-separated) manifest.
@@ -209,6 +301,10 @@ pub fn parse_delimited(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|p| manifest_error(header_line, format!("header: {p}")))?;
     let cols = map_columns(&names, opts).map_err(|m| manifest_error(header_line, m))?;
+    if quoting {
+        check_quotes(bytes, delimiter, names.len(), cols.audio)
+            .map_err(|(line, message)| manifest_error(line, message))?;
+    }
     let mut rows = Vec::new();
     let mut line_issues = LineIssues::new(path);
     for record in records {
@@ -216,7 +312,7 @@ pub fn parse_delimited(
             Ok(r) => r,
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                line_issues.push(issues, None, line, format!("cannot parse: {e}"));
+                line_issues.push_row(issues, None, line, format!("cannot parse: {e}"));
                 continue;
             }
         };
@@ -229,12 +325,13 @@ pub fn parse_delimited(
             continue;
         }
         if record.len() != names.len() {
-            line_issues.push(
+            // No id: with fields missing or extra, no column can be trusted.
+            line_issues.push_row(
                 issues,
                 None,
                 line,
                 format!(
-                    "row has {} fields, the header has {}; the row is skipped",
+                    "row has {} fields, the header has {}",
                     record.len(),
                     names.len()
                 ),
@@ -264,7 +361,7 @@ pub fn parse_delimited(
                 .and_then(|c| record.get(c))
                 .and_then(|f| std::str::from_utf8(f).ok())
                 .map(str::to_owned);
-            line_issues.push(issues, id, line, message);
+            line_issues.push_row(issues, id, line, message);
             continue;
         }
         rows.push(row_from_fields(line, &fields, &cols));
@@ -339,7 +436,7 @@ pub fn parse_jsonl(
         let text = match line {
             Ok(t) => t,
             Err(p) => {
-                line_issues.push(issues, None, number, p.to_string());
+                line_issues.push_row(issues, None, number, p.to_string());
                 continue;
             }
         };
@@ -349,7 +446,7 @@ pub fn parse_jsonl(
         let obj: serde_json::Map<String, serde_json::Value> = match serde_json::from_str(text) {
             Ok(o) => o,
             Err(e) => {
-                line_issues.push(issues, None, number, format!("not a JSON object: {e}"));
+                line_issues.push_row(issues, None, number, format!("not a JSON object: {e}"));
                 continue;
             }
         };
@@ -367,7 +464,7 @@ pub fn parse_jsonl(
             } else {
                 "a text"
             };
-            line_issues.push(
+            line_issues.push_row(
                 issues,
                 id,
                 number,
@@ -424,8 +521,15 @@ pub fn is_manifest(path: &Path, format: Format) -> bool {
     )
 }
 
-/// Manifests of `format` directly inside `dir`, sorted.
+/// Manifests of `format` directly inside `dir`, sorted. In a folder that holds the
+/// output of `asr-data pack`, pack's own files are not manifests.
 pub(crate) fn manifests_in(dir: &Path, format: Format) -> Vec<PathBuf> {
+    manifests_and_pack_files(dir, format).0
+}
+
+/// Manifests of `format` directly inside `dir`, and the pack output files (see
+/// [`crate::packed`]) left out of them.
+fn manifests_and_pack_files(dir: &Path, format: Format) -> (Vec<PathBuf>, Vec<PathBuf>) {
     let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|entries| {
             entries
@@ -436,93 +540,196 @@ pub(crate) fn manifests_in(dir: &Path, format: Format) -> Vec<PathBuf> {
         })
         .unwrap_or_default();
     found.sort();
-    found
+    if found.iter().any(|p| crate::packed::is_pack_file_name(p))
+        && crate::packed::is_pack_output(dir)
+    {
+        let (pack, manifests) = found
+            .into_iter()
+            .partition(|p| crate::packed::is_pack_file_name(p));
+        return (manifests, pack);
+    }
+    (found, Vec::new())
 }
 
 /// Reads a manifest file, or every manifest of `format` in a folder (see module docs).
 pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, CorpusError> {
-    let (root, manifests, whole_folder) = if path.is_dir() {
-        let found = manifests_in(path, format);
+    let ToRead {
+        root,
+        manifests,
+        whole_folder,
+        ignored,
+    } = manifests_to_read(path, format)?;
+    let mut issues = Vec::new();
+    let mut rows = RowsRead::default();
+    let several = manifests.len() > 1;
+    for manifest in &manifests {
+        if let Some(parsed) = parse_manifest(manifest, format, opts, several, &mut issues)? {
+            rows.add(manifest, parsed, &mut issues);
+        }
+    }
+    if whole_folder {
+        rows.report_orphans(&mut issues);
+    }
+    Ok(Corpus {
+        format,
+        root,
+        utterances: rows.utterances,
+        issues,
+        speakers_disjoint: false,
+        files_read: manifests,
+        ignored,
+    })
+}
+
+/// The manifests a path stands for.
+struct ToRead {
+    /// The folder `source` paths are relative to.
+    root: PathBuf,
+    manifests: Vec<PathBuf>,
+    /// Every manifest of the folder is read (orphans can be told).
+    whole_folder: bool,
+    /// Pack output files left out.
+    ignored: Vec<PathBuf>,
+}
+
+fn manifests_to_read(path: &Path, format: Format) -> Result<ToRead, CorpusError> {
+    if path.is_dir() {
+        let (found, pack_files) = manifests_and_pack_files(path, format);
         if found.is_empty() {
             return Err(CorpusError::UnknownLayout {
                 path: path.to_path_buf(),
-                reason: format!("no {format} manifest in this folder"),
+                reason: if pack_files.is_empty() {
+                    format!("no {format} manifest in this folder")
+                } else {
+                    format!("no {format} manifest in this folder, only the output of asr-data pack (manifest.json, skipped.jsonl)")
+                },
             });
         }
-        (path.to_path_buf(), found, true)
-    } else {
-        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let siblings = manifests_in(
-            if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                &dir
-            },
+        return Ok(ToRead {
+            root: path.to_path_buf(),
+            manifests: found,
+            whole_folder: true,
+            ignored: pack_files,
+        });
+    }
+    if crate::packed::is_pack_manifest(path) {
+        return Err(CorpusError::WrongFormat {
+            path: path.to_path_buf(),
             format,
-        );
-        let alone = siblings.len() <= 1;
-        (dir, vec![path.to_path_buf()], alone)
+            reason: "this is the manifest of a packed dataset (written by asr-data pack), not a list of audio files and transcripts\nhint: read packed data with asr-data inspect; validate the dataset the pack was made from".into(),
+        });
+    }
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let siblings = manifests_in(
+        if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            &dir
+        },
+        format,
+    );
+    Ok(ToRead {
+        root: dir,
+        manifests: vec![path.to_path_buf()],
+        whole_folder: siblings.len() <= 1,
+        ignored: Vec::new(),
+    })
+}
+
+/// Reads and parses one manifest. With `several` manifests, one that cannot be read or
+/// whose header cannot be used is a file-level issue (`None`) rather than an error.
+fn parse_manifest(
+    manifest: &Path,
+    format: Format,
+    opts: &ReadOptions,
+    several: bool,
+    issues: &mut Vec<ReadIssue>,
+) -> Result<Option<Vec<ManifestRow>>, CorpusError> {
+    let file_lost = |line: Option<u64>, message: String| {
+        ReadIssue::new(
+            IssueKind::UnreadableTranscript,
+            None,
+            manifest,
+            line,
+            message,
+        )
+        .with_effect(Effect::FileSkipped)
     };
-    let mut issues = Vec::new();
-    let mut utterances: Vec<Utterance> = Vec::new();
-    let mut first_seen: HashMap<String, Origin> = HashMap::new();
-    let mut used_dirs: HashSet<PathBuf> = HashSet::new();
-    let mut referenced: HashSet<PathBuf> = HashSet::new();
-    let several = manifests.len() > 1;
-    for manifest in &manifests {
-        let bytes = match std::fs::read(manifest) {
-            Ok(b) => b,
-            Err(source) if !several => {
-                return Err(CorpusError::Io {
-                    path: manifest.clone(),
-                    source,
-                })
+    let bytes = match std::fs::read(manifest) {
+        Ok(b) => b,
+        Err(source) if !several => {
+            return Err(CorpusError::Io {
+                path: manifest.to_path_buf(),
+                source,
+            })
+        }
+        Err(e) => {
+            issues.push(file_lost(
+                None,
+                format!("cannot read manifest: {e}; its rows are skipped"),
+            ));
+            return Ok(None);
+        }
+    };
+    let before = issues.len();
+    let parsed = match format {
+        Format::Jsonl => parse_jsonl(manifest, &bytes, opts, issues),
+        _ => {
+            let tsv = manifest
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("tsv"))
+                || sniff_tab(&bytes);
+            if tsv {
+                parse_delimited(manifest, &bytes, b'\t', false, opts, issues)
+            } else {
+                parse_delimited(manifest, &bytes, b',', true, opts, issues)
             }
-            Err(e) => {
-                issues.push(ReadIssue::new(
-                    IssueKind::UnreadableTranscript,
-                    None,
-                    manifest,
-                    None,
-                    format!("cannot read manifest: {e}"),
-                ));
-                continue;
-            }
-        };
-        let parsed = match format {
-            Format::Jsonl => parse_jsonl(manifest, &bytes, opts, &mut issues),
-            _ => {
-                let tsv = manifest
-                    .extension()
-                    .is_some_and(|e| e.eq_ignore_ascii_case("tsv"))
-                    || sniff_tab(&bytes);
-                if tsv {
-                    parse_delimited(manifest, &bytes, b'\t', false, opts, &mut issues)
-                } else {
-                    parse_delimited(manifest, &bytes, b',', true, opts, &mut issues)
+        }
+    };
+    let rows = match parsed {
+        Ok(rows) => rows,
+        Err(e) if several => {
+            let (line, message) = match &e {
+                CorpusError::Manifest { line, message, .. } => {
+                    (Some(*line), format!("{message}; the manifest is skipped"))
                 }
-            }
-        };
-        let rows = match parsed {
-            Ok(rows) => rows,
-            Err(e) if several => {
-                let (line, message) = match &e {
-                    CorpusError::Manifest { line, message, .. } => {
-                        (Some(*line), format!("{message}; the manifest is skipped"))
-                    }
-                    other => (None, other.to_string()),
-                };
-                issues.push(ReadIssue::new(
-                    IssueKind::UnreadableTranscript,
-                    None,
-                    manifest,
-                    line,
-                    message,
-                ));
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
+                other => (None, other.to_string()),
+            };
+            issues.push(file_lost(line, message));
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let rows_lost = issues[before..]
+        .iter()
+        .any(|i| i.effect == Effect::RowSkipped);
+    if several && rows.is_empty() && !rows_lost {
+        issues.push(ReadIssue::new(
+            IssueKind::UnreadableTranscript,
+            None,
+            manifest,
+            None,
+            "no rows: the manifest has a header and nothing else",
+        ));
+    }
+    Ok(Some(rows))
+}
+
+/// Utterances built from manifest rows, with what the orphan check needs.
+#[derive(Default)]
+struct RowsRead {
+    utterances: Vec<Utterance>,
+    first_seen: HashMap<String, Origin>,
+    /// Folders holding audio of a kept row.
+    used_dirs: HashSet<PathBuf>,
+    /// Audio files a row names (a duplicate's too).
+    referenced: HashSet<PathBuf>,
+}
+
+impl RowsRead {
+    /// Resolves `rows` of `manifest` into utterances; a later row of an id already seen
+    /// is a skipped `duplicate_id` row (the first is kept).
+    fn add(&mut self, manifest: &Path, rows: Vec<ManifestRow>, issues: &mut Vec<ReadIssue>) {
         let manifest_dir = manifest.parent().map(Path::to_path_buf).unwrap_or_default();
         let stem = manifest
             .file_stem()
@@ -535,27 +742,33 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
             let source = normalize_source(&row.audio);
             let id = row.id.clone().unwrap_or_else(|| strip_audio_ext(&source));
             let origin = Origin {
-                file: manifest.clone(),
+                file: manifest.to_path_buf(),
                 line: row.line,
             };
-            if let Some(first) = first_seen.get(&id) {
-                issues.push(ReadIssue::new(
-                    IssueKind::DuplicateId,
-                    Some(id.clone()),
-                    manifest,
-                    Some(row.line),
-                    format!("id {id} already used at {first}; this row is ignored"),
-                ));
+            if found {
+                // A duplicate's audio is named by its row too: not an orphan.
+                self.referenced.insert(audio_path.clone());
+            }
+            if let Some(first) = self.first_seen.get(&id) {
+                issues.push(
+                    ReadIssue::new(
+                        IssueKind::DuplicateId,
+                        Some(id.clone()),
+                        manifest,
+                        Some(row.line),
+                        duplicate_message(&id, first),
+                    )
+                    .with_effect(Effect::RowSkipped),
+                );
                 continue;
             }
-            first_seen.insert(id.clone(), origin.clone());
+            self.first_seen.insert(id.clone(), origin.clone());
             if found {
                 if let Some(dir) = audio_path.parent() {
-                    used_dirs.insert(dir.to_path_buf());
+                    self.used_dirs.insert(dir.to_path_buf());
                 }
-                referenced.insert(audio_path.clone());
             }
-            utterances.push(Utterance {
+            self.utterances.push(Utterance {
                 id,
                 audio_path,
                 source,
@@ -567,13 +780,15 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
             });
         }
     }
-    if whole_folder {
-        let mut dirs: Vec<&PathBuf> = used_dirs.iter().collect();
+
+    /// Audio files in the folders rows use that no row names: `orphan_audio`.
+    fn report_orphans(&self, issues: &mut Vec<ReadIssue>) {
+        let mut dirs: Vec<&PathBuf> = self.used_dirs.iter().collect();
         dirs.sort();
         for dir in dirs {
-            let listing = crate::walk::walk(dir, 1, is_audio_path);
+            let listing = crate::walk::walk(dir, 1, is_audio_path, |_| false);
             for file in listing.files {
-                if !referenced.contains(&file) {
+                if !self.referenced.contains(&file) {
                     issues.push(ReadIssue::new(
                         IssueKind::OrphanAudio,
                         file.file_stem().map(|s| s.to_string_lossy().into_owned()),
@@ -585,14 +800,6 @@ pub fn read(path: &Path, format: Format, opts: &ReadOptions) -> Result<Corpus, C
             }
         }
     }
-    Ok(Corpus {
-        format,
-        root,
-        utterances,
-        issues,
-        speakers_disjoint: false,
-        files_read: manifests,
-    })
 }
 
 /// A header line with tabs and no commas is TSV whatever the extension.

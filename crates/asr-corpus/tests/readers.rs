@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use asr_corpus::{detect_format, read_corpus, CorpusError, Format, IssueKind, ReadOptions};
+use asr_corpus::{detect_format, read_corpus, CorpusError, Effect, Format, IssueKind, ReadOptions};
 
 fn write(path: &Path, bytes: impl AsRef<[u8]>) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -104,27 +104,23 @@ fn librispeech_single_subset_root() {
 }
 
 #[test]
-fn binary_garbage_transcript_is_summarised_not_a_panic() {
+fn binary_garbage_transcript_lists_every_line_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let garbage: Vec<u8> = (0..20_000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
     librispeech(dir.path(), "train", &garbage, &[]);
     let corpus = read_corpus(dir.path(), &opts()).unwrap();
+    // Every line is a row that did not become an utterance: each one is listed (pack
+    // must account for all of them), none is summarised away.
     let unreadable = corpus
         .issues
         .iter()
-        .filter(|i| i.kind == IssueKind::UnreadableTranscript)
+        .filter(|i| i.kind == IssueKind::UnreadableTranscript || i.kind == IssueKind::BadId)
+        .filter(|i| i.effect == Effect::RowSkipped)
         .count();
-    assert!((1..=21).contains(&unreadable), "{unreadable} issues");
-    assert!(
-        corpus
-            .issues
-            .iter()
-            .any(|i| i.message.contains("more unreadable lines")),
-        "{:?}",
-        corpus.issues
-    );
+    assert!(unreadable > 21, "{unreadable} issues");
+    assert_eq!(corpus.rows_read(), corpus.utterances.len() + unreadable);
 }
 
 #[cfg(unix)]
@@ -205,7 +201,7 @@ fn commonvoice_header_variants_and_validated_only_release() {
 }
 
 #[test]
-fn commonvoice_tsv_without_a_sentence_column_is_an_issue_naming_the_file() {
+fn commonvoice_tsv_without_a_sentence_column_is_an_error_naming_the_file_and_column() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     write(&root.join("clips/a.mp3"), b"x");
@@ -217,17 +213,26 @@ fn commonvoice_tsv_without_a_sentence_column_is_an_issue_naming_the_file() {
         &root.join("test.tsv"),
         "client_id\tpath\tsentence\nc2\ta.mp3\thello\n",
     );
+    // The whole train split would be lost: an error, not a silent empty split.
+    let err = read_corpus(root, &opts()).unwrap_err().to_string();
+    assert!(
+        err.contains("train.tsv:1") && err.contains("`sentence`") && err.contains("text"),
+        "{err}"
+    );
+    // A file read only for cross-checks (invalidated.tsv) may lack it: an issue.
+    write(
+        &root.join("train.tsv"),
+        "client_id\tpath\tsentence\nc1\ta.mp3\thello\n",
+    );
+    write(&root.join("invalidated.tsv"), "client_id\tpath\n");
     let corpus = read_corpus(root, &opts()).unwrap();
     let issue = corpus
         .issues
         .iter()
         .find(|i| i.kind == IssueKind::UnreadableTranscript)
         .unwrap();
-    assert!(issue.path.ends_with("train.tsv"));
-    assert_eq!(issue.line, Some(1));
-    assert!(issue.message.contains("`sentence`"), "{}", issue.message);
-    assert_eq!(corpus.utterances.len(), 1);
-    assert_eq!(corpus.utterances[0].split.as_deref(), Some("test"));
+    assert!(issue.path.ends_with("invalidated.tsv"));
+    assert_eq!(issue.effect, Effect::None);
 }
 
 #[test]
@@ -313,4 +318,93 @@ fn unknown_files_are_errors() {
     assert!(err.to_string().contains("--format"), "{err}");
     let err = read_corpus(&dir.path().join("notes.txt"), &opts()).unwrap_err();
     assert!(matches!(err, CorpusError::UnknownLayout { .. }));
+}
+
+#[test]
+fn csv_unterminated_quote_is_an_error_at_the_line_it_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.csv");
+    // Never closed: every later row would be one transcript.
+    write(
+        &path,
+        "path,text\na.wav,fine\nb.wav,\"hello\nc.wav,world\nd.wav,again\n",
+    );
+    let err = read_corpus(&path, &opts()).unwrap_err().to_string();
+    assert!(
+        err.contains("m.csv:3") && err.contains("never closed"),
+        "{err}"
+    );
+    // Closed by a later row's quote, after swallowing rows: also an error.
+    write(
+        &path,
+        "path,text\na.wav,\"hello\nb.wav,world\nc.wav,\"quoted\"\n",
+    );
+    let err = read_corpus(&path, &opts()).unwrap_err().to_string();
+    assert!(
+        err.contains("m.csv:2") && err.contains("closing quote"),
+        "{err}"
+    );
+    // A transcript that really spans lines is fine.
+    write(
+        &path,
+        "path,text\na.wav,\"two\nlines, one row\"\nb.wav,ok\n",
+    );
+    let corpus = read_corpus(&path, &opts()).unwrap();
+    assert_eq!(corpus.utterances.len(), 2);
+}
+
+#[test]
+fn csv_duplicate_column_names_are_an_error_naming_the_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.csv");
+    write(&path, "path,text,speaker,text\na.wav,one,s1,two\n");
+    let err = read_corpus(&path, &opts()).unwrap_err().to_string();
+    assert!(
+        err.contains("m.csv:1") && err.contains("\"text\"") && err.contains("columns 2, 4"),
+        "{err}"
+    );
+    // Duplicates among columns that are not used are harmless.
+    write(&path, "path,text,note,note\na.wav,one,x,y\n");
+    assert_eq!(read_corpus(&path, &opts()).unwrap().utterances.len(), 1);
+}
+
+#[test]
+fn header_only_manifests_are_errors_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in [("h.csv", "path,text\n"), ("h.jsonl", "\n")] {
+        let path = dir.path().join(name);
+        write(&path, text);
+        let err = read_corpus(&path, &opts()).unwrap_err();
+        assert!(matches!(err, CorpusError::Empty { .. }), "{err}");
+        assert!(err.to_string().contains(name), "{err}");
+    }
+}
+
+#[test]
+fn a_pack_written_into_the_dataset_folder_is_not_read_as_input() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("clips/x.wav"), b"x");
+    write(
+        &dir.path().join("train.jsonl"),
+        "{\"audio_filepath\": \"clips/x.wav\", \"text\": \"hi\"}\n",
+    );
+    // What `asr-data pack DATA --out DATA` leaves there.
+    write(
+        &dir.path().join("manifest.json"),
+        r#"{"format_version": 1, "sample_rate_hz": 16000, "audio_dtype": "int16",
+            "vocab": {"h": 0}, "splits": {},
+            "skipped": {"total": 1, "by_code": {"x": 1}, "file": "skipped.jsonl"}}"#,
+    );
+    write(
+        &dir.path().join("skipped.jsonl"),
+        "{\"id\": \"y\", \"code\": \"missing_audio\", \"message\": \"m\", \"source\": \"clips/y.wav\"}\n",
+    );
+    assert_eq!(detect_format(dir.path()).unwrap(), Format::Jsonl);
+    let corpus = read_corpus(dir.path(), &opts()).unwrap();
+    assert_eq!(corpus.files_read, [dir.path().join("train.jsonl")]);
+    assert!(corpus.issues.is_empty(), "{:?}", corpus.issues);
+    assert_eq!(corpus.ignored.len(), 2, "{:?}", corpus.ignored);
+    // Named directly, the pack's manifest is refused with a hint.
+    let err = read_corpus(&dir.path().join("manifest.json"), &opts()).unwrap_err();
+    assert!(err.to_string().contains("asr-data pack"), "{err}");
 }

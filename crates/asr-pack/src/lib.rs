@@ -25,7 +25,10 @@
 //!    with the corpus. A file that fails to decode is left out (`undecodable_audio`,
 //!    `empty_audio`).
 //! 5. **Output**: shards per split, `skipped.jsonl` (one object per left-out row: `id`,
-//!    `code`, `message`, `source`), then `manifest.json` last.
+//!    `code`, `message`, `source`, `file`, `line`), then `manifest.json` last. Rows the
+//!    reader could not read (ragged or non-UTF-8 lines, a later row of a duplicated id)
+//!    and files it could not read at all are listed too: every input row is packed or
+//!    listed ([`PackSummary::rows_in`]).
 //!
 //! **Resume**: shards are journaled as they complete (see `asr_shards::ShardWriter`), and
 //! rows left out while decoding are journaled too (`.pack-decode-skips.jsonl`), so a re-run
@@ -124,13 +127,23 @@ impl PackOptions {
 pub struct SkippedRow {
     /// Utterance id.
     pub id: String,
-    /// Why: a finding code of `asr-data validate`, or `excluded`, `no_split`,
-    /// `not_in_part` is never written (other parts' rows are simply not this part's).
+    /// Why: a finding code of `asr-data validate` (for rows the reader could not read:
+    /// `unreadable_transcript`, `duplicate_id` (a later row with an id already used; the
+    /// first is kept), `unreadable_path`), or `excluded`, `no_split`. `not_in_part` is
+    /// never written (other parts' rows are simply not this part's).
     pub code: String,
     /// Details a person can act on.
     pub message: String,
-    /// Audio path relative to the dataset root.
+    /// Audio path relative to the dataset root (empty for a row the reader could not
+    /// read).
     pub source: String,
+    /// The transcript or manifest file the row was read from (or the file or folder that
+    /// could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Its 1-based line in `file`; absent for a whole file that could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
 }
 
 /// A row whose transcript had characters outside the vocabulary: a line of
@@ -156,6 +169,10 @@ pub struct PackSummary {
     pub skipped: Vec<SkippedRow>,
     /// Rows whose characters were mapped or dropped.
     pub unknown_chars: Vec<UnknownCharRow>,
+    /// Input rows (of this part): the corpus's utterances plus the rows its reader could
+    /// not read, each listed in `skipped`. Packed rows plus skipped rows equal it, with
+    /// one more skipped entry per file or folder that could not be read at all.
+    pub rows_in: u64,
     /// Rows taken from shards an earlier run completed (resume) from the same inputs.
     pub resumed_rows: u64,
     /// True when `out_dir` held a finished pack that this run replaced (`overwrite`):

@@ -2,7 +2,7 @@
 //! an ordered, memory-bounded writer.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use asr_shards::{
     part_tag, quantize_i16_into, AudioDtype, Manifest, Samples, SamplesRowRef, ShardWriter,
     ShardWriterOptions, SKIPPED_FILE,
 };
-use asr_text::{EncodeError, NormalizePolicy, UnkPolicy};
+use asr_text::{EncodeError, NormalizePolicy, UnkPolicy, Vocab};
 use asr_validate::{Code, Severity, ValidateOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -131,7 +131,67 @@ pub(crate) fn run(
         .collect();
     progress.start(selected.len() as u64);
 
-    // 1. Validation findings per id.
+    let report = validate_for_pack(corpus, options)?;
+    let Filtered {
+        mut skipped,
+        kept,
+        vocab,
+    } = filter_and_split(corpus, &selected, &report, options);
+    let Encoded {
+        vocab,
+        candidates,
+        unknown_chars,
+    } = encode_transcripts(kept, vocab, options, &mut skipped)?;
+    for _ in 0..skipped.len() {
+        progress.row_done(0.0);
+    }
+    let rejects = reader_rejects(corpus, options);
+    let rows_in = (selected.len() + rejects.len()) as u64;
+    skipped.extend(rejects);
+    if candidates.is_empty() {
+        skipped.sort_by_key(|(order, _)| *order);
+        return Err(PackError::NothingToPack {
+            total: rows_in as usize,
+            skipped: skipped.into_iter().map(|(_, s)| s).collect(),
+        });
+    }
+
+    let mut opened = open_writers(&vocab, &candidates, options, &mut skipped, progress)?;
+    let mut timings = PackTimings {
+        plan_s: start.elapsed().as_secs_f64(),
+        ..PackTimings::default()
+    };
+    let written = decode_and_write(
+        &candidates,
+        &mut opened,
+        options,
+        &mut skipped,
+        &mut timings,
+        progress,
+    )?;
+    let finish_start = Instant::now();
+    let (manifest, skipped) =
+        finish_outputs(opened.writers, &vocab, options, skipped, &unknown_chars)?;
+    timings.finish_s = finish_start.elapsed().as_secs_f64();
+    Ok(PackSummary {
+        manifest,
+        skipped,
+        unknown_chars,
+        rows_in,
+        resumed_rows: opened.resumed_rows,
+        replaced_finished: opened.replaced_finished,
+        decoded_rows: written.rows,
+        decoded_audio_s: written.audio_s,
+        wall_s: start.elapsed().as_secs_f64(),
+        timings,
+    })
+}
+
+/// Phase 1: the header-only validation whose error findings keep rows out.
+fn validate_for_pack(
+    corpus: &asr_corpus::Corpus,
+    options: &PackOptions,
+) -> Result<asr_validate::Report, PackError> {
     let validate_options = ValidateOptions {
         min_duration_s: options.min_duration_s.max(0.0),
         max_duration_s: if options.max_duration_s.is_finite() {
@@ -142,11 +202,56 @@ pub(crate) fn run(
         ..ValidateOptions::default()
     };
     let (report, _) = asr_validate::validate(corpus, &validate_options, &|_| {})?;
+    Ok(report)
+}
+
+/// Rows left out, each with its position in the corpus (orders `skipped.jsonl`).
+type Skipped = Vec<(usize, SkippedRow)>;
+
+/// The `skipped.jsonl` line of utterance `u`, left out with `code`.
+fn skipped_row(u: &Utterance, code: &str, message: String) -> SkippedRow {
+    SkippedRow {
+        id: u.id.clone(),
+        code: code.to_string(),
+        message,
+        source: u.source.clone(),
+        file: Some(u.origin.file.display().to_string()),
+        line: (u.origin.line > 0).then_some(u.origin.line),
+    }
+}
+
+/// The outcome of phase 2: rows left out, and rows kept with their split name.
+struct Filtered<'a> {
+    skipped: Skipped,
+    kept: Vec<(usize, &'a Utterance, String)>,
+    vocab: Vocab,
+}
+
+/// Phase 2: leave out rows with an error finding, `--exclude`d rows, rows too short or
+/// too long for the limits given, and rows outside the dataset's splits; give the others
+/// their split.
+fn filter_and_split<'a>(
+    corpus: &asr_corpus::Corpus,
+    selected: &[(usize, &'a Utterance)],
+    report: &asr_validate::Report,
+    options: &PackOptions,
+) -> Filtered<'a> {
+    // Findings about rows the reader lost (a duplicate id's later row, an unreadable line
+    // that kept its id) are not about the utterance of that id: the first row of a
+    // duplicated id is packed.
+    let lost_at: HashSet<(String, Option<u64>)> = corpus
+        .lost()
+        .map(|issue| (issue.path.display().to_string(), issue.line))
+        .collect();
     let mut reasons: HashMap<&str, (&'static str, &str)> = HashMap::new();
     for finding in &report.findings {
         let Some(id) = finding.id.as_deref() else {
             continue;
         };
+        let at = (finding.path.clone().unwrap_or_default(), finding.line);
+        if finding.line.is_some() && lost_at.contains(&at) {
+            continue;
+        }
         let applies = finding.severity == Severity::Error
             || (finding.code == Code::TooShort && options.min_duration_s > 0.0)
             || (finding.code == Code::TooLong && options.max_duration_s.is_finite());
@@ -157,38 +262,58 @@ pub(crate) fn run(
         }
     }
     let dataset_has_splits = corpus.utterances.iter().any(|u| u.split.is_some());
-
-    // 2. Filters and splits.
-    let mut skipped: Vec<(usize, SkippedRow)> = Vec::new();
-    let mut kept: Vec<(usize, &Utterance, String)> = Vec::new();
-    for &(order, u) in &selected {
+    let mut skipped = Vec::new();
+    let mut kept = Vec::new();
+    for &(order, u) in selected {
         match assign(u, options, &reasons, dataset_has_splits) {
             Ok(split) => kept.push((order, u, split)),
-            Err((code, message)) => skipped.push((
-                order,
-                SkippedRow {
-                    id: u.id.clone(),
-                    code: code.to_string(),
-                    message,
-                    source: u.source.clone(),
-                },
-            )),
+            Err((code, message)) => skipped.push((order, skipped_row(u, code, message))),
         }
     }
+    let vocab = pack_vocab(corpus, options, &reasons, dataset_has_splits);
+    Filtered {
+        skipped,
+        kept,
+        vocab,
+    }
+}
 
-    // 3. Vocabulary and labels.
-    let vocab = match &options.vocab {
+/// The outcome of phase 3.
+struct Encoded<'a> {
+    vocab: Vocab,
+    candidates: Vec<Candidate<'a>>,
+    unknown_chars: Vec<UnknownCharRow>,
+}
+
+/// The vocabulary: `--vocab`, or the characters of every row that passes the filters, in
+/// any part: the parts of a `--part K/N` pack then share the whole pack's vocabulary, and
+/// merge.
+fn pack_vocab(
+    corpus: &asr_corpus::Corpus,
+    options: &PackOptions,
+    reasons: &HashMap<&str, (&'static str, &str)>,
+    dataset_has_splits: bool,
+) -> Vocab {
+    match &options.vocab {
         Some(vocab) => vocab.clone(),
-        // From every row that passes the filters, in any part: the parts of a `--part
-        // K/N` pack then share the whole pack's vocabulary, and merge.
         None => data_vocab(
             corpus
                 .utterances
                 .iter()
-                .filter(|u| assign(u, options, &reasons, dataset_has_splits).is_ok())
+                .filter(|u| assign(u, options, reasons, dataset_has_splits).is_ok())
                 .map(|u| u.transcript.as_str()),
         ),
-    };
+    }
+}
+
+/// Phase 3: normalize and encode every kept row's transcript; `--unk error` refuses the
+/// whole pack when any row has characters outside the vocabulary.
+fn encode_transcripts<'a>(
+    kept: Vec<(usize, &'a Utterance, String)>,
+    vocab: Vocab,
+    options: &PackOptions,
+    skipped: &mut Skipped,
+) -> Result<Encoded<'a>, PackError> {
     let policy = NormalizePolicy::for_vocab(&vocab);
     let mut unknown_chars = Vec::new();
     let mut refused = Vec::new();
@@ -207,13 +332,11 @@ pub(crate) fn run(
                 if prepared.labels.is_empty() {
                     skipped.push((
                         order,
-                        SkippedRow {
-                            id: u.id.clone(),
-                            code: "empty_transcript".into(),
-                            message: "no characters of the vocabulary left in the transcript"
-                                .into(),
-                            source: u.source.clone(),
-                        },
+                        skipped_row(
+                            u,
+                            "empty_transcript",
+                            "no characters of the vocabulary left in the transcript".into(),
+                        ),
                     ));
                     continue;
                 }
@@ -244,44 +367,67 @@ pub(crate) fn run(
     if !refused.is_empty() {
         return Err(PackError::UnknownCharacters { rows: refused });
     }
-    if candidates.is_empty() {
-        skipped.sort_by_key(|(order, _)| *order);
-        return Err(PackError::NothingToPack {
-            total: selected.len(),
-            skipped: skipped.into_iter().map(|(_, s)| s).collect(),
-        });
-    }
-    for _ in 0..skipped.len() {
-        progress.row_done(0.0);
-    }
-    // Rows the reader could not turn into utterances (an unreadable transcript line, a
-    // duplicate id's second row) are listed too: nothing is dropped silently.
-    let known: std::collections::HashSet<&str> =
-        corpus.utterances.iter().map(|u| u.id.as_str()).collect();
-    let mut listed = std::collections::HashSet::new();
-    for finding in &report.findings {
-        let Some(id) = finding.id.as_deref() else {
-            continue;
+    Ok(Encoded {
+        vocab,
+        candidates,
+        unknown_chars,
+    })
+}
+
+/// Rows the reader could not turn into utterances (an unreadable transcript line, a
+/// ragged manifest row, a duplicate id's later row) and files or folders it could not
+/// read at all, under validate's code for them: nothing is dropped silently. A row
+/// without an id belongs to the part its `file:line` hashes to.
+fn reader_rejects(corpus: &asr_corpus::Corpus, options: &PackOptions) -> Skipped {
+    let part = options.part;
+    let mut skipped = Vec::new();
+    for (i, issue) in corpus.lost().enumerate() {
+        let file = issue.path.display().to_string();
+        let key = match (&issue.id, issue.line) {
+            (Some(id), _) => id.clone(),
+            (None, Some(line)) => format!("{file}:{line}"),
+            (None, None) => file.clone(),
         };
-        if finding.severity != Severity::Error
-            || known.contains(id)
-            || part.is_some_and(|p| !in_part(id, p.index, p.count))
-            || !listed.insert(id)
-        {
+        if part.is_some_and(|p| !in_part(&key, p.index, p.count)) {
             continue;
         }
+        let (code, _) = asr_validate::issue_code(issue.kind);
         skipped.push((
-            corpus.utterances.len() + listed.len(),
+            corpus.utterances.len() + i,
             SkippedRow {
-                id: id.to_string(),
-                code: finding.code.as_str().to_string(),
-                message: finding.message.clone(),
-                source: finding.path.clone().unwrap_or_default(),
+                id: issue.id.clone().unwrap_or_default(),
+                code: code.as_str().to_string(),
+                message: issue.message.clone(),
+                source: String::new(),
+                file: Some(file),
+                line: issue.line,
             },
         ));
     }
+    skipped
+}
 
-    // 4. Writers, resume.
+/// The writers of every split, with what a previous interrupted run left.
+struct Opened {
+    writers: BTreeMap<String, ShardWriter>,
+    /// `out_dir` held a finished pack that this run replaces (`overwrite`).
+    replaced_finished: bool,
+    /// Per candidate: already written by the run being resumed.
+    done: Vec<bool>,
+    resumed_rows: u64,
+    journal: DecodeJournal,
+}
+
+/// Phase 4: open a writer per split (resuming a previous run's completed shards when
+/// they are consistent with this run), and the decode-skip journal.
+fn open_writers(
+    vocab: &Vocab,
+    candidates: &[Candidate],
+    options: &PackOptions,
+    skipped: &mut Skipped,
+    progress: &dyn Progress,
+) -> Result<Opened, PackError> {
+    let part = options.part;
     let out = &options.out_dir;
     fs::create_dir_all(out).map_err(|source| PackError::Io {
         path: out.clone(),
@@ -325,7 +471,7 @@ pub(crate) fn run(
             .collect::<Vec<_>>(),
     );
     let mut split_names: Vec<String> = Vec::new();
-    for c in &candidates {
+    for c in candidates {
         if !split_names.contains(&c.split) {
             split_names.push(c.split.clone());
         }
@@ -334,48 +480,19 @@ pub(crate) fn run(
     let mut done = vec![false; candidates.len()];
     let mut resumed_rows = 0u64;
     for name in &split_names {
-        let mut writer = if options.resume {
-            ShardWriter::resume(out, name, writer_options.clone())?
-        } else {
-            ShardWriter::create(out, name, writer_options.clone())?
-        };
-        if let Some(last) = writer.last_completed_id().map(str::to_string) {
-            // The rows of this split up to the last completed shard's last row.
-            let positions: Vec<usize> = candidates
-                .iter()
-                .enumerate()
-                .filter(|(_, c)| &c.split == name)
-                .map(|(i, _)| i)
-                .collect();
-            let end = positions
-                .iter()
-                .position(|&i| candidates[i].utterance.id == last);
-            let consistent = end.is_some_and(|end| {
-                let written = positions[..=end]
-                    .iter()
-                    .filter(|&&i| !journaled.contains_key(&candidates[i].utterance.id))
-                    .count() as u64;
-                written == writer.rows_completed()
-                    && previous.prefix_matches(
-                        name,
-                        positions[..=end].iter().map(|&i| {
-                            (
-                                candidates[i].utterance.id.as_str(),
-                                row_fingerprints[i].as_str(),
-                            )
-                        }),
-                    )
-            });
-            match (consistent, end) {
-                (true, Some(end)) => {
-                    for &i in &positions[..=end] {
-                        done[i] = true;
-                    }
-                    resumed_rows += writer.rows_completed();
-                }
-                _ => writer = ShardWriter::create(out, name, writer_options.clone())?,
-            }
-        }
+        let writer = resume_split(
+            name,
+            candidates,
+            &journaled,
+            &writer_options,
+            options,
+            &InputsRecord {
+                previous: &previous,
+                fingerprints: &row_fingerprints,
+            },
+            &mut done,
+            &mut resumed_rows,
+        )?;
         writers.insert(name.clone(), writer);
     }
     resume::write_journal(
@@ -394,28 +511,108 @@ pub(crate) fn run(
                 journal.append(entry)?;
                 skipped.push((
                     c.order,
-                    SkippedRow {
-                        id: c.utterance.id.clone(),
-                        code: entry.code.clone(),
-                        message: entry.message.clone(),
-                        source: c.utterance.source.clone(),
-                    },
+                    skipped_row(c.utterance, &entry.code, entry.message.clone()),
                 ));
             }
             progress.row_done(0.0);
         }
     }
+    Ok(Opened {
+        writers,
+        replaced_finished,
+        done,
+        resumed_rows,
+        journal,
+    })
+}
 
-    // 5. Decode in parallel, write in order.
-    let mut timings = PackTimings {
-        plan_s: start.elapsed().as_secs_f64(),
-        ..PackTimings::default()
+/// The inputs of the run being resumed, and this run's, row by row (see `resume`).
+struct InputsRecord<'a> {
+    previous: &'a resume::Previous,
+    /// Per candidate.
+    fingerprints: &'a [String],
+}
+
+/// The writer of split `name`: resumed when a previous run completed shards of it that
+/// agree with this run's rows and were made from the same inputs (marking those rows
+/// `done`), else created afresh.
+#[allow(clippy::too_many_arguments)]
+fn resume_split(
+    name: &str,
+    candidates: &[Candidate],
+    journaled: &HashMap<String, DecodeSkip>,
+    writer_options: &ShardWriterOptions,
+    options: &PackOptions,
+    inputs: &InputsRecord,
+    done: &mut [bool],
+    resumed_rows: &mut u64,
+) -> Result<ShardWriter, PackError> {
+    let out = &options.out_dir;
+    let mut writer = if options.resume {
+        ShardWriter::resume(out, name, writer_options.clone())?
+    } else {
+        ShardWriter::create(out, name, writer_options.clone())?
     };
+    if let Some(last) = writer.last_completed_id().map(str::to_string) {
+        // The rows of this split up to the last completed shard's last row.
+        let positions: Vec<usize> = candidates
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.split == name)
+            .map(|(i, _)| i)
+            .collect();
+        let end = positions
+            .iter()
+            .position(|&i| candidates[i].utterance.id == last);
+        let consistent = end.is_some_and(|end| {
+            let written = positions[..=end]
+                .iter()
+                .filter(|&&i| !journaled.contains_key(&candidates[i].utterance.id))
+                .count() as u64;
+            written == writer.rows_completed()
+                && inputs.previous.prefix_matches(
+                    name,
+                    positions[..=end].iter().map(|&i| {
+                        (
+                            candidates[i].utterance.id.as_str(),
+                            inputs.fingerprints[i].as_str(),
+                        )
+                    }),
+                )
+        });
+        match (consistent, end) {
+            (true, Some(end)) => {
+                for &i in &positions[..=end] {
+                    done[i] = true;
+                }
+                *resumed_rows += writer.rows_completed();
+            }
+            _ => writer = ShardWriter::create(out, name, writer_options.clone())?,
+        }
+    }
+    Ok(writer)
+}
+
+/// What phase 5 wrote.
+struct Written {
+    rows: u64,
+    audio_s: f64,
+}
+
+/// Phase 5: decode the rows not yet written in parallel, and write them in order.
+fn decode_and_write(
+    candidates: &[Candidate],
+    opened: &mut Opened,
+    options: &PackOptions,
+    skipped: &mut Skipped,
+    timings: &mut PackTimings,
+    progress: &dyn Progress,
+) -> Result<Written, PackError> {
     let decode_start = Instant::now();
     let decode_busy_ns = Arc::new(AtomicU64::new(0));
     let todo: Vec<&Candidate> = candidates
         .iter()
-        .zip(&done)
+        .zip(&opened.done)
         .filter(|(_, done)| !**done)
         .map(|(c, _)| c)
         .collect();
@@ -446,8 +643,10 @@ pub(crate) fn run(
         submitted += 1;
     }
     let mut pending: BTreeMap<usize, Result<Decoded, (String, String)>> = BTreeMap::new();
-    let mut decoded_rows = 0u64;
-    let mut decoded_audio_s = 0.0;
+    let mut written = Written {
+        rows: 0,
+        audio_s: 0.0,
+    };
     for (next, candidate) in todo.iter().enumerate() {
         let result = loop {
             if let Some(result) = pending.remove(&next) {
@@ -464,57 +663,76 @@ pub(crate) fn run(
             submit(submitted);
             submitted += 1;
         }
-        let u = candidate.utterance;
-        match result {
-            Ok(decoded) => {
-                let writing = Instant::now();
-                let writer = writers
-                    .get_mut(&candidate.split)
-                    .expect("a writer per split");
-                writer.write_samples(SamplesRowRef {
-                    id: &u.id,
-                    audio: decoded.audio.as_samples(),
-                    text: &candidate.text,
-                    labels: &candidate.labels,
-                    speaker: u.speaker.as_deref(),
-                    source: &u.source,
-                })?;
-                timings.writer_busy_s += writing.elapsed().as_secs_f64();
-                decoded_rows += 1;
-                decoded_audio_s += decoded.source_s;
-                progress.row_done(decoded.source_s);
-            }
-            Err((code, message)) => {
-                let entry = DecodeSkip {
-                    id: u.id.clone(),
-                    code,
-                    message,
-                };
-                journal.append(&entry)?;
-                skipped.push((
-                    candidate.order,
-                    SkippedRow {
-                        id: entry.id,
-                        code: entry.code,
-                        message: entry.message,
-                        source: u.source.clone(),
-                    },
-                ));
-                progress.row_done(0.0);
-            }
+        let source_s = write_one(candidate, result, opened, skipped, timings)?;
+        if let Some(source_s) = source_s {
+            written.rows += 1;
+            written.audio_s += source_s;
         }
+        progress.row_done(source_s.unwrap_or(0.0));
     }
     drop(tx);
     timings.decode_write_s = decode_start.elapsed().as_secs_f64();
     timings.decode_busy_s = decode_busy_ns.load(Ordering::Relaxed) as f64 * 1e-9;
     timings.threads = pool.current_num_threads();
-    let finish_start = Instant::now();
+    Ok(written)
+}
 
-    // 6. Finish: shards, skipped rows, unknown characters, manifest last.
+/// Writes one decoded row (returning its source seconds), or journals and lists a row
+/// whose decoding failed (returning `None`).
+fn write_one(
+    candidate: &Candidate,
+    result: Result<Decoded, (String, String)>,
+    opened: &mut Opened,
+    skipped: &mut Skipped,
+    timings: &mut PackTimings,
+) -> Result<Option<f64>, PackError> {
+    let u = candidate.utterance;
+    match result {
+        Ok(decoded) => {
+            let writing = Instant::now();
+            let writer = opened
+                .writers
+                .get_mut(&candidate.split)
+                .expect("a writer per split");
+            writer.write_samples(SamplesRowRef {
+                id: &u.id,
+                audio: decoded.audio.as_samples(),
+                text: &candidate.text,
+                labels: &candidate.labels,
+                speaker: u.speaker.as_deref(),
+                source: &u.source,
+            })?;
+            timings.writer_busy_s += writing.elapsed().as_secs_f64();
+            Ok(Some(decoded.source_s))
+        }
+        Err((code, message)) => {
+            let entry = DecodeSkip {
+                id: u.id.clone(),
+                code,
+                message,
+            };
+            opened.journal.append(&entry)?;
+            skipped.push((candidate.order, skipped_row(u, &entry.code, entry.message)));
+            Ok(None)
+        }
+    }
+}
+
+/// Phase 6: close every split's last shard, then write `skipped.jsonl`,
+/// `unknown_chars.jsonl` and the manifest, last.
+fn finish_outputs(
+    writers: BTreeMap<String, ShardWriter>,
+    vocab: &Vocab,
+    options: &PackOptions,
+    mut skipped: Skipped,
+    unknown_chars: &[UnknownCharRow],
+) -> Result<(Manifest, Vec<SkippedRow>), PackError> {
+    let part = options.part;
+    let out = &options.out_dir;
     // Each split's last shard is flushed, fsynced and renamed, and its folder and journal
     // fsynced: the splits do this at the same time, so the end of a pack waits for the
     // slowest split's disk writes rather than for every split's in turn.
-    let mut manifest = Manifest::new(&vocab, options.audio_dtype, part);
+    let mut manifest = Manifest::new(vocab, options.audio_dtype, part);
     let finished: Vec<(
         String,
         Result<asr_shards::SplitInfo, asr_shards::ShardError>,
@@ -551,22 +769,11 @@ pub(crate) fn run(
     if unknown_chars.is_empty() {
         let _ = fs::remove_file(&unknown_file);
     } else {
-        write_jsonl(&unknown_file, &unknown_chars)?;
+        write_jsonl(&unknown_file, unknown_chars)?;
     }
     manifest.write(out)?;
-    timings.finish_s = finish_start.elapsed().as_secs_f64();
     debug_assert!(manifest.skipped.file == SKIPPED_FILE || part.is_some());
-    Ok(PackSummary {
-        manifest,
-        skipped,
-        unknown_chars,
-        resumed_rows,
-        replaced_finished,
-        decoded_rows,
-        decoded_audio_s,
-        wall_s: start.elapsed().as_secs_f64(),
-        timings,
-    })
+    Ok((manifest, skipped))
 }
 
 fn check_options(options: &PackOptions) -> Result<(), PackError> {

@@ -87,7 +87,15 @@ fn check_round_trip(corpus: &Corpus, out: &Path) -> (Manifest, Vec<ShardRow>, Ve
     let packed_ids: BTreeSet<&str> = packed.iter().map(|r| r.id.as_str()).collect();
     let skipped_ids: BTreeSet<&str> = skipped.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(packed_ids.len(), packed.len(), "no id packed twice");
-    assert!(packed_ids.is_disjoint(&skipped_ids));
+    // Only a duplicated id is both packed (its first row) and skipped (the later ones).
+    for row in &skipped {
+        assert!(
+            !packed_ids.contains(row.id.as_str()) || row.code == "duplicate_id",
+            "{} packed and skipped as {}",
+            row.id,
+            row.code
+        );
+    }
     for u in &corpus.utterances {
         assert!(
             packed_ids.contains(u.id.as_str()) || skipped_ids.contains(u.id.as_str()),
@@ -95,6 +103,13 @@ fn check_round_trip(corpus: &Corpus, out: &Path) -> (Manifest, Vec<ShardRow>, Ve
             u.id
         );
     }
+    // Every input row is packed or listed with its file and line.
+    let skipped_rows = skipped.iter().filter(|r| r.line.is_some()).count();
+    assert_eq!(
+        packed.len() + skipped_rows,
+        corpus.rows_read(),
+        "rows in = packed + skipped"
+    );
     assert_eq!(manifest.skipped.total as usize, skipped.len());
     let by_id: BTreeMap<&str, &asr_corpus::Utterance> = corpus
         .utterances
@@ -181,6 +196,27 @@ fn librispeech_round_trip_with_planted_defects_skipped_by_code() {
         manifest.skipped.by_code.values().sum::<u64>(),
         skipped.len() as u64
     );
+    // 42 transcript lines: each packed or skipped. The duplicated id keeps its first row
+    // (packed) and lists the second with both locations.
+    assert_eq!(packed.len() + skipped.len(), 42, "{skipped:#?}");
+    assert_eq!(summary.rows_in, 42);
+    assert!(ids.contains("1001-2001-0004"));
+    let duplicate: Vec<&SkippedRow> = skipped
+        .iter()
+        .filter(|r| r.code == "duplicate_id")
+        .collect();
+    assert_eq!(duplicate.len(), 1, "{duplicate:#?}");
+    assert!(duplicate[0]
+        .file
+        .as_deref()
+        .unwrap()
+        .ends_with("1001-2001.trans.txt"));
+    assert!(
+        duplicate[0].message.contains("1001-2001.trans.txt:")
+            && duplicate[0].message.contains("kept"),
+        "{}",
+        duplicate[0].message
+    );
 }
 
 #[test]
@@ -193,7 +229,12 @@ fn common_voice_mp3_at_48_khz_round_trip() {
     let (manifest, packed, skipped) = check_round_trip(&corpus, tmp.path());
     assert!(manifest.splits().contains(&"train"));
     assert!(!packed.is_empty());
+    // 24 rows in train/dev/test.tsv: each packed or skipped; common_voice_en_11 is
+    // packed from train.tsv and its dev.tsv row skipped.
+    assert_eq!(packed.len() + skipped.len(), 24, "{skipped:#?}");
+    assert!(packed.iter().any(|r| r.id == "common_voice_en_11"));
     let codes = codes(&skipped);
+    assert_eq!(codes["common_voice_en_11"], "duplicate_id");
     assert_eq!(codes["common_voice_en_900"], "missing_audio");
     assert_eq!(codes["common_voice_en_20"], "empty_transcript");
     assert_eq!(codes["common_voice_en_15"], "undecodable_audio");

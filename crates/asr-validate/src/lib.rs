@@ -31,6 +31,12 @@ pub use render::{render, RenderOptions};
 pub use report::{DatasetInfo, Report, Summary, REPORT_FORMAT_VERSION};
 pub use stats::Stats;
 
+/// The finding code and severity a reader issue of `kind` is reported with (`asr-data
+/// pack` lists the rows readers lost under the same codes).
+pub fn issue_code(kind: asr_corpus::IssueKind) -> (Code, Severity) {
+    checks::structure::classify(kind)
+}
+
 /// Thresholds and mode of a validation run.
 #[derive(Clone, Debug)]
 pub struct ValidateOptions {
@@ -153,6 +159,11 @@ pub fn validate(
             path: corpus.root.display().to_string(),
             format: corpus.format.as_str().to_owned(),
             deep: opts.deep,
+            ignored: corpus
+                .ignored
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
         },
         summary,
         findings,

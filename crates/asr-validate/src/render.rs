@@ -96,6 +96,12 @@ pub fn render(report: &Report, opts: &RenderOptions) -> String {
         "{} ({}, {mode})",
         report.dataset.path, report.dataset.format
     );
+    for path in &report.dataset.ignored {
+        let _ = writeln!(
+            out,
+            "  not read: {path} (output of asr-data pack, not input)"
+        );
+    }
     let _ = writeln!(
         out,
         "  {} utterances in {} split(s), {:.2} h of audio ({} with a known duration)",

@@ -20,6 +20,11 @@ pub struct DatasetInfo {
     pub format: String,
     /// Whether every file was decoded (`--deep`) or only probed.
     pub deep: bool,
+    /// Paths inside the dataset that were not read as input: the output of `asr-data
+    /// pack` written into the dataset folder (its `manifest.json`, `skipped.jsonl`,
+    /// shard folders).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignored: Vec<String>,
 }
 
 /// Counts of findings.
