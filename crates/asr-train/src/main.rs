@@ -178,9 +178,12 @@ fn settle<T>(
     outcome: Result<T, asr_train::trainer::TrainError>,
     checksums: &Checksums,
 ) -> Result<T, Failure> {
-    let damaged = |e| failed(anyhow::anyhow!("shard checksum: {e}"));
+    let damaged = |problem: &str| failed(anyhow::anyhow!("shard checksum: {problem}"));
     match outcome {
-        Ok(value) => checksums.wait().map(|()| value).map_err(damaged),
+        Ok(value) => checksums
+            .wait()
+            .map(|()| value)
+            .map_err(|e| damaged(&e.to_string())),
         Err(error) => match checksums.failure() {
             Some(problem) => Err(damaged(problem)),
             None => Err(train_failure(error)),
