@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use asr_shards::{
-    check_against_manifest, merge_parts, part_tag, verify, AudioDtype, Manifest, PartSpec, RowIndex, ShardError,
-    ShardReader, ShardRow, ShardWriter, ShardWriterOptions, SkippedCounts,
+    check_against_manifest, merge_parts, part_tag, verify, AudioDtype, Manifest, PartSpec,
+    RowIndex, ShardError, ShardReader, ShardRow, ShardWriter, ShardWriterOptions, SkippedCounts,
 };
 use asr_text::{UnkPolicy, Vocab};
 
@@ -524,7 +524,14 @@ fn check_against_manifest_catches_a_swapped_vocabulary_without_reading_rows() {
     );
     // verify (inspect) says the same.
     let report = verify(tmp.path()).unwrap();
-    assert!(report.failures().next().unwrap().problem.as_deref().unwrap().contains("vocabulary"));
+    assert!(report
+        .failures()
+        .next()
+        .unwrap()
+        .problem
+        .as_deref()
+        .unwrap()
+        .contains("vocabulary"));
 
     // A sound shard passes; a wrong dtype, row count or size is named.
     let tmp = tempfile::tempdir().unwrap();
@@ -534,7 +541,9 @@ fn check_against_manifest_catches_a_swapped_vocabulary_without_reading_rows() {
     let reader = ShardReader::open(&tmp.path().join(&shard.file)).unwrap();
     check_against_manifest(&reader, &shard, Some(AudioDtype::Int16), &vocab()).unwrap();
     let err = check_against_manifest(&reader, &shard, Some(AudioDtype::Float32), &vocab());
-    assert!(err.unwrap_err().contains("audio stored as int16, manifest says float32"));
+    assert!(err
+        .unwrap_err()
+        .contains("audio stored as int16, manifest says float32"));
     let mut fewer = shard.clone();
     fewer.rows -= 1;
     let err = check_against_manifest(&reader, &fewer, None, &vocab()).unwrap_err();

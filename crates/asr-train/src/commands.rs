@@ -8,7 +8,9 @@ use asr_model::precision::Precision;
 use asr_model::CtcModel;
 use asr_text::Vocab;
 
-use crate::config::{check_float, check_threads, LossReduction, PrecisionChoice, Range, MAX_THREADS};
+use crate::config::{
+    check_float, check_threads, LossReduction, PrecisionChoice, Range, MAX_THREADS,
+};
 use crate::eval::{self, FinalResults, LossSettings};
 use crate::trainer::{TrainData, TrainError};
 use crate::transcribe::Windowing;

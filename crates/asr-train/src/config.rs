@@ -297,8 +297,14 @@ impl TrainConfig {
         let at_least_one: [(&str, Option<u64>); 10] = [
             ("grad_accum", Some(u64::from(self.grad_accum))),
             ("max_steps", self.max_steps),
-            ("max_batch_utterances", self.max_batch_utterances.map(|n| n as u64)),
-            ("eval_max_utterances", self.eval_max_utterances.map(|n| n as u64)),
+            (
+                "max_batch_utterances",
+                self.max_batch_utterances.map(|n| n as u64),
+            ),
+            (
+                "eval_max_utterances",
+                self.eval_max_utterances.map(|n| n as u64),
+            ),
             ("patience", self.patience.map(u64::from)),
             ("save_every", self.save_every),
             ("keep_checkpoints", Some(self.keep_checkpoints as u64)),
@@ -880,7 +886,10 @@ mod tests {
         }
         // The case, and the same key in a TOML file (TOML has nan and inf).
         let err = resolve_err(&["--weight-decay", "nan"]);
-        assert!(err.contains("weight_decay (--weight-decay) must be a finite number >= 0, got NaN"), "{err}");
+        assert!(
+            err.contains("weight_decay (--weight-decay) must be a finite number >= 0, got NaN"),
+            "{err}"
+        );
         let dir = tempfile::tempdir().unwrap();
         for (text, key) in [
             ("weight_decay = nan\n", "weight_decay"),
@@ -898,8 +907,19 @@ mod tests {
         }
         // Values at the edge of their range are accepted; 0 turns the relative limit off.
         let ok = Cli::parse_from([
-            "x", "--weight-decay", "0", "--adam-beta1", "0", "--warmup-ratio", "1",
-            "--lr-floor", "1", "--clip-z", "0", "--grad-norm-factor", "0",
+            "x",
+            "--weight-decay",
+            "0",
+            "--adam-beta1",
+            "0",
+            "--warmup-ratio",
+            "1",
+            "--lr-floor",
+            "1",
+            "--clip-z",
+            "0",
+            "--grad-norm-factor",
+            "0",
         ]);
         let config = ok.run.resolve().unwrap();
         assert_eq!(config.guard.grad_norm_factor, None);

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use asr_train::config::{PrecisionChoice, RunArgs};
 use asr_train::commands::error_chain;
+use asr_train::config::{PrecisionChoice, RunArgs};
 use asr_train::score::Pairing;
 use asr_train::shards::{ChecksumMode, Checksums};
 use asr_train::transcribe::Windowing;
@@ -273,8 +273,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     stride_length_s,
                 },
             };
-            let results = asr_train::commands::transcribe(&model, &audio, &options)
-                .map_err(train_failure)?;
+            let results =
+                asr_train::commands::transcribe(&model, &audio, &options).map_err(train_failure)?;
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             let mut errors = 0;

@@ -324,14 +324,19 @@ fn detect(
     if reference.is_empty() {
         return Ok(Pairing::Lines);
     }
-    let (Some((r, r_like)), Some((h, h_like))) = (first_tokens(reference), first_tokens(hypothesis))
+    let (Some((r, r_like)), Some((h, h_like))) =
+        (first_tokens(reference), first_tokens(hypothesis))
     else {
         return Ok(Pairing::Lines);
     };
     let (r_set, h_set): (HashSet<&str>, HashSet<&str>) =
         (r.iter().copied().collect(), h.iter().copied().collect());
     if r_set == h_set {
-        return Ok(if r_like { Pairing::Kaldi } else { Pairing::Lines });
+        return Ok(if r_like {
+            Pairing::Kaldi
+        } else {
+            Pairing::Lines
+        });
     }
     // Both could be `id text` files and their first tokens look like ids (in both, or
     // in one when neither file is a single line, where a hyphenated first word is
@@ -339,8 +344,16 @@ fn detect(
     let several_lines = reference.len() > 1 && hypothesis.len() > 1;
     if (r_like && h_like) || ((r_like || h_like) && several_lines) {
         let missing = |ids: &[&str], other: &HashSet<&str>| -> (usize, Vec<String>) {
-            let all: Vec<&str> = ids.iter().copied().filter(|id| !other.contains(id)).collect();
-            let first = all.iter().take(MISSING_IDS_SHOWN).map(|id| id.to_string()).collect();
+            let all: Vec<&str> = ids
+                .iter()
+                .copied()
+                .filter(|id| !other.contains(id))
+                .collect();
+            let first = all
+                .iter()
+                .take(MISSING_IDS_SHOWN)
+                .map(|id| id.to_string())
+                .collect();
             (all.len(), first)
         };
         return Err(ScoreError::IdsDiffer {
@@ -602,10 +615,24 @@ mod tests {
         // The case: auto pairing used to fall back to lines and score the ids
         // as words (WER 0.30).
         let dir = tempfile::tempdir().unwrap();
-        let r = write(dir.path(), "ref.txt", "a HELLO WORLD\nb GOOD DAY\nc SEE YOU\n");
-        let h = write(dir.path(), "hyp.txt", "u1 HELLO WORLD\nu2 GOOD DAY\nu3 SEE YOU\n");
+        let r = write(
+            dir.path(),
+            "ref.txt",
+            "a HELLO WORLD\nb GOOD DAY\nc SEE YOU\n",
+        );
+        let h = write(
+            dir.path(),
+            "hyp.txt",
+            "u1 HELLO WORLD\nu2 GOOD DAY\nu3 SEE YOU\n",
+        );
         let err = score_files(&r, &h, Pairing::Auto).unwrap_err().to_string();
-        for part in ["ref.txt", "hyp.txt", "3 (a, b, c)", "3 (u1, u2, u3)", "--pairing lines"] {
+        for part in [
+            "ref.txt",
+            "hyp.txt",
+            "3 (a, b, c)",
+            "3 (u1, u2, u3)",
+            "--pairing lines",
+        ] {
             assert!(err.contains(part), "{part:?} in {err}");
         }
         // Id-like on both sides, one utterance missing from the hypothesis: named, in
@@ -622,8 +649,16 @@ mod tests {
         let report = score_files(&r, &r, Pairing::Lines).unwrap();
         assert_eq!(report.wer, 0.0);
         // Same ids in another order still pair by id.
-        let h = write(dir.path(), "hyp.txt", "u3 SEE YOU\nu1 HELLO WORLD\nu2 GOOD DAY\n");
-        let r = write(dir.path(), "ref.txt", "u1 HELLO WORLD\nu2 GOOD DAY\nu3 SEE YOU\n");
+        let h = write(
+            dir.path(),
+            "hyp.txt",
+            "u3 SEE YOU\nu1 HELLO WORLD\nu2 GOOD DAY\n",
+        );
+        let r = write(
+            dir.path(),
+            "ref.txt",
+            "u1 HELLO WORLD\nu2 GOOD DAY\nu3 SEE YOU\n",
+        );
         let report = score_files(&r, &h, Pairing::Auto).unwrap();
         assert_eq!((report.pairing, report.wer), (Pairing::Kaldi, 0.0));
     }

@@ -110,10 +110,7 @@ pub fn check_labels(
     row: usize,
     id: &str,
 ) -> Result<(), DataError> {
-    match labels
-        .iter()
-        .find(|&&l| l < 0 || l as usize >= vocab_size)
-    {
+    match labels.iter().find(|&&l| l < 0 || l as usize >= vocab_size) {
         None => Ok(()),
         Some(bad) => Err(DataError(format!(
             "{}: row {row} (utterance {id:?}): label id {bad} is outside the vocabulary of \
@@ -276,11 +273,7 @@ impl Checksums {
     /// Block until every shard requested so far is hashed; the first mismatch as an
     /// error.
     pub fn wait(&self) -> Result<(), DataError> {
-        let mut pending = self
-            .state
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut pending = self.state.pending.lock().unwrap_or_else(|e| e.into_inner());
         while *pending > 0 && self.failure().is_none() {
             pending = self
                 .state
@@ -342,7 +335,11 @@ pub fn open_shards_with(
     let mut all_shards = Vec::new();
     for split in manifest.splits() {
         let info = manifest.split(split).map(|s| s.shards.as_slice());
-        for (path, shard) in manifest.shard_paths(split).into_iter().zip(info.unwrap_or(&[])) {
+        for (path, shard) in manifest
+            .shard_paths(split)
+            .into_iter()
+            .zip(info.unwrap_or(&[]))
+        {
             all_shards.push((path, shard.clone()));
         }
     }

@@ -283,7 +283,12 @@ fn evaluation_refuses_labels_outside_the_models_vocabulary() {
     }
     // And the loss function called directly (the trainer's path) refuses them too.
     let output = model
-        .forward_t(&Tensor::zeros([1, 16_000], tch::kind::FLOAT_CPU), None, false, None)
+        .forward_t(
+            &Tensor::zeros([1, 16_000], tch::kind::FLOAT_CPU),
+            None,
+            false,
+            None,
+        )
         .unwrap();
     for label in bad {
         let labels = Tensor::from_slice(&[3i64, label.into()]).view([1, 2]);
@@ -330,7 +335,15 @@ fn out_of_range_numbers_and_thread_counts_are_usage_errors_for_every_command() {
             "threads (--threads) must be between 1 and 1024",
         ),
         (
-            vec!["eval", "--shards", s, "--model", m, "--batch-seconds", "nan"],
+            vec![
+                "eval",
+                "--shards",
+                s,
+                "--model",
+                m,
+                "--batch-seconds",
+                "nan",
+            ],
             "batch_seconds (--batch-seconds) must be a finite number > 0",
         ),
         (
@@ -454,7 +467,10 @@ fn windowed_logits_equal_the_whole_clips_for_a_local_model() {
         .unwrap();
         assert_eq!(joined.size(), whole.size());
         let diff = (&joined - &whole).abs().max().double_value(&[]);
-        assert!(diff < 1e-4, "max difference {diff} with {per_batch} per batch");
+        assert!(
+            diff < 1e-4,
+            "max difference {diff} with {per_batch} per batch"
+        );
     }
     // The seams matter: without the strides (keeping every window whole) the frames at
     // the window edges differ.
@@ -542,12 +558,15 @@ fn long_files_are_transcribed_in_windows_and_short_ones_as_before() {
     let default = transcribe_files(
         &pretrained,
         &vocab,
-        &[short.clone()],
+        std::slice::from_ref(&short),
         100.0,
         &Windowing::default(),
         f32,
     );
-    assert_eq!(texts[0], default[0], "a short file's text depends on windowing");
+    assert_eq!(
+        texts[0], default[0],
+        "a short file's text depends on windowing"
+    );
     let n = asr_train::transcribe::load_audio_16k(&long).unwrap().len();
     let (chunk, stride) = windowing.samples(&pretrained).unwrap();
     let windows = plan_windows(n, chunk, stride, 20, pretrained.num_frames(n as i64));
