@@ -531,7 +531,7 @@ pub struct RunArgs {
     /// Plain log line every N steps when piped [default: 10].
     #[arg(long)]
     pub log_every: Option<u64>,
-    /// libtorch threads [default: all cores].
+    /// libtorch threads, 1 to 1024 [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Batches prepared ahead [default: 4].

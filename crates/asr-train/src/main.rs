@@ -61,7 +61,7 @@ enum Command {
         /// Padded audio seconds per batch.
         #[arg(long, default_value_t = 200.0)]
         batch_seconds: f64,
-        /// libtorch threads [default: all cores].
+        /// libtorch threads, 1 to 1024 [default: all cores].
         #[arg(long)]
         threads: Option<usize>,
         /// Print the results as JSON on stdout.
@@ -88,7 +88,7 @@ enum Command {
         /// Padded audio seconds per batch.
         #[arg(long, default_value_t = 100.0)]
         batch_seconds: f64,
-        /// libtorch threads [default: all cores].
+        /// libtorch threads, 1 to 1024 [default: all cores].
         #[arg(long)]
         threads: Option<usize>,
         /// Files longer than this are decoded in overlapping windows of this length,
@@ -191,6 +191,35 @@ fn settle<T>(
     }
 }
 
+/// `asr-train transcribe`: `<path>\t<text>` per file on stdout, errors on stderr; fails
+/// when any file could not be transcribed.
+fn transcribe(
+    model: &std::path::Path,
+    audio: &[PathBuf],
+    options: &asr_train::commands::TranscribeOptions,
+) -> Result<(), Failure> {
+    let results = asr_train::commands::transcribe(model, audio, options).map_err(train_failure)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut errors = 0;
+    for (path, result) in audio.iter().zip(results) {
+        match result {
+            Ok(text) => writeln!(out, "{}\t{text}", path.display()).map_err(failed)?,
+            Err(e) => {
+                errors += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if errors > 0 {
+        return Err(failed(anyhow::anyhow!(
+            "{errors} of {} files could not be transcribed",
+            audio.len()
+        )));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run {
@@ -273,27 +302,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     stride_length_s,
                 },
             };
-            let results =
-                asr_train::commands::transcribe(&model, &audio, &options).map_err(train_failure)?;
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            let mut errors = 0;
-            for (path, result) in audio.iter().zip(results) {
-                match result {
-                    Ok(text) => writeln!(out, "{}\t{text}", path.display()).map_err(failed)?,
-                    Err(e) => {
-                        errors += 1;
-                        eprintln!("error: {e}");
-                    }
-                }
-            }
-            if errors > 0 {
-                return Err(failed(anyhow::anyhow!(
-                    "{errors} of {} files could not be transcribed",
-                    audio.len()
-                )));
-            }
-            Ok(())
+            transcribe(&model, &audio, &options)
         }
         Command::Score {
             reference,
