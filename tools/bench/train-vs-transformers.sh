@@ -43,7 +43,14 @@ while [[ $# -gt 0 ]]; do
 done
 
 py=$(tools/venv.sh bench-train tools/bench/train-vs-transformers/requirements.txt)
-cargo build --quiet --release -p asr-data -p asr-train --example batch_plan
+# The binaries this script runs (asr-data for the cached corpus, asr-train for the
+# runs) and the batch_plan example: `--example` alone would build only the example.
+cargo build --quiet --release -p asr-data -p asr-train --bins
+cargo build --quiet --release -p asr-train --example batch_plan
+release="${CARGO_TARGET_DIR:-target}/release"
+for built in "$release/asr-data" "$release/asr-train" "$release/examples/batch_plan"; do
+    [[ -x $built ]] || { echo "error: cargo build did not produce $built" >&2; exit 1; }
+done
 
 if [[ -z $shards ]]; then
     cache=${ASR_BENCH_CACHE:-$HOME/.cache/asr-toolkit/bench}
@@ -63,11 +70,11 @@ fi
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-target/release/examples/batch_plan --shards "$shards" --model "$config" --train-split "$split" \
+"$release/examples/batch_plan" --shards "$shards" --model "$config" --train-split "$split" \
     --batch-seconds "$batch_seconds" --max-steps "$steps" >"$work/plan.jsonl"
 
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
-args=(--asr-train target/release/asr-train --python "$py" --shards "$shards" --split "$split"
+args=(--asr-train "$release/asr-train" --python "$py" --shards "$shards" --split "$split"
       --config "$config" --plan "$work/plan.jsonl" --steps "$steps" --threads "$threads"
       --rounds "$rounds" --device "$device" --batch-seconds "$batch_seconds")
 [[ -n $json_out ]] && args+=(--json-out "$json_out")

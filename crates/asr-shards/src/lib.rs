@@ -41,7 +41,8 @@ pub use schema::{
     SAMPLE_RATE_HZ,
 };
 pub use verify::{
-    inspect, sha256_file, verify, InspectReport, SampleRow, ShardCheck, SplitSummary, VerifyReport,
+    check_against_manifest, inspect, sha256_file, verify, InspectReport, SampleRow, ShardCheck,
+    SplitSummary, VerifyReport,
 };
 pub use writer::{
     quantize_i16, quantize_i16_into, RowRef, Samples, SamplesRowRef, ShardWriter,

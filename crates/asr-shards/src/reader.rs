@@ -187,6 +187,11 @@ impl ShardReader {
         &self.path
     }
 
+    /// Size of the file in bytes (as mapped).
+    pub fn file_len(&self) -> u64 {
+        self.map.len() as u64
+    }
+
     /// Number of rows in the shard.
     pub fn num_rows(&self) -> usize {
         self.num_rows

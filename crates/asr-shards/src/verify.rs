@@ -106,11 +106,39 @@ fn check_shard(
         ));
     }
     let reader = ShardReader::open(path).map_err(|e| e.to_string())?;
+    check_against_manifest(&reader, shard, None, vocab)
+}
+
+/// Checks what an open shard says about itself against its manifest entry, without
+/// reading any row: the file size, row count, audio dtype (when `dtype` is given) and
+/// the vocabulary of its schema. The column layout was checked by
+/// [`ShardReader::open`]. The message says what differs; the caller names the file.
+/// Cheap enough to run on every shard a trainer opens (the sha256 is not part of it).
+pub fn check_against_manifest(
+    reader: &ShardReader,
+    shard: &crate::ShardInfo,
+    dtype: Option<crate::AudioDtype>,
+    vocab: &asr_text::Vocab,
+) -> Result<(), String> {
+    if reader.file_len() != shard.bytes {
+        return Err(format!(
+            "size {} bytes, manifest says {}",
+            reader.file_len(),
+            shard.bytes
+        ));
+    }
     if reader.num_rows() as u64 != shard.rows {
         return Err(format!(
             "{} rows, manifest says {}",
             reader.num_rows(),
             shard.rows
+        ));
+    }
+    if let Some(dtype) = dtype.filter(|d| *d != reader.audio_dtype()) {
+        return Err(format!(
+            "audio stored as {}, manifest says {}",
+            reader.audio_dtype().name(),
+            dtype.name()
         ));
     }
     let shard_vocab = reader.vocab().map_err(|e| e.to_string())?;

@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use asr_shards::{
-    merge_parts, part_tag, verify, AudioDtype, Manifest, PartSpec, RowIndex, ShardError,
-    ShardReader, ShardRow, ShardWriter, ShardWriterOptions, SkippedCounts,
+    check_against_manifest, merge_parts, part_tag, verify, AudioDtype, Manifest, PartSpec,
+    RowIndex, ShardError, ShardReader, ShardRow, ShardWriter, ShardWriterOptions, SkippedCounts,
 };
 use asr_text::{UnkPolicy, Vocab};
 
@@ -499,6 +499,59 @@ fn verify_catches_a_flipped_byte() {
     )
     .unwrap();
     assert_eq!(verify(tmp.path()).unwrap().failures().count(), 2);
+}
+
+#[test]
+fn check_against_manifest_catches_a_swapped_vocabulary_without_reading_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The shard's schema carries a vocabulary with two tokens swapped; the manifest
+    // the pack's own.
+    let mut tokens = vocab().tokens().to_vec();
+    let n = tokens.len();
+    tokens.swap(n - 1, n - 2);
+    let swapped = Vocab::from_tokens(tokens).unwrap();
+    let mut opts = options(1 << 24);
+    opts.vocab_json = swapped.to_json_string();
+    write_split(tmp.path(), "train", opts, &rows(10, 13));
+    let manifest = Manifest::load(tmp.path()).unwrap();
+    let shard = &manifest.split("train").unwrap().shards[0];
+    let reader = ShardReader::open(&tmp.path().join(&shard.file)).unwrap();
+    let problem =
+        check_against_manifest(&reader, shard, Some(AudioDtype::Int16), &vocab()).unwrap_err();
+    assert!(
+        problem.contains("vocabulary differs") && problem.contains("different ids"),
+        "{problem}"
+    );
+    // verify (inspect) says the same.
+    let report = verify(tmp.path()).unwrap();
+    assert!(report
+        .failures()
+        .next()
+        .unwrap()
+        .problem
+        .as_deref()
+        .unwrap()
+        .contains("vocabulary"));
+
+    // A sound shard passes; a wrong dtype, row count or size is named.
+    let tmp = tempfile::tempdir().unwrap();
+    write_split(tmp.path(), "train", options(1 << 24), &rows(10, 13));
+    let manifest = Manifest::load(tmp.path()).unwrap();
+    let shard = manifest.split("train").unwrap().shards[0].clone();
+    let reader = ShardReader::open(&tmp.path().join(&shard.file)).unwrap();
+    check_against_manifest(&reader, &shard, Some(AudioDtype::Int16), &vocab()).unwrap();
+    let err = check_against_manifest(&reader, &shard, Some(AudioDtype::Float32), &vocab());
+    assert!(err
+        .unwrap_err()
+        .contains("audio stored as int16, manifest says float32"));
+    let mut fewer = shard.clone();
+    fewer.rows -= 1;
+    let err = check_against_manifest(&reader, &fewer, None, &vocab()).unwrap_err();
+    assert!(err.contains("10 rows, manifest says 9"), "{err}");
+    let mut bigger = shard;
+    bigger.bytes += 1;
+    let err = check_against_manifest(&reader, &bigger, None, &vocab()).unwrap_err();
+    assert!(err.contains("manifest says"), "{err}");
 }
 
 fn write_part(out: &Path, part: PartSpec, rows: &[ShardRow], skipped_codes: &[&str]) {

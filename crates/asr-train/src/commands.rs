@@ -8,9 +8,12 @@ use asr_model::precision::Precision;
 use asr_model::CtcModel;
 use asr_text::Vocab;
 
-use crate::config::{LossReduction, PrecisionChoice};
+use crate::config::{
+    check_float, check_threads, LossReduction, PrecisionChoice, Range, MAX_THREADS,
+};
 use crate::eval::{self, FinalResults, LossSettings};
 use crate::trainer::{TrainData, TrainError};
+use crate::transcribe::Windowing;
 
 /// What `asr-train eval` needs.
 #[derive(Debug, Clone)]
@@ -31,9 +34,62 @@ pub struct EvalOptions {
     pub threads: Option<usize>,
 }
 
+impl EvalOptions {
+    /// `batch_seconds` finite and > 0, `threads` within `1..=MAX_THREADS`.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        check_float("batch_seconds", self.batch_seconds, Range::Positive)
+            .and_then(|()| check_threads(self.threads))
+            .map_err(|e| TrainError::Config(e.to_string()))
+    }
+}
+
+/// What `asr-train transcribe` needs besides the files.
+#[derive(Debug, Clone)]
+pub struct TranscribeOptions {
+    /// `auto`, `cpu`, `cuda`, `cuda:N`.
+    pub device: String,
+    /// Forward precision.
+    pub precision: PrecisionChoice,
+    /// Padded seconds per batch.
+    pub batch_seconds: f64,
+    /// libtorch threads.
+    pub threads: Option<usize>,
+    /// How files longer than a window are cut.
+    pub windowing: Windowing,
+}
+
+impl TranscribeOptions {
+    /// `batch_seconds` finite and > 0, `threads` within `1..=MAX_THREADS`, windowing
+    /// lengths in range.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        check_float("batch_seconds", self.batch_seconds, Range::Positive)
+            .and_then(|()| check_threads(self.threads))
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        self.windowing.validate().map_err(TrainError::Config)
+    }
+}
+
 fn set_threads(threads: Option<usize>) {
+    // Validated by the callers: 1..=MAX_THREADS.
     let n = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    tch::set_num_threads(n as i32);
+    tch::set_num_threads(n.clamp(1, MAX_THREADS) as i32);
+}
+
+/// An error and its sources as one line, each source once: a source whose text the
+/// message already holds (`path: No such file (os error 2)` wrapping the same I/O
+/// error) is not repeated.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 fn precision_for(choice: PrecisionChoice, device: tch::Device) -> Precision {
@@ -61,6 +117,7 @@ pub fn load_model(dir: &Path, device: &str) -> Result<(CtcModel, Vocab, tch::Dev
 
 /// `asr-train eval`: evaluate a model on shard splits.
 pub fn eval_shards(data: &TrainData, options: &EvalOptions) -> Result<FinalResults, TrainError> {
+    options.validate()?;
     set_threads(options.threads);
     let (model, vocab, device) = load_model(&options.model, &options.device)?;
     if let Some(diff) = vocab.diff(&data.vocab) {
@@ -145,19 +202,22 @@ pub fn eval_shards(data: &TrainData, options: &EvalOptions) -> Result<FinalResul
 pub fn transcribe(
     model_dir: &Path,
     paths: &[PathBuf],
-    device: &str,
-    precision: PrecisionChoice,
-    batch_seconds: f64,
-    threads: Option<usize>,
+    options: &TranscribeOptions,
 ) -> Result<Vec<Result<String, String>>, TrainError> {
-    set_threads(threads);
-    let (model, vocab, device) = load_model(model_dir, device)?;
-    let precision = precision_for(precision, device);
+    options.validate()?;
+    set_threads(options.threads);
+    let (model, vocab, device) = load_model(model_dir, &options.device)?;
+    let precision = precision_for(options.precision, device);
+    options
+        .windowing
+        .samples(&model)
+        .map_err(TrainError::Config)?;
     Ok(crate::transcribe::transcribe_files(
         &model,
         &vocab,
         paths,
-        batch_seconds,
+        options.batch_seconds,
+        &options.windowing,
         precision,
     ))
 }

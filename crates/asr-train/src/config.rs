@@ -235,66 +235,179 @@ impl TrainConfig {
         })
     }
 
-    /// Check ranges that serde cannot.
+    /// Check every value against its documented range (the ranges of
+    /// `schemas/train-config.schema.json`, plus: numbers must be finite, `threads` at
+    /// most [`MAX_THREADS`], `guard.max_loss` > 0). The message names the key, its
+    /// flag, the allowed range and the value given.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |m: String| Err(ConfigError::Invalid(m));
-        if self.batch_seconds.is_nan() || self.batch_seconds <= 0.0 {
-            return bad(format!(
-                "batch_seconds must be > 0, got {}",
-                self.batch_seconds
-            ));
+        use Range::*;
+        let floats: [(&str, Option<f64>, Range); 12] = [
+            ("batch_seconds", Some(self.batch_seconds), Positive),
+            ("max_minutes", self.max_minutes, Positive),
+            ("max_duration_s", self.max_duration_s, Positive),
+            ("lr", Some(self.lr), Positive),
+            ("warmup_ratio", Some(self.warmup_ratio), Closed01),
+            ("min_lr_ratio", Some(self.min_lr_ratio), Closed01),
+            ("weight_decay", Some(self.weight_decay), NonNegative),
+            ("adam_beta1", Some(self.adam_beta1), RightOpen01),
+            ("adam_beta2", Some(self.adam_beta2), RightOpen01),
+            ("adam_eps", Some(self.adam_eps), Positive),
+            ("eval_batch_seconds", self.eval_batch_seconds, Positive),
+            (
+                "watchdog_blank_fraction",
+                Some(self.watchdog_blank_fraction),
+                Closed01,
+            ),
+        ];
+        for (key, value, range) in floats {
+            if let Some(value) = value {
+                check_float(key, value, range)?;
+            }
         }
-        if self.max_minutes.is_some_and(|m| m.is_nan() || m <= 0.0) {
-            return bad("max_minutes must be > 0".into());
+        self.guard_validate()?;
+        self.validate_counts()
+    }
+
+    fn guard_validate(&self) -> Result<(), ConfigError> {
+        use Range::*;
+        let g = &self.guard;
+        let floats: [(&str, Option<f64>, Range); 8] = [
+            ("guard.max_loss", g.max_loss, Positive),
+            ("guard.grad_norm_limit", g.grad_norm_limit, Positive),
+            ("guard.grad_norm_factor", g.grad_norm_factor, Positive),
+            ("guard.stats_beta", Some(g.stats_beta), RightOpen01),
+            ("guard.lr_decay", Some(g.lr_decay), Open01),
+            ("guard.lr_floor", Some(g.lr_floor), LeftOpen01),
+            ("guard.max_grad_norm", Some(g.max_grad_norm), Positive),
+            ("guard.clip_z", Some(g.clip_z), NonNegative),
+        ];
+        for (key, value, range) in floats {
+            if let Some(value) = value {
+                check_float(key, value, range)?;
+            }
         }
-        if self.grad_accum == 0 {
-            return bad("grad_accum must be at least 1".into());
+        if g.quarantine_after == 0 {
+            return Err(invalid_key("guard.quarantine_after", "at least 1", "0"));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return bad(format!("lr must be > 0, got {}", self.lr));
+        Ok(())
+    }
+
+    /// The integer options' ranges.
+    fn validate_counts(&self) -> Result<(), ConfigError> {
+        let at_least_one: [(&str, Option<u64>); 10] = [
+            ("grad_accum", Some(u64::from(self.grad_accum))),
+            ("max_steps", self.max_steps),
+            (
+                "max_batch_utterances",
+                self.max_batch_utterances.map(|n| n as u64),
+            ),
+            (
+                "eval_max_utterances",
+                self.eval_max_utterances.map(|n| n as u64),
+            ),
+            ("patience", self.patience.map(u64::from)),
+            ("save_every", self.save_every),
+            ("keep_checkpoints", Some(self.keep_checkpoints as u64)),
+            ("log_every", Some(self.log_every)),
+            ("prefetch_batches", Some(self.prefetch_batches as u64)),
+            ("world_size", Some(self.world_size as u64)),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, v)| *v == Some(0)) {
+            return Err(invalid_key(key, "at least 1", "0"));
         }
-        if !(0.0..=1.0).contains(&self.warmup_ratio) {
-            return bad(format!(
-                "warmup_ratio must be within 0..1, got {}",
-                self.warmup_ratio
-            ));
-        }
-        if !(0.0..1.0).contains(&self.adam_beta1) || !(0.0..1.0).contains(&self.adam_beta2) {
-            return bad("adam_beta1 and adam_beta2 must be within [0, 1)".into());
-        }
-        if self.world_size == 0 || self.rank >= self.world_size {
-            return bad(format!(
-                "rank {} is not below world_size {}",
+        check_threads(self.threads)?;
+        if self.rank >= self.world_size {
+            return Err(ConfigError::Invalid(format!(
+                "rank {} is not below world_size {} (--rank, --world-size)",
                 self.rank, self.world_size
-            ));
-        }
-        if self.prefetch_batches == 0 {
-            return bad("prefetch_batches must be at least 1".into());
+            )));
         }
         if self.max_steps.is_none() && self.epochs == 0 {
-            return bad("epochs must be at least 1 (or set max_steps)".into());
-        }
-        let g = &self.guard;
-        if !(g.lr_decay > 0.0 && g.lr_decay < 1.0) {
-            return bad(format!(
-                "guard.lr_decay must be within (0, 1), got {}",
-                g.lr_decay
-            ));
-        }
-        if !(g.lr_floor > 0.0 && g.lr_floor <= 1.0) {
-            return bad(format!(
-                "guard.lr_floor must be within (0, 1], got {}",
-                g.lr_floor
-            ));
-        }
-        if !(0.0..1.0).contains(&g.stats_beta) {
-            return bad(format!(
-                "guard.stats_beta must be within [0, 1), got {}",
-                g.stats_beta
+            return Err(ConfigError::Invalid(
+                "epochs must be at least 1 (or set max_steps)".into(),
             ));
         }
         Ok(())
     }
+}
+
+/// Most libtorch threads a command accepts. More than the machine's cores only slows
+/// libtorch down; thousands of threads exhaust the process's limits. Chosen fixed
+/// (not from the core count) so that a configuration file means the same on every
+/// machine.
+pub const MAX_THREADS: usize = 1024;
+
+/// `threads` must be within `1..=MAX_THREADS` when given.
+pub fn check_threads(threads: Option<usize>) -> Result<(), ConfigError> {
+    match threads {
+        Some(n) if n == 0 || n > MAX_THREADS => Err(invalid_key(
+            "threads",
+            &format!(
+                "between 1 and {MAX_THREADS} (this machine has {} cores; omit it to use them all)",
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            ),
+            &n.to_string(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The allowed range of a float option; every range also requires a finite number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Range {
+    /// > 0
+    Positive,
+    /// >= 0
+    NonNegative,
+    /// [0, 1]
+    Closed01,
+    /// [0, 1)
+    RightOpen01,
+    /// (0, 1)
+    Open01,
+    /// (0, 1]
+    LeftOpen01,
+}
+
+impl Range {
+    /// Whether `v` is finite and in the range.
+    pub fn contains(self, v: f64) -> bool {
+        v.is_finite()
+            && match self {
+                Range::Positive => v > 0.0,
+                Range::NonNegative => v >= 0.0,
+                Range::Closed01 => (0.0..=1.0).contains(&v),
+                Range::RightOpen01 => (0.0..1.0).contains(&v),
+                Range::Open01 => v > 0.0 && v < 1.0,
+                Range::LeftOpen01 => v > 0.0 && v <= 1.0,
+            }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Range::Positive => "a finite number > 0",
+            Range::NonNegative => "a finite number >= 0",
+            Range::Closed01 => "a number within [0, 1]",
+            Range::RightOpen01 => "a number within [0, 1) (0 included, 1 excluded)",
+            Range::Open01 => "a number within (0, 1) (0 and 1 excluded)",
+            Range::LeftOpen01 => "a number within (0, 1] (0 excluded, 1 included)",
+        }
+    }
+}
+
+/// `key (--flag) must be RANGE, got VALUE` unless `value` is in `range`. `key` is the
+/// configuration key (`guard.lr_decay`); its flag is the last part with dashes.
+pub fn check_float(key: &str, value: f64, range: Range) -> Result<(), ConfigError> {
+    if range.contains(value) {
+        Ok(())
+    } else {
+        Err(invalid_key(key, range.describe(), &value.to_string()))
+    }
+}
+
+fn invalid_key(key: &str, allowed: &str, got: &str) -> ConfigError {
+    let flag = key.rsplit('.').next().unwrap_or(key).replace('_', "-");
+    ConfigError::Invalid(format!("{key} (--{flag}) must be {allowed}, got {got}"))
 }
 
 /// Command-line flags of `asr-train run`; every key of [`TrainConfig`] has one.
@@ -418,7 +531,7 @@ pub struct RunArgs {
     /// Plain log line every N steps when piped [default: 10].
     #[arg(long)]
     pub log_every: Option<u64>,
-    /// libtorch threads [default: all cores].
+    /// libtorch threads, 1 to 1024 [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Batches prepared ahead [default: 4].
@@ -579,8 +692,8 @@ impl RunArgs {
             ]
         );
         if let Some(k) = a.grad_norm_factor {
-            // 0 turns the relative limit off.
-            config.guard.grad_norm_factor = (k > 0.0).then_some(k);
+            // 0 turns the relative limit off; anything else is validated.
+            config.guard.grad_norm_factor = (k != 0.0).then_some(k);
         }
     }
 }
@@ -728,5 +841,102 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("grad_accum"));
+    }
+    fn resolve_err(args: &[&str]) -> String {
+        let mut argv = vec!["x"];
+        argv.extend_from_slice(args);
+        Cli::parse_from(argv).run.resolve().unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_float_option_must_be_finite_and_in_range() {
+        // (flag, a value outside its range): NaN and infinities too for each.
+        let cases: [(&str, &str, &str); 21] = [
+            ("--lr", "0", "> 0"),
+            ("--weight-decay", "-0.1", ">= 0"),
+            ("--adam-beta1", "1", "[0, 1)"),
+            ("--adam-beta2", "-0.5", "[0, 1)"),
+            ("--adam-eps", "0", "> 0"),
+            ("--batch-seconds", "0", "> 0"),
+            ("--warmup-ratio", "1.5", "[0, 1]"),
+            ("--min-lr-ratio", "-1", "[0, 1]"),
+            ("--max-minutes", "0", "> 0"),
+            ("--max-duration-s", "-3", "> 0"),
+            ("--eval-batch-seconds", "0", "> 0"),
+            ("--watchdog-blank-fraction", "2", "[0, 1]"),
+            ("--max-loss", "0", "> 0"),
+            ("--grad-norm-limit", "-1", "> 0"),
+            ("--grad-norm-factor", "-2", "> 0"),
+            ("--stats-beta", "1", "[0, 1)"),
+            ("--lr-decay", "1", "(0, 1)"),
+            ("--lr-floor", "0", "(0, 1]"),
+            ("--max-grad-norm", "0", "> 0"),
+            ("--clip-z", "-1", ">= 0"),
+            ("--lr-decay", "0", "(0, 1)"),
+        ];
+        for (flag, bad, range) in cases {
+            let key = flag.trim_start_matches("--").replace('-', "_");
+            for value in [bad, "nan", "NaN", "inf", "-inf"] {
+                let err = resolve_err(&[&format!("{flag}={value}")]);
+                assert!(
+                    err.contains(&key) && err.contains(flag) && err.contains(range),
+                    "{flag}={value}: {err}"
+                );
+            }
+        }
+        // The case, and the same key in a TOML file (TOML has nan and inf).
+        let err = resolve_err(&["--weight-decay", "nan"]);
+        assert!(
+            err.contains("weight_decay (--weight-decay) must be a finite number >= 0, got NaN"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        for (text, key) in [
+            ("weight_decay = nan\n", "weight_decay"),
+            ("adam_eps = inf\n", "adam_eps"),
+            ("[guard]\nlr_floor = -inf\n", "guard.lr_floor (--lr-floor)"),
+            ("[guard]\nquarantine_after = 0\n", "guard.quarantine_after"),
+            ("keep_checkpoints = 0\n", "keep_checkpoints"),
+            ("threads = 0\n", "threads"),
+        ] {
+            let path = dir.path().join("run.toml");
+            std::fs::write(&path, text).unwrap();
+            let config = TrainConfig::from_toml_file(&path).unwrap();
+            let err = config.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        // Values at the edge of their range are accepted; 0 turns the relative limit off.
+        let ok = Cli::parse_from([
+            "x",
+            "--weight-decay",
+            "0",
+            "--adam-beta1",
+            "0",
+            "--warmup-ratio",
+            "1",
+            "--lr-floor",
+            "1",
+            "--clip-z",
+            "0",
+            "--grad-norm-factor",
+            "0",
+        ]);
+        let config = ok.run.resolve().unwrap();
+        assert_eq!(config.guard.grad_norm_factor, None);
+    }
+
+    #[test]
+    fn threads_must_be_between_one_and_the_cap() {
+        for bad in ["0", "100000", &(MAX_THREADS + 1).to_string()] {
+            let err = resolve_err(&["--threads", bad]);
+            assert!(
+                err.contains("threads (--threads) must be between 1 and 1024"),
+                "{bad}: {err}"
+            );
+        }
+        for good in ["1", "1024"] {
+            let cli = Cli::parse_from(["x", "--threads", good]);
+            assert!(cli.run.resolve().is_ok(), "{good}");
+        }
     }
 }

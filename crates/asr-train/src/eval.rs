@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use asr_model::precision::{Autocast, Precision};
-use asr_model::CtcModel;
+use asr_model::{CtcModel, ModelError};
 use asr_text::{char_edits, word_edits, ErrorRates, Vocab};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
@@ -157,6 +157,8 @@ pub struct LossSettings {
 
 /// Per-utterance CTC losses `[B]` (float32) of a forward output against padded labels
 /// `[B, L]` (padding -100), as transformers' loss computes them before reduction.
+/// A label outside the logits' vocabulary (other than the -100 padding) is an error:
+/// libtorch's CTC loss would read past the logits.
 pub fn ctc_losses(
     model: &CtcModel,
     logits: &Tensor,
@@ -164,7 +166,9 @@ pub fn ctc_losses(
     labels: &Tensor,
     label_lengths: &[i64],
     zero_infinity: bool,
-) -> Result<Tensor, tch::TchError> {
+) -> Result<Tensor, ModelError> {
+    let vocab_size = logits.size().last().copied().unwrap_or(0);
+    check_label_tensor(labels, vocab_size)?;
     let blank = model.config().pad_token_id.unwrap_or(0);
     let log_probs = logits.log_softmax(-1, Kind::Float).transpose(0, 1);
     let targets = labels.clamp_min(0);
@@ -180,6 +184,45 @@ pub fn ctc_losses(
         Reduction::None,
         zero_infinity,
     )
+    .map_err(ModelError::Torch)
+}
+
+/// Every label of `[B, L]` is -100 (padding) or within `0..vocab_size`; the error names
+/// the first other one and its utterance's position in the batch.
+fn check_label_tensor(labels: &Tensor, vocab_size: i64) -> Result<(), ModelError> {
+    if labels.numel() == 0 {
+        return Ok(());
+    }
+    let labels = labels.to_kind(Kind::Int64);
+    let bad = labels
+        .ne(crate::data::PAD_LABEL)
+        .logical_and(&labels.lt(0).logical_or(&labels.ge(vocab_size)));
+    if bad.any().int64_value(&[]) == 0 {
+        return Ok(());
+    }
+    let first = bad.nonzero().get(0);
+    let (b, j) = (first.int64_value(&[0]), first.int64_value(&[1]));
+    Err(ModelError::Input(format!(
+        "utterance {b} of the batch: label id {} is outside the vocabulary of {vocab_size} \
+         tokens (only -100 marks padding)",
+        labels.int64_value(&[b, j])
+    )))
+}
+
+/// The batch's labels against the model's vocabulary, naming the utterance.
+fn check_batch_labels(batch: &Batch, vocab_size: i64) -> Result<(), DataError> {
+    for (id, labels) in batch.ids.iter().zip(&batch.label_ids) {
+        if let Some(bad) = labels
+            .iter()
+            .find(|&&l| l < 0 || i64::from(l) >= vocab_size)
+        {
+            return Err(DataError(format!(
+                "utterance {id:?}: label id {bad} is outside the model's vocabulary of \
+                 {vocab_size} tokens; the data was encoded with another vocabulary or is damaged"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Reduce per-utterance losses as the configured reduction does (tensor, for backward).
@@ -293,6 +336,7 @@ pub fn evaluate(
         });
         for received in rx.iter() {
             let (members, batch) = received?;
+            check_batch_labels(&batch, model.config().vocab_size)?;
             let (input, labels) = batch_tensors(&batch, device);
             let label_lengths: Vec<i64> = batch.label_ids.iter().map(|l| l.len() as i64).collect();
             let (hypotheses, losses) = tch::no_grad(|| -> Result<_, DataError> {

@@ -8,8 +8,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use asr_train::commands::error_chain;
 use asr_train::config::{PrecisionChoice, RunArgs};
 use asr_train::score::Pairing;
+use asr_train::shards::{ChecksumMode, Checksums};
+use asr_train::transcribe::Windowing;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -26,7 +29,15 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model on shards (see `--config` for a TOML file of the same options).
-    Run(Box<RunArgs>),
+    Run {
+        #[command(flatten)]
+        args: Box<RunArgs>,
+        /// Do not verify the shards' sha256 checksums against the manifest (verified by
+        /// default on a background thread while training starts; sizes, row counts and
+        /// vocabularies are checked either way).
+        #[arg(long)]
+        no_verify_shards: bool,
+    },
     /// WER/CER and predictions of a model on shard splits.
     Eval {
         /// Shard folder written by `asr-data pack`.
@@ -50,12 +61,15 @@ enum Command {
         /// Padded audio seconds per batch.
         #[arg(long, default_value_t = 200.0)]
         batch_seconds: f64,
-        /// libtorch threads [default: all cores].
+        /// libtorch threads, 1 to 1024 [default: all cores].
         #[arg(long)]
         threads: Option<usize>,
         /// Print the results as JSON on stdout.
         #[arg(long)]
         json: bool,
+        /// Do not verify the shards' sha256 checksums against the manifest.
+        #[arg(long)]
+        no_verify_shards: bool,
     },
     /// Transcribe audio files: `<path>\t<text>` per file on stdout, in input order.
     Transcribe {
@@ -74,9 +88,17 @@ enum Command {
         /// Padded audio seconds per batch.
         #[arg(long, default_value_t = 100.0)]
         batch_seconds: f64,
-        /// libtorch threads [default: all cores].
+        /// libtorch threads, 1 to 1024 [default: all cores].
         #[arg(long)]
         threads: Option<usize>,
+        /// Files longer than this are decoded in overlapping windows of this length,
+        /// so memory stays bounded (as transformers' pipeline chunk_length_s).
+        #[arg(long, default_value_t = Windowing::default().chunk_length_s, value_name = "SECONDS")]
+        chunk_length_s: f64,
+        /// Context on each side of a window whose logits are dropped (as the pipeline's
+        /// stride_length_s); windows advance by chunk - 2 x stride.
+        #[arg(long, default_value_t = Windowing::default().stride_length_s, value_name = "SECONDS")]
+        stride_length_s: f64,
     },
     /// Redraw RUN/training_curves.png from RUN/metrics.jsonl (e.g. of a run in progress,
     /// which draws it only at the end).
@@ -133,20 +155,87 @@ fn train_failure(error: asr_train::trainer::TrainError) -> Failure {
     }
 }
 
+/// Open a shard folder, its sha256 checksums verified in the background unless
+/// `no_verify`.
+fn open_shards(
+    dir: &std::path::Path,
+    no_verify: bool,
+) -> Result<(asr_train::trainer::TrainData, Checksums), Failure> {
+    let mode = if no_verify {
+        ChecksumMode::Off
+    } else {
+        ChecksumMode::Background
+    };
+    asr_train::shards::open_shards_with(dir, mode)
+        .with_context(|| format!("cannot open the shards in {}", dir.display()))
+        .map_err(usage)
+}
+
+/// The outcome of a command that read shards: a checksum mismatch wins over what it
+/// caused (a run stopped by it) and over success (a mismatch found after the last row
+/// was read still fails the command).
+fn settle<T>(
+    outcome: Result<T, asr_train::trainer::TrainError>,
+    checksums: &Checksums,
+) -> Result<T, Failure> {
+    let damaged = |problem: &str| failed(anyhow::anyhow!("shard checksum: {problem}"));
+    match outcome {
+        Ok(value) => checksums
+            .wait()
+            .map(|()| value)
+            .map_err(|e| damaged(&e.to_string())),
+        Err(error) => match checksums.failure() {
+            Some(problem) => Err(damaged(problem)),
+            None => Err(train_failure(error)),
+        },
+    }
+}
+
+/// `asr-train transcribe`: `<path>\t<text>` per file on stdout, errors on stderr; fails
+/// when any file could not be transcribed.
+fn transcribe(
+    model: &std::path::Path,
+    audio: &[PathBuf],
+    options: &asr_train::commands::TranscribeOptions,
+) -> Result<(), Failure> {
+    let results = asr_train::commands::transcribe(model, audio, options).map_err(train_failure)?;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut errors = 0;
+    for (path, result) in audio.iter().zip(results) {
+        match result {
+            Ok(text) => writeln!(out, "{}\t{text}", path.display()).map_err(failed)?,
+            Err(e) => {
+                errors += 1;
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    if errors > 0 {
+        return Err(failed(anyhow::anyhow!(
+            "{errors} of {} files could not be transcribed",
+            audio.len()
+        )));
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
-        Command::Run(args) => {
+        Command::Run {
+            args,
+            no_verify_shards,
+        } => {
             let config = args.resolve().map_err(usage)?;
             let shards = config.shards.clone().ok_or_else(|| {
                 usage(anyhow::anyhow!(
                     "no shards given: pass --shards DIR (or set shards in the --config file)"
                 ))
             })?;
-            let data = asr_train::shards::open_shards(&shards)
-                .with_context(|| format!("cannot open the shards in {}", shards.display()))
-                .map_err(usage)?;
-            asr_train::trainer::run(&config, data, asr_train::trainer::Hooks::default())
-                .map_err(train_failure)?;
+            let (data, checksums) = open_shards(&shards, no_verify_shards)?;
+            let trained =
+                asr_train::trainer::run(&config, data, asr_train::trainer::Hooks::default());
+            settle(trained, &checksums)?;
             Ok(())
         }
         Command::Eval {
@@ -159,10 +248,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             batch_seconds,
             threads,
             json,
+            no_verify_shards,
         } => {
-            let data = asr_train::shards::open_shards(&shards)
-                .with_context(|| format!("cannot open the shards in {}", shards.display()))
-                .map_err(usage)?;
+            let (data, checksums) = open_shards(&shards, no_verify_shards)?;
             let options = asr_train::commands::EvalOptions {
                 model,
                 splits,
@@ -172,8 +260,10 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 batch_seconds,
                 threads,
             };
-            let results =
-                asr_train::commands::eval_shards(&data, &options).map_err(train_failure)?;
+            let results = settle(
+                asr_train::commands::eval_shards(&data, &options),
+                &checksums,
+            )?;
             if json {
                 println!(
                     "{}",
@@ -199,35 +289,20 @@ fn run(cli: Cli) -> Result<(), Failure> {
             precision,
             batch_seconds,
             threads,
+            chunk_length_s,
+            stride_length_s,
         } => {
-            let results = asr_train::commands::transcribe(
-                &model,
-                &audio,
-                &device,
+            let options = asr_train::commands::TranscribeOptions {
+                device,
                 precision,
                 batch_seconds,
                 threads,
-            )
-            .map_err(train_failure)?;
-            let stdout = std::io::stdout();
-            let mut out = stdout.lock();
-            let mut errors = 0;
-            for (path, result) in audio.iter().zip(results) {
-                match result {
-                    Ok(text) => writeln!(out, "{}\t{text}", path.display()).map_err(failed)?,
-                    Err(e) => {
-                        errors += 1;
-                        eprintln!("error: {e}");
-                    }
-                }
-            }
-            if errors > 0 {
-                return Err(failed(anyhow::anyhow!(
-                    "{errors} of {} files could not be transcribed",
-                    audio.len()
-                )));
-            }
-            Ok(())
+                windowing: Windowing {
+                    chunk_length_s,
+                    stride_length_s,
+                },
+            };
+            transcribe(&model, &audio, &options)
         }
         Command::Score {
             reference,
@@ -259,7 +334,7 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure { code, error }) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", error_chain(error.as_ref()));
             ExitCode::from(code)
         }
     }

@@ -9,8 +9,12 @@
 //!
 //! [`Pairing::Auto`] picks Kaldi when, in both files, every line's first token is
 //! unique, looks like an utterance id (holds a digit, `-`, `_` or `.`, as LibriSpeech,
-//! Common Voice and most Kaldi ids do) and the two files list the same ids; otherwise
-//! lines. Pass `--pairing kaldi` or `--pairing lines` to decide instead.
+//! Common Voice and most Kaldi ids do) and the two files list the same ids. When the
+//! first tokens are unique in both files and look like ids (in both files, or in one
+//! when neither file is a single line), but the two files list different ids, it is an
+//! error naming the ids missing on each side: pairing by line would score the ids as
+//! words. Otherwise lines. Pass
+//! `--pairing kaldi` or `--pairing lines` to decide instead.
 //!
 //! A trailing newline at the end of a file ends the last line, it does not add an empty
 //! utterance; Windows line ends (`\r\n`) are accepted. Text is scored as it is (no case
@@ -104,6 +108,25 @@ pub enum ScoreError {
         /// The id.
         id: String,
     },
+    /// In auto pairing, both files look like `id text` lines but their ids differ.
+    #[error(
+        "{reference} and {hypothesis} look like `id text` files, but their ids differ: \
+         ids of the reference missing from the hypothesis: {}; ids of the hypothesis \
+         missing from the reference: {} (hint: make both files list the same ids, or pass \
+         --pairing lines if they hold one utterance per line, whose first words are text)",
+        id_list(missing_in_hypothesis),
+        id_list(missing_in_reference)
+    )]
+    IdsDiffer {
+        /// The reference file.
+        reference: PathBuf,
+        /// The hypothesis file.
+        hypothesis: PathBuf,
+        /// Reference ids the hypothesis lacks.
+        missing_in_hypothesis: MissingIds,
+        /// Hypothesis ids the reference lacks.
+        missing_in_reference: MissingIds,
+    },
     /// In Kaldi pairing, an id is in one file only.
     #[error("{path}:{line}: id {id:?} has no line in {other}")]
     UnpairedId {
@@ -117,6 +140,9 @@ pub enum ScoreError {
         other: PathBuf,
     },
 }
+
+/// The ids of both files, where they differ: how many, and the first few in file order.
+type MissingIds = (usize, Vec<String>);
 
 /// The result of scoring: corpus-level word and character error rates with S/D/I.
 ///
@@ -270,28 +296,82 @@ fn looks_like_id(token: &str) -> bool {
         .any(|c| c.is_ascii_digit() || matches!(c, '-' | '_' | '.'))
 }
 
-/// The ids of a file when it looks like Kaldi `id text` lines, else `None`.
-fn kaldi_ids<'a>(lines: &[Line<'a>]) -> Option<HashSet<&'a str>> {
-    let mut ids = HashSet::with_capacity(lines.len());
+/// The first tokens of a file's lines, in order, when each line has one and none
+/// repeats (the file could be `id text` lines), with whether every one looks like an
+/// utterance id ([`looks_like_id`]); `None` otherwise.
+fn first_tokens<'a>(lines: &[Line<'a>]) -> Option<(Vec<&'a str>, bool)> {
+    let mut seen = HashSet::with_capacity(lines.len());
+    let mut ids = Vec::with_capacity(lines.len());
     for line in lines {
         let (id, _) = split_id(line.text)?;
-        if !looks_like_id(id) || !ids.insert(id) {
+        if !seen.insert(id) {
             return None;
         }
+        ids.push(id);
     }
-    Some(ids)
+    let id_like = !ids.is_empty() && ids.iter().all(|id| looks_like_id(id));
+    Some((ids, id_like))
 }
 
 /// Which pairing [`Pairing::Auto`] chooses for these two files (see the module
-/// documentation).
-fn detect(reference: &[Line<'_>], hypothesis: &[Line<'_>]) -> Pairing {
+/// documentation); an error when they look like `id text` files whose ids differ.
+fn detect(
+    reference: &[Line<'_>],
+    reference_path: &Path,
+    hypothesis: &[Line<'_>],
+    hypothesis_path: &Path,
+) -> Result<Pairing, ScoreError> {
     if reference.is_empty() {
-        return Pairing::Lines;
+        return Ok(Pairing::Lines);
     }
-    match (kaldi_ids(reference), kaldi_ids(hypothesis)) {
-        (Some(r), Some(h)) if r == h => Pairing::Kaldi,
-        _ => Pairing::Lines,
+    let (Some((r, r_like)), Some((h, h_like))) =
+        (first_tokens(reference), first_tokens(hypothesis))
+    else {
+        return Ok(Pairing::Lines);
+    };
+    let (r_set, h_set): (HashSet<&str>, HashSet<&str>) =
+        (r.iter().copied().collect(), h.iter().copied().collect());
+    if r_set == h_set {
+        return Ok(if r_like {
+            Pairing::Kaldi
+        } else {
+            Pairing::Lines
+        });
     }
+    // Both could be `id text` files and their first tokens look like ids (in both, or
+    // in one when neither file is a single line, where a hyphenated first word is
+    // common): pairing by line would score the ids as words.
+    let several_lines = reference.len() > 1 && hypothesis.len() > 1;
+    if (r_like && h_like) || ((r_like || h_like) && several_lines) {
+        let missing = |ids: &[&str], other: &HashSet<&str>| -> (usize, Vec<String>) {
+            let all: Vec<&str> = ids
+                .iter()
+                .copied()
+                .filter(|id| !other.contains(id))
+                .collect();
+            let first = all
+                .iter()
+                .take(MISSING_IDS_SHOWN)
+                .map(|id| id.to_string())
+                .collect();
+            (all.len(), first)
+        };
+        return Err(ScoreError::IdsDiffer {
+            reference: reference_path.to_path_buf(),
+            hypothesis: hypothesis_path.to_path_buf(),
+            missing_in_hypothesis: missing(&r, &h_set),
+            missing_in_reference: missing(&h, &r_set),
+        });
+    }
+    Ok(Pairing::Lines)
+}
+
+/// Ids listed per side in [`ScoreError::IdsDiffer`].
+const MISSING_IDS_SHOWN: usize = 5;
+
+fn id_list((count, first): &(usize, Vec<String>)) -> String {
+    let more = if *count > first.len() { ", ..." } else { "" };
+    format!("{count} ({}{more})", first.join(", "))
 }
 
 /// A reference/hypothesis pair of transcripts, with the utterance id when known.
@@ -316,7 +396,7 @@ pub fn pair_files(
     let reference = split_lines(&reference_text);
     let hypothesis = split_lines(&hypothesis_text);
     let pairing = match pairing {
-        Pairing::Auto => detect(&reference, &hypothesis),
+        Pairing::Auto => detect(&reference, reference_path, &hypothesis, hypothesis_path)?,
         other => other,
     };
     let pairs = match pairing {
@@ -528,6 +608,59 @@ mod tests {
         let report = score("a b\n\n", "a b\nc\n", Pairing::Lines);
         assert!((report.wer - 0.5).abs() < 1e-12);
         assert_eq!(report.reference_words, 2);
+    }
+
+    #[test]
+    fn kaldi_files_with_different_ids_are_an_error_naming_them() {
+        // The issue's case: auto pairing used to fall back to lines and score the ids
+        // as words (WER 0.30).
+        let dir = tempfile::tempdir().unwrap();
+        let r = write(
+            dir.path(),
+            "ref.txt",
+            "a HELLO WORLD\nb GOOD DAY\nc SEE YOU\n",
+        );
+        let h = write(
+            dir.path(),
+            "hyp.txt",
+            "u1 HELLO WORLD\nu2 GOOD DAY\nu3 SEE YOU\n",
+        );
+        let err = score_files(&r, &h, Pairing::Auto).unwrap_err().to_string();
+        for part in [
+            "ref.txt",
+            "hyp.txt",
+            "3 (a, b, c)",
+            "3 (u1, u2, u3)",
+            "--pairing lines",
+        ] {
+            assert!(err.contains(part), "{part:?} in {err}");
+        }
+        // Id-like on both sides, one utterance missing from the hypothesis: named, in
+        // file order, at most five per side.
+        let ids: Vec<String> = (0..8).map(|i| format!("utt-{i} WORD")).collect();
+        let r = write(dir.path(), "ref.txt", &(ids.join("\n") + "\n"));
+        let h = write(dir.path(), "hyp.txt", &(ids[..1].join("\n") + "\n"));
+        let err = score_files(&r, &h, Pairing::Auto).unwrap_err().to_string();
+        assert!(
+            err.contains("7 (utt-1, utt-2, utt-3, utt-4, utt-5, ...)") && err.contains(": 0 ()"),
+            "{err}"
+        );
+        // Pairing by line stays available when asked for.
+        let report = score_files(&r, &r, Pairing::Lines).unwrap();
+        assert_eq!(report.wer, 0.0);
+        // Same ids in another order still pair by id.
+        let h = write(
+            dir.path(),
+            "hyp.txt",
+            "u3 SEE YOU\nu1 HELLO WORLD\nu2 GOOD DAY\n",
+        );
+        let r = write(
+            dir.path(),
+            "ref.txt",
+            "u1 HELLO WORLD\nu2 GOOD DAY\nu3 SEE YOU\n",
+        );
+        let report = score_files(&r, &h, Pairing::Auto).unwrap();
+        assert_eq!((report.pairing, report.wer), (Pairing::Kaldi, 0.0));
     }
 
     #[test]
