@@ -319,6 +319,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             " (built from the data)"
         }
     )?;
+    let packed: u64 = m.splits.values().map(|s| s.rows).sum();
+    // An unreadable file or folder is one row in and one skipped entry.
+    outln!(
+        "rows in: {} = {packed} packed + {} skipped",
+        summary.rows_in,
+        summary.skipped.len()
+    )?;
     if summary.skipped.is_empty() {
         outln!("skipped: none")?;
     } else {

@@ -102,6 +102,8 @@ fn usage_and_io_failures_exit_2() {
         err.starts_with("error: ") && err.contains("no/such/dataset"),
         "{err}"
     );
+    // The cause is said once, not once per layer of the error chain.
+    assert_eq!(err.matches("(os error 2)").count(), 1, "{err}");
     let bad_flag = asr_data(&["validate", "fixtures/jsonl", "--format", "parquet"]);
     assert_eq!(bad_flag.status.code(), Some(2));
     let no_args = asr_data(&["validate"]);
@@ -123,6 +125,12 @@ fn usage_and_io_failures_exit_2() {
     assert_eq!(unwritable.status.code(), Some(2));
     assert!(
         text(&unwritable.stderr).contains("report.json"),
+        "{}",
+        text(&unwritable.stderr)
+    );
+    assert_eq!(
+        text(&unwritable.stderr).matches("(os error 2)").count(),
+        1,
         "{}",
         text(&unwritable.stderr)
     );

@@ -367,6 +367,7 @@ fn packing_into_the_dataset_folder_does_not_feed_the_next_read() {
         ignored,
         [
             ".pack-decode-skips-shard.jsonl",
+            ".pack-inputs-shard.jsonl",
             "manifest.json",
             "skipped.jsonl"
         ],

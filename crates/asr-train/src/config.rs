@@ -57,7 +57,8 @@ pub struct TrainConfig {
     /// selects every split the shard manifest gives that role.
     pub train_split: String,
     /// Split evaluated during training (best checkpoint, early stopping): a name, or a
-    /// role whose splits are evaluated together.
+    /// role whose splits are evaluated together; `none` (or empty) turns evaluation off.
+    /// A selector that selects nothing is an error at start.
     pub eval_split: String,
     /// Splits evaluated with the best model at the end, each reported under its own
     /// name: names or roles (`dev,test` = every dev and test split present).
@@ -437,7 +438,8 @@ pub struct RunArgs {
     /// Split to train on: a name, or a role (train) for every split with that role [default: train].
     #[arg(long)]
     pub train_split: Option<String>,
-    /// Split evaluated during training: a name, or a role evaluated as one [default: dev].
+    /// Split evaluated during training: a name, or a role evaluated as one; `none` turns
+    /// evaluation off [default: dev].
     #[arg(long)]
     pub eval_split: Option<String>,
     /// Splits evaluated at the end, comma-separated names or roles, each reported by name [default: dev,test].
