@@ -10,7 +10,7 @@
 # 3. `asr-data pack`: the rows with errors are left out (skipped.jsonl says why), the rest
 #    is resampled to 16 kHz and encoded into Arrow shards; `asr-data inspect` verifies them;
 # 4. `asr-train run`: the `tiny` preset (0.35 M parameters) trained from random weights on
-#    the fixture's 18 training clips for a few minutes of CPU time;
+#    the fixture's 19 training clips for a few minutes of CPU time;
 # 5. `asr-train eval` on every split, `asr-train transcribe` of one clip, and
 #    `asr-train score` of the training-split predictions.
 #
