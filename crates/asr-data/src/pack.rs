@@ -206,14 +206,9 @@ fn warn_unmatched_excludes(
     );
 }
 
-/// Runs `asr-data pack`.
-pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let read_options = ReadOptions {
-        format: format_of(args.format),
-        audio_col: args.audio_col.clone(),
-        text_col: args.text_col.clone(),
-    };
-    let corpus = read_corpus(&args.dataset, &read_options)?;
+/// The library's options from the command line (`--exclude` ids matching no row are
+/// warned about here).
+fn pack_options(args: &Args, corpus: &asr_corpus::Corpus) -> anyhow::Result<PackOptions> {
     let mut options = PackOptions::new(&args.out);
     options.shard_size_bytes = args.shard_size;
     options.audio_dtype = args.audio_dtype;
@@ -240,8 +235,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if let Some(path) = &args.exclude {
         options.exclude = asr_pack::read_exclude_file(path)?;
-        warn_unmatched_excludes(path, &options.exclude, &corpus);
+        warn_unmatched_excludes(path, &options.exclude, corpus);
     }
+    Ok(options)
+}
+
+/// A progress bar on a terminal, hidden otherwise.
+fn progress_bar() -> Bar {
     let bar = ProgressBar::new(0);
     if std::io::stderr().is_terminal() {
         bar.set_draw_target(ProgressDrawTarget::stderr());
@@ -255,11 +255,23 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         bar.set_draw_target(ProgressDrawTarget::hidden());
     }
-    let progress = Bar {
+    Bar {
         bar,
         audio_s: std::sync::Mutex::new(0.0),
         start: std::time::Instant::now(),
+    }
+}
+
+/// Runs `asr-data pack`.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let read_options = ReadOptions {
+        format: format_of(args.format),
+        audio_col: args.audio_col.clone(),
+        text_col: args.text_col.clone(),
     };
+    let corpus = read_corpus(&args.dataset, &read_options)?;
+    let options = pack_options(&args, &corpus)?;
+    let progress = progress_bar();
     let result = pack(&corpus, &options, &progress);
     progress.bar.finish_and_clear();
     let summary = match result {
