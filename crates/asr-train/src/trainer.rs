@@ -1751,7 +1751,7 @@ pub fn summary_table(summary: &RunSummary, wall: Duration) -> String {
     if let Some(q) = &summary.results.quarantined {
         if !q.is_empty() {
             s.push_str(&format!(
-                "{} utterances quarantined (repeated events): {}/quarantine.txt (exclude them with asr-data pack --exclude)\n",
+                "{} utterances were in batches with repeated events, listed in {}/quarantine.txt: review them before excluding them with asr-data pack --exclude (a gradient event names its whole batch, so in a corpus of one batch the list names every utterance)\n",
                 q.len(),
                 summary.out.display()
             ));
