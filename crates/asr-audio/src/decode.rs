@@ -131,12 +131,7 @@ pub fn decode_probed_into(
         patches = probe::stream_patches(Some(&mut file), &head, len)?;
         file.seek(SeekFrom::Start(0)).map_err(ProbeError::from)?;
     }
-    let source: Box<dyn MediaSource> = if patches.is_empty() {
-        Box::new(file)
-    } else {
-        Box::new(Patched::new(file, patches, len))
-    };
-    let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
+    let mss = patched_stream(file, patches, len);
     decode_stream(
         mss,
         info,
@@ -226,10 +221,19 @@ fn memory_stream<'a>(bytes: &'a [u8], info: &AudioInfo) -> MediaSourceStream<'a>
     } else {
         Vec::new()
     };
+    patched_stream(cursor, patches, bytes.len() as u64)
+}
+
+/// The stream symphonia reads: `reader` as it is, or with `patches` applied.
+fn patched_stream<'a, R: MediaSource + 'a>(
+    reader: R,
+    patches: Vec<(u64, [u8; 4])>,
+    len: u64,
+) -> MediaSourceStream<'a> {
     let source: Box<dyn MediaSource + 'a> = if patches.is_empty() {
-        Box::new(cursor)
+        Box::new(reader)
     } else {
-        Box::new(Patched::new(cursor, patches, bytes.len() as u64))
+        Box::new(Patched::new(reader, patches, len))
     };
     MediaSourceStream::new(source, MediaSourceStreamOptions::default())
 }
