@@ -86,40 +86,7 @@ fn finding_line(out: &mut String, f: &Finding) {
 pub fn render(report: &Report, opts: &RenderOptions) -> String {
     let mut out = String::new();
     let s = &report.stats;
-    let mode = if report.dataset.deep {
-        "deep: every file decoded"
-    } else {
-        "header-only"
-    };
-    let _ = writeln!(
-        out,
-        "{} ({}, {mode})",
-        report.dataset.path, report.dataset.format
-    );
-    for path in &report.dataset.ignored {
-        let _ = writeln!(
-            out,
-            "  not read: {path} (output of asr-data pack, not input)"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "  {} utterances in {} split(s), {:.2} h of audio ({} with a known duration)",
-        s.utterances,
-        s.splits.len(),
-        s.total_hours,
-        s.utterances_with_duration
-    );
-    let sum = &report.summary;
-    let _ = writeln!(
-        out,
-        "  {} findings: {} errors, {} warnings, {} info; {} utterances have errors",
-        report.findings.len(),
-        sum.errors,
-        sum.warnings,
-        sum.infos,
-        sum.utterances_with_errors
-    );
+    write_header(&mut out, report);
 
     if !report.findings.is_empty() {
         let _ = writeln!(out, "\nFindings");
@@ -237,6 +204,51 @@ pub fn render(report: &Report, opts: &RenderOptions) -> String {
         }
     }
 
+    write_vocabulary(&mut out, report, opts);
+    out
+}
+
+/// The dataset line, what was not read, and the counts of utterances and findings.
+fn write_header(out: &mut String, report: &Report) {
+    let s = &report.stats;
+    let mode = if report.dataset.deep {
+        "deep: every file decoded"
+    } else {
+        "header-only"
+    };
+    let _ = writeln!(
+        out,
+        "{} ({}, {mode})",
+        report.dataset.path, report.dataset.format
+    );
+    for path in &report.dataset.ignored {
+        let _ = writeln!(
+            out,
+            "  not read: {path} (output of asr-data pack, not input)"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  {} utterances in {} split(s), {:.2} h of audio ({} with a known duration)",
+        s.utterances,
+        s.splits.len(),
+        s.total_hours,
+        s.utterances_with_duration
+    );
+    let sum = &report.summary;
+    let _ = writeln!(
+        out,
+        "  {} findings: {} errors, {} warnings, {} info; {} utterances have errors",
+        report.findings.len(),
+        sum.errors,
+        sum.warnings,
+        sum.infos,
+        sum.utterances_with_errors
+    );
+}
+
+/// The vocabulary, most frequent first, up to `opts.vocab` characters.
+fn write_vocabulary(out: &mut String, report: &Report, opts: &RenderOptions) {
     let mut vocab: Vec<(&String, &u64)> = report.vocab.iter().collect();
     vocab.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
     let _ = writeln!(
@@ -275,5 +287,4 @@ pub fn render(report: &Report, opts: &RenderOptions) -> String {
     if limit < vocab.len() {
         let _ = writeln!(out, "  ... {} more", vocab.len() - limit);
     }
-    out
 }
