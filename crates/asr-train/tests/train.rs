@@ -3,7 +3,7 @@
 //! One test binary, since each links libtorch.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use asr_text::{UnkPolicy, Vocab};
@@ -13,45 +13,8 @@ use asr_train::guard::ClipMode;
 use asr_train::metrics::{read_metrics, MetricsRecord};
 use asr_train::trainer::{run, Hooks, TrainData, TrainError};
 
-/// libtorch's random generator and thread count are process-wide: runs in parallel
-/// test threads would draw from one generator, so every test trains alone.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn fixture_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/speech")
-}
-
-/// The six fixture utterances, their vocabulary built from the transcripts.
-fn speech() -> (Vec<Utterance>, Vocab) {
-    let dir = fixture_dir();
-    let transcripts = std::fs::read_to_string(dir.join("transcripts.txt")).unwrap();
-    let pairs: Vec<(String, String)> = transcripts
-        .lines()
-        .map(|l| {
-            let (id, text) = l.split_once(' ').unwrap();
-            (id.to_string(), text.to_string())
-        })
-        .collect();
-    let vocab = Vocab::from_chars(pairs.iter().flat_map(|(_, t)| t.chars()));
-    let utterances = pairs
-        .into_iter()
-        .map(|(id, text)| {
-            let audio = asr_audio::decode_file(&dir.join(format!("{id}.wav"))).unwrap();
-            assert_eq!(audio.sample_rate_hz, 16_000);
-            Utterance {
-                labels: vocab.encode(&text, UnkPolicy::Error).unwrap(),
-                audio: audio.to_mono(),
-                text,
-                id,
-            }
-        })
-        .collect();
-    (utterances, vocab)
-}
+mod common;
+use common::{fixture_dir, serial, speech, write_pack};
 
 fn data(train: Vec<Utterance>, dev: Vec<Utterance>, vocab: Vocab) -> TrainData {
     let mut splits: BTreeMap<String, Arc<dyn UtteranceSource>> = BTreeMap::new();
@@ -603,29 +566,8 @@ fn run_with_masking_turned_off_saves_and_reloads_its_best_model() {
 /// Shards of the six fixture utterances (train) and the first three (dev), written with
 /// the asr-shards writer as `asr-data pack` does.
 fn write_shards(dir: &Path) -> Vocab {
-    use asr_shards::{Manifest, RowRef, ShardWriter, ShardWriterOptions};
     let (utterances, vocab) = speech();
-    let mut manifest = Manifest::new(&vocab, asr_shards::AudioDtype::Int16, None);
-    for (split, rows) in [("train", &utterances[..]), ("dev", &utterances[..3])] {
-        let options = ShardWriterOptions::new(1 << 20, vocab.to_json_string());
-        let mut writer = ShardWriter::create(dir, split, options).unwrap();
-        for u in rows {
-            writer
-                .write(RowRef {
-                    id: &u.id,
-                    audio: &u.audio,
-                    text: &u.text,
-                    labels: &u.labels,
-                    speaker: None,
-                    source: "fixture",
-                })
-                .unwrap();
-        }
-        manifest
-            .splits
-            .insert(split.to_string(), writer.finish().unwrap());
-    }
-    manifest.write(dir).unwrap();
+    write_pack(dir, &utterances, &vocab, &vocab);
     vocab
 }
 

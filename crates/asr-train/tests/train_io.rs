@@ -7,8 +7,8 @@ use std::process::{Command, Output};
 use std::sync::Arc;
 
 use asr_model::CtcModel;
-use asr_shards::{AudioDtype, Manifest, RowRef, ShardWriter, ShardWriterOptions};
-use asr_text::{UnkPolicy, Vocab};
+use asr_shards::Manifest;
+use asr_text::Vocab;
 use asr_train::config::{LossReduction, PrecisionChoice, TrainConfig};
 use asr_train::data::{MemorySource, Utterance, UtteranceSource};
 use asr_train::eval::{evaluate, LossSettings};
@@ -16,77 +16,17 @@ use asr_train::shards::{open_shards, open_shards_with, ChecksumMode};
 use asr_train::transcribe::{plan_windows, transcribe_files, windowed_logits, Windowing};
 use tch::{Device, Tensor};
 
-/// libtorch's generator and thread count are process-wide: one test at a time.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+mod common;
+use common::{fixture_dir, serial, speech, write_pack};
 
 fn exe() -> &'static str {
     env!("CARGO_BIN_EXE_asr-train")
-}
-
-fn speech_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/speech")
 }
 
 fn model_dir(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../fixtures/models")
         .join(name)
-}
-
-/// The six fixture utterances and the vocabulary of their transcripts.
-fn speech() -> (Vec<Utterance>, Vocab) {
-    let dir = speech_dir();
-    let transcripts = std::fs::read_to_string(dir.join("transcripts.txt")).unwrap();
-    let pairs: Vec<(String, String)> = transcripts
-        .lines()
-        .map(|l| {
-            let (id, text) = l.split_once(' ').unwrap();
-            (id.to_string(), text.to_string())
-        })
-        .collect();
-    let vocab = Vocab::from_chars(pairs.iter().flat_map(|(_, t)| t.chars()));
-    let utterances = pairs
-        .into_iter()
-        .map(|(id, text)| Utterance {
-            labels: vocab.encode(&text, UnkPolicy::Error).unwrap(),
-            audio: asr_audio::decode_file(&dir.join(format!("{id}.wav")))
-                .unwrap()
-                .to_mono(),
-            text,
-            id,
-        })
-        .collect();
-    (utterances, vocab)
-}
-
-/// A pack of `train` (all six) and `dev` (the first three) whose shard schemas carry
-/// `shard_vocab` and whose manifest carries `vocab`.
-fn write_pack(dir: &Path, utterances: &[Utterance], vocab: &Vocab, shard_vocab: &Vocab) {
-    let mut manifest = Manifest::new(vocab, AudioDtype::Int16, None);
-    for (split, rows) in [("train", utterances), ("dev", &utterances[..3])] {
-        let options = ShardWriterOptions::new(1 << 20, shard_vocab.to_json_string());
-        let mut writer = ShardWriter::create(dir, split, options).unwrap();
-        for u in rows {
-            writer
-                .write(RowRef {
-                    id: &u.id,
-                    audio: &u.audio,
-                    text: &u.text,
-                    labels: &u.labels,
-                    speaker: None,
-                    source: "fixture",
-                })
-                .unwrap();
-        }
-        manifest
-            .splits
-            .insert(split.to_string(), writer.finish().unwrap());
-    }
-    manifest.write(dir).unwrap();
 }
 
 fn shard_file(dir: &Path, split: &str) -> PathBuf {
@@ -315,7 +255,7 @@ fn out_of_range_numbers_and_thread_counts_are_usage_errors_for_every_command() {
     let s = shards.to_str().unwrap();
     let model = model_dir("w2v2-large");
     let m = model.to_str().unwrap();
-    let wav = speech_dir().join("utt-00.wav");
+    let wav = fixture_dir().join("utt-00.wav");
     let w = wav.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
@@ -524,7 +464,7 @@ fn long_files_are_transcribed_in_windows_and_short_ones_as_before() {
     let dir = tempfile::tempdir().unwrap();
     let long = dir.path().join("long.wav");
     write_wav(&long, &long_clip(2));
-    let short = speech_dir().join("utt-03.wav"); // 0.85 s: shorter than a window
+    let short = fixture_dir().join("utt-03.wav"); // 0.85 s: shorter than a window
     let windowing = Windowing {
         chunk_length_s: 1.0,
         stride_length_s: 0.2,
