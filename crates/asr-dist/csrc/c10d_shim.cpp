@@ -1,0 +1,156 @@
+// C wrappers over PyTorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo), used by
+// asr_dist::group. The Rust side owns the handle and the tensors (tch's `at::Tensor*`).
+//
+// No C++ exception may cross into Rust: every wrapper catches, returns -1 (or null) and
+// hands the message back through `err` (malloc'd; freed by asr_dist_free_string).
+//
+// ABI note (read before adding a call). The Gloo headers we compile against are Debian's
+// 2022 snapshot (tools/install-dist-headers.sh); the torch 2.11 libtorch_cpu.so was built
+// with a late-2025 gloo whose `gloo::Context` has no virtual destructor any more and whose
+// `gloo::rendezvous::Store` gained a base class and virtuals. So this file must only reach
+// ProcessGroupGloo through things whose ABI does not depend on Gloo's own layouts:
+//   - `ProcessGroupGloo::Options::create` (inline; the struct holds Backend::Options, a
+//     vector of shared_ptr<gloo::transport::Device> and an int) and its exported ctor;
+//   - the exported static `createDeviceForInterface` / `createDefaultDevice` (they return
+//     a shared_ptr, whose layout and type-erased deleter do not depend on the pointee);
+//   - the exported constructor (the object's members are Gloo types only behind
+//     shared_ptr/unique_ptr, so sizeof comes from torch's and the standard headers);
+//   - the virtual collectives of `c10d::Backend` and `c10d::Work::wait`.
+// Never call ProcessGroupGloo's inline members that touch Gloo objects (`setTimeout`,
+// `_getStore`, `GlooStore`, `AsyncWork`): their code would be generated from the old
+// headers.
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <sstream>
+#include <string>
+#include <vector>
+
+struct AsrDistGroup {
+  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Backend> backend;
+};
+
+namespace {
+
+void set_error(char** err, const std::string& message) {
+  if (err == nullptr) return;
+  *err = static_cast<char*>(std::malloc(message.size() + 1));
+  if (*err != nullptr) std::memcpy(*err, message.c_str(), message.size() + 1);
+}
+
+// Runs `body`, turning any exception into -1 and a message.
+template <typename F>
+int guarded(char** err, F&& body) {
+  try {
+    body();
+    return 0;
+  } catch (const c10::Error& e) {
+    // c10's what() carries a C++ backtrace: the message alone is what a user can act on.
+    set_error(err, e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    set_error(err, e.what());
+  } catch (...) {
+    set_error(err, "unknown C++ exception");
+  }
+  return -1;
+}
+
+// GLOO_SOCKET_IFNAME as torch reads it: a comma-separated list of interfaces, one Gloo
+// device each; unset or empty: the address the host name resolves to (else loopback).
+std::vector<std::shared_ptr<::gloo::transport::Device>> make_devices(const char* ifnames) {
+  std::vector<std::shared_ptr<::gloo::transport::Device>> devices;
+  if (ifnames != nullptr && ifnames[0] != '\0') {
+    std::stringstream list(ifnames);
+    std::string name;
+    while (std::getline(list, name, ',')) {
+      if (!name.empty()) devices.push_back(c10d::ProcessGroupGloo::createDeviceForInterface(name));
+    }
+  }
+  if (devices.empty()) devices.push_back(c10d::ProcessGroupGloo::createDefaultDevice());
+  return devices;
+}
+
+void wait_work(const c10::intrusive_ptr<c10d::Work>& work) {
+  // The timeout is the process group's (Options::timeout, given to every Gloo context).
+  work->wait();
+}
+
+}  // namespace
+
+extern "C" {
+
+void asr_dist_free_string(char* s) { std::free(s); }
+
+// Rendezvous through a TCPStore at host:port (rank 0 serves it and waits for the others),
+// then connects the Gloo process group. `timeout_ms` bounds both the rendezvous and every
+// collective. `ifnames` may be null.
+AsrDistGroup* asr_dist_gloo_new(const char* host, uint16_t port, int rank, int world_size,
+                                int64_t timeout_ms, const char* ifnames, char** err) {
+  AsrDistGroup* group = nullptr;
+  guarded(err, [&] {
+    const std::chrono::milliseconds timeout(timeout_ms);
+    c10d::TCPStoreOptions store_options;
+    store_options.port = port;
+    store_options.isServer = rank == 0;
+    store_options.numWorkers = static_cast<std::size_t>(world_size);
+    store_options.waitWorkers = true;
+    store_options.timeout = timeout;
+    auto tcp = c10::make_intrusive<c10d::TCPStore>(std::string(host), store_options);
+    auto store = c10::make_intrusive<c10d::PrefixStore>("asr-dist/gloo/", tcp);
+    auto options = c10d::ProcessGroupGloo::Options::create(timeout);
+    options->devices = make_devices(ifnames);
+    auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, options);
+    group = new AsrDistGroup{store, backend};
+  });
+  return group;
+}
+
+void asr_dist_group_free(AsrDistGroup* group) {
+  try {
+    delete group;
+  } catch (...) {
+  }
+}
+
+int asr_dist_all_reduce_sum(AsrDistGroup* group, at::Tensor* tensor, char** err) {
+  return guarded(err, [&] {
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::AllreduceOptions options;
+    options.reduceOp = c10d::ReduceOp(c10d::ReduceOp::SUM);
+    wait_work(group->backend->allreduce(tensors, options));
+  });
+}
+
+int asr_dist_broadcast(AsrDistGroup* group, at::Tensor* tensor, int root, char** err) {
+  return guarded(err, [&] {
+    std::vector<at::Tensor> tensors{*tensor};
+    c10d::BroadcastOptions options;
+    options.rootRank = root;
+    options.rootTensor = 0;
+    wait_work(group->backend->broadcast(tensors, options));
+  });
+}
+
+// `outputs` holds world_size tensors shaped like `input`; output r receives rank r's input.
+int asr_dist_all_gather(AsrDistGroup* group, at::Tensor* input, at::Tensor** outputs,
+                        int n_outputs, char** err) {
+  return guarded(err, [&] {
+    std::vector<at::Tensor> inputs{*input};
+    std::vector<std::vector<at::Tensor>> output_lists(1);
+    for (int i = 0; i < n_outputs; ++i) output_lists[0].push_back(*outputs[i]);
+    wait_work(group->backend->allgather(output_lists, inputs, c10d::AllgatherOptions()));
+  });
+}
+
+int asr_dist_barrier(AsrDistGroup* group, char** err) {
+  return guarded(err, [&] { wait_work(group->backend->barrier(c10d::BarrierOptions())); });
+}
+
+}  // extern "C"

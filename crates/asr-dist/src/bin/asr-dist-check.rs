@@ -1,0 +1,90 @@
+//! `asr-dist-check`: run it as every rank of a job (`torchrun --no-python`, `srun`, or by
+//! hand with the `env://` variables) before a long training run, to check that the ranks
+//! meet and that all_reduce, broadcast, all_gather and barrier give the right results.
+//! Prints one line per round and rank; exits non-zero on the first failure.
+//!
+//! ```text
+//! asr-dist-check [--rounds N] [--numel N] [--timeout-secs S]
+//! ```
+use asr_dist::{Backend, ProcessGroup, Rendezvous};
+use std::process::ExitCode;
+use std::time::Duration;
+use tch::{Device, Kind, Tensor};
+
+struct Options {
+    rounds: usize,
+    numel: i64,
+    timeout: Duration,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let mut options = Options { rounds: 1, numel: 1024, timeout: Duration::from_secs(60) };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = value.parse::<u64>().map_err(|_| format!("{flag} {value}: not a whole number"))?;
+        match flag.as_str() {
+            "--rounds" => options.rounds = number as usize,
+            "--numel" if number > 0 => options.numel = number as i64,
+            "--timeout-secs" if number > 0 => options.timeout = Duration::from_secs(number),
+            _ => return Err(format!("unknown option or bad value: {flag} {value} (options: --rounds N, --numel N, --timeout-secs S)")),
+        }
+    }
+    Ok(options)
+}
+
+/// One round of every collective; returns the line to print, or what disagreed.
+fn round(group: &ProcessGroup, k: usize, numel: i64) -> Result<String, String> {
+    let (rank, world) = (group.rank(), group.world_size());
+    let mut summed = Tensor::full([numel], (rank + 1) as f64, (Kind::Float, Device::Cpu));
+    group.all_reduce_sum(&mut summed).map_err(|e| e.to_string())?;
+    let sum = summed.max().double_value(&[]);
+    let want_sum = (world * (world + 1) / 2) as f64;
+    if sum != want_sum || summed.min().double_value(&[]) != want_sum {
+        return Err(format!("all_reduce gave {sum}, expected {want_sum} everywhere"));
+    }
+    let root = k % world;
+    let mine = if rank == root { (root * 10 + k) as f64 } else { -1.0 };
+    let mut shared = Tensor::full([numel], mine, (Kind::Float, Device::Cpu));
+    group.broadcast(&mut shared, root).map_err(|e| e.to_string())?;
+    let got = shared.min().double_value(&[]);
+    if got != (root * 10 + k) as f64 || shared.max().double_value(&[]) != got {
+        return Err(format!("broadcast from rank {root} gave {got}"));
+    }
+    let ids: Vec<i64> = (0..=rank).map(|i| (rank * 100 + i + k) as i64).collect();
+    let gathered = group.all_gather_i64(&ids).map_err(|e| e.to_string())?;
+    let want: Vec<Vec<i64>> = (0..world).map(|r| (0..=r).map(|i| (r * 100 + i + k) as i64).collect()).collect();
+    if gathered != want {
+        return Err(format!("all_gather gave {gathered:?}, expected {want:?}"));
+    }
+    group.barrier().map_err(|e| e.to_string())?;
+    Ok(format!("rank {rank} round {k}: all_reduce={sum} broadcast={got} all_gather={gathered:?}"))
+}
+
+fn main() -> ExitCode {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = Rendezvous::from_env()
+        .map_err(|e| e.to_string())
+        .and_then(|rdzv| {
+            let group = ProcessGroup::new(&rdzv, Backend::Gloo, options.timeout).map_err(|e| e.to_string())?;
+            println!("rank {} of {}: joined {}:{}", rdzv.rank, rdzv.world_size, rdzv.master_addr, rdzv.master_port);
+            for k in 0..options.rounds {
+                println!("{}", round(&group, k, options.numel)?);
+            }
+            println!("rank {} of {}: {} rounds agree", rdzv.rank, rdzv.world_size, options.rounds);
+            Ok(())
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

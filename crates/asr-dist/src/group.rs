@@ -1,0 +1,243 @@
+//! A c10d process group and its collectives on tch tensors.
+use crate::ffi;
+use crate::{DistError, Rendezvous};
+use std::ffi::{c_char, CString};
+use std::ptr::{self, NonNull};
+use std::time::Duration;
+use tch::{Device, Kind, Tensor};
+
+/// The c10d backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Backend {
+    /// `ProcessGroupGloo`: CPU tensors, TCP between the ranks.
+    Gloo,
+}
+
+/// One process's membership of the job's process group.
+///
+/// Every rank must call the same collectives in the same order with tensors of the same
+/// shape and dtype (as with torch.distributed). Each call blocks until the collective is
+/// done on this rank. A collective that fails (a peer died: "Connection closed by peer";
+/// a peer stalled past the timeout: "Timed out waiting ...") returns
+/// [`DistError::Collective`]; the group cannot be used after that, and the job should end.
+///
+/// With world size 1 there is no store and no Gloo context: every collective returns at
+/// once and leaves its tensors as they are (all_gather returns the input).
+pub struct ProcessGroup {
+    rank: usize,
+    world_size: usize,
+    timeout: Duration,
+    inner: Option<NonNull<ffi::AsrDistGroup>>,
+}
+
+// SAFETY: the handle is owned by this value alone; c10d's process group may be used from
+// any thread, one call at a time (which `&mut self`-free but `!Sync` use guarantees).
+unsafe impl Send for ProcessGroup {}
+
+impl ProcessGroup {
+    /// The world-size-1 group: no store, collectives are no-ops.
+    pub fn single() -> Self {
+        ProcessGroup { rank: 0, world_size: 1, timeout: Duration::ZERO, inner: None }
+    }
+
+    /// Joins the job: rank 0 serves a `c10d::TCPStore` at `MASTER_ADDR:MASTER_PORT` and
+    /// waits for the other ranks; they connect to it (retrying until `timeout`); then the
+    /// Gloo process group connects every pair of ranks. `timeout` bounds the rendezvous
+    /// and every later collective.
+    ///
+    /// Gloo's network interface is chosen as torch does: `GLOO_SOCKET_IFNAME` (a
+    /// comma-separated list of interfaces) if set, else the address this machine's host
+    /// name resolves to, else loopback.
+    pub fn new(rdzv: &Rendezvous, backend: Backend, timeout: Duration) -> Result<Self, DistError> {
+        if rdzv.world_size <= 1 {
+            return Ok(Self::single());
+        }
+        let Backend::Gloo = backend;
+        let fail = |message: String| DistError::Rendezvous {
+            rank: rdzv.rank,
+            world_size: rdzv.world_size,
+            addr: rdzv.master_addr.clone(),
+            port: rdzv.master_port,
+            timeout,
+            message,
+        };
+        let host = CString::new(rdzv.master_addr.as_str()).map_err(|_| fail("MASTER_ADDR holds a NUL byte".into()))?;
+        let ifnames = std::env::var("GLOO_SOCKET_IFNAME").ok().filter(|s| !s.is_empty());
+        let ifnames = ifnames
+            .map(CString::new)
+            .transpose()
+            .map_err(|_| fail("GLOO_SOCKET_IFNAME holds a NUL byte".into()))?;
+        let (rank, world) = (c_int_of(rdzv.rank), c_int_of(rdzv.world_size));
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).max(1);
+        let mut err: *mut c_char = ptr::null_mut();
+        // SAFETY: the strings live across the call; the shim catches every exception.
+        let handle = unsafe {
+            ffi::asr_dist_gloo_new(
+                host.as_ptr(),
+                rdzv.master_port,
+                rank,
+                world,
+                timeout_ms,
+                ifnames.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
+                &mut err,
+            )
+        };
+        match NonNull::new(handle) {
+            Some(inner) => Ok(ProcessGroup { rank: rdzv.rank, world_size: rdzv.world_size, timeout, inner: Some(inner) }),
+            None => Err(fail(ffi::take_error(err))),
+        }
+    }
+
+    /// This process's rank.
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    /// Number of ranks.
+    pub fn world_size(&self) -> usize {
+        self.world_size
+    }
+
+    /// True on rank 0.
+    pub fn is_main(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Sums `tensor` over the ranks, in place: every rank ends with the sum.
+    pub fn all_reduce_sum(&self, tensor: &mut Tensor) -> Result<(), DistError> {
+        let Some(group) = self.inner else { return Ok(()) };
+        check_dense("all_reduce", tensor)?;
+        // SAFETY: group is live; the tensor outlives the (blocking) call.
+        self.call("all_reduce", |err| unsafe { ffi::asr_dist_all_reduce_sum(group.as_ptr(), tensor.as_ptr(), err) })
+    }
+
+    /// Averages `tensor` over the ranks, in place: the sum of [`Self::all_reduce_sum`]
+    /// divided by the world size (on floating-point tensors).
+    pub fn all_reduce_mean(&self, tensor: &mut Tensor) -> Result<(), DistError> {
+        if self.world_size <= 1 {
+            return Ok(());
+        }
+        if !tensor.is_floating_point() {
+            return Err(DistError::Tensor { op: "all_reduce_mean", problem: format!("{:?} is not a floating-point kind", tensor.kind()) });
+        }
+        self.all_reduce_sum(tensor)?;
+        let _ = tensor.g_div_scalar_(self.world_size as f64);
+        Ok(())
+    }
+
+    /// Copies rank `root`'s `tensor` into every rank's `tensor`, in place.
+    pub fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<(), DistError> {
+        if root >= self.world_size {
+            return Err(DistError::Tensor { op: "broadcast", problem: format!("root rank {root} is not below the world size {}", self.world_size) });
+        }
+        let Some(group) = self.inner else { return Ok(()) };
+        check_dense("broadcast", tensor)?;
+        // SAFETY: as in all_reduce_sum.
+        self.call("broadcast", |err| unsafe { ffi::asr_dist_broadcast(group.as_ptr(), tensor.as_ptr(), c_int_of(root), err) })
+    }
+
+    /// Waits until every rank has called it.
+    pub fn barrier(&self) -> Result<(), DistError> {
+        let Some(group) = self.inner else { return Ok(()) };
+        // SAFETY: group is live.
+        self.call("barrier", |err| unsafe { ffi::asr_dist_barrier(group.as_ptr(), err) })
+    }
+
+    /// Every rank's `tensor` (same shape and dtype on every rank), in rank order.
+    pub fn all_gather(&self, tensor: &Tensor) -> Result<Vec<Tensor>, DistError> {
+        let Some(group) = self.inner else { return Ok(vec![tensor.shallow_clone()]) };
+        check_dense("all_gather", tensor)?;
+        let outputs: Vec<Tensor> = (0..self.world_size).map(|_| tensor.empty_like()).collect();
+        let pointers: Vec<*const torch_sys::C_tensor> = outputs.iter().map(|t| t.as_ptr()).collect();
+        // SAFETY: group is live; input and outputs outlive the (blocking) call.
+        self.call("all_gather", |err| unsafe {
+            ffi::asr_dist_all_gather(group.as_ptr(), tensor.as_ptr(), pointers.as_ptr(), c_int_of(pointers.len()), err)
+        })?;
+        Ok(outputs)
+    }
+
+    /// Every rank's list of `i64` (lengths may differ between ranks), in rank order: for
+    /// example the ids of the utterances each rank skipped. Two collectives: the lengths,
+    /// then the lists padded to the longest.
+    pub fn all_gather_i64(&self, values: &[i64]) -> Result<Vec<Vec<i64>>, DistError> {
+        if self.inner.is_none() {
+            return Ok(vec![values.to_vec()]);
+        }
+        let length = Tensor::from_slice(&[values.len() as i64]);
+        let lengths: Vec<usize> = self
+            .all_gather(&length)?
+            .iter()
+            .map(|t| usize::try_from(t.int64_value(&[0])).unwrap_or(0))
+            .collect();
+        let longest = lengths.iter().copied().max().unwrap_or(0);
+        if longest == 0 {
+            return Ok(vec![Vec::new(); self.world_size]);
+        }
+        let padded = Tensor::zeros([longest as i64], (Kind::Int64, Device::Cpu));
+        if !values.is_empty() {
+            let _ = padded.narrow(0, 0, values.len() as i64).copy_(&Tensor::from_slice(values));
+        }
+        let gathered = self.all_gather(&padded)?;
+        Ok(gathered
+            .iter()
+            .zip(&lengths)
+            .map(|(t, &n)| Vec::<i64>::try_from(t.narrow(0, 0, n as i64)).unwrap_or_default())
+            .collect())
+    }
+
+    fn call(&self, op: &'static str, body: impl FnOnce(*mut *mut c_char) -> i32) -> Result<(), DistError> {
+        let mut err: *mut c_char = ptr::null_mut();
+        if body(&mut err) == 0 {
+            return Ok(());
+        }
+        Err(DistError::Collective { op, rank: self.rank, world_size: self.world_size, timeout: self.timeout, message: ffi::take_error(err) })
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(group) = self.inner.take() {
+            // SAFETY: the handle came from asr_dist_gloo_new and is freed once.
+            unsafe { ffi::asr_dist_group_free(group.as_ptr()) };
+        }
+    }
+}
+
+fn c_int_of(n: usize) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// Gloo works on dense contiguous tensors (CPU here).
+fn check_dense(op: &'static str, tensor: &Tensor) -> Result<(), DistError> {
+    if !tensor.is_contiguous() {
+        return Err(DistError::Tensor { op, problem: "the tensor is not contiguous (call .contiguous() first)".into() });
+    }
+    if tensor.device() != Device::Cpu {
+        return Err(DistError::Tensor { op, problem: format!("the Gloo backend here takes CPU tensors, not {:?}", tensor.device()) });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn world_size_one_collectives_are_no_ops() {
+        let group = ProcessGroup::new(&Rendezvous::single(), Backend::Gloo, Duration::from_secs(1)).unwrap();
+        assert_eq!((group.rank(), group.world_size(), group.is_main()), (0, 1, true));
+        let mut t = Tensor::from_slice(&[1.5f32, -2.0]);
+        group.all_reduce_sum(&mut t).unwrap();
+        group.all_reduce_mean(&mut t).unwrap();
+        group.broadcast(&mut t, 0).unwrap();
+        group.barrier().unwrap();
+        assert_eq!(Vec::<f32>::try_from(&t).unwrap(), vec![1.5, -2.0]);
+        let gathered = group.all_gather(&t).unwrap();
+        assert_eq!(gathered.len(), 1);
+        assert_eq!(Vec::<f32>::try_from(&gathered[0]).unwrap(), vec![1.5, -2.0]);
+        assert_eq!(group.all_gather_i64(&[7, 9]).unwrap(), vec![vec![7, 9]]);
+        let err = group.broadcast(&mut t, 1).unwrap_err().to_string();
+        assert!(err.contains("root rank 1"), "{err}");
+    }
+}
