@@ -10,6 +10,8 @@
 #     path at start-up instead (see asr-model's `device` module).
 # Idempotent: when the cache already holds a complete install it only refreshes the
 # `.libtorch` link in the repository, which `.cargo/config.toml` points LIBTORCH at.
+# Either way it then runs tools/install-dist-headers.sh: the Gloo headers that asr-dist's
+# c10d shim needs beside libtorch's own (the wheel ships none).
 #
 # Environment: ASR_TOOLKIT_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/asr-toolkit).
 set -euo pipefail
@@ -24,6 +26,7 @@ dest=$cache/libtorch-$TORCH_VERSION
 
 link_repo() {
     ln -sfn "$dest" "$repo/.libtorch"
+    "$repo/tools/install-dist-headers.sh"
 }
 
 if [[ -f $dest/build-version && $(cat "$dest/build-version") == "$TORCH_VERSION" && -f $dest/lib/libtorch_cpu.so ]]; then
