@@ -24,7 +24,11 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
 
     let gloo = gloo_include();
-    let include = lib.parent().map(PathBuf::from).unwrap_or_else(|| lib.clone()).join("include");
+    let include = lib
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| lib.clone())
+        .join("include");
     cc::Build::new()
         .cpp(true)
         .file("csrc/c10d_shim.cpp")
@@ -56,6 +60,10 @@ fn gloo_include() -> PathBuf {
         "the Gloo headers are missing (looked for gloo/context.h in {}): run \
          tools/install-dist-headers.sh (tools/install-libtorch.sh runs it too), or set \
          ASR_GLOO_INCLUDE to a directory holding gloo/",
-        candidates.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        candidates
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }

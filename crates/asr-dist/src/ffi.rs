@@ -22,8 +22,17 @@ extern "C" {
         err: *mut *mut c_char,
     ) -> *mut AsrDistGroup;
     pub fn asr_dist_group_free(group: *mut AsrDistGroup);
-    pub fn asr_dist_all_reduce_sum(group: *mut AsrDistGroup, tensor: *const C_tensor, err: *mut *mut c_char) -> c_int;
-    pub fn asr_dist_broadcast(group: *mut AsrDistGroup, tensor: *const C_tensor, root: c_int, err: *mut *mut c_char) -> c_int;
+    pub fn asr_dist_all_reduce_sum(
+        group: *mut AsrDistGroup,
+        tensor: *const C_tensor,
+        err: *mut *mut c_char,
+    ) -> c_int;
+    pub fn asr_dist_broadcast(
+        group: *mut AsrDistGroup,
+        tensor: *const C_tensor,
+        root: c_int,
+        err: *mut *mut c_char,
+    ) -> c_int;
     pub fn asr_dist_all_gather(
         group: *mut AsrDistGroup,
         input: *const C_tensor,
@@ -40,7 +49,9 @@ pub fn take_error(err: *mut c_char) -> String {
         return "unknown error (no message from c10d)".to_string();
     }
     // SAFETY: the shim malloc'd a NUL-terminated copy; we free it once, here.
-    let message = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    let message = unsafe { CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
     unsafe { asr_dist_free_string(err) };
     message
 }

@@ -38,7 +38,12 @@ unsafe impl Send for ProcessGroup {}
 impl ProcessGroup {
     /// The world-size-1 group: no store, collectives are no-ops.
     pub fn single() -> Self {
-        ProcessGroup { rank: 0, world_size: 1, timeout: Duration::ZERO, inner: None }
+        ProcessGroup {
+            rank: 0,
+            world_size: 1,
+            timeout: Duration::ZERO,
+            inner: None,
+        }
     }
 
     /// Joins the job: rank 0 serves a `c10d::TCPStore` at `MASTER_ADDR:MASTER_PORT` and
@@ -62,14 +67,19 @@ impl ProcessGroup {
             timeout,
             message,
         };
-        let host = CString::new(rdzv.master_addr.as_str()).map_err(|_| fail("MASTER_ADDR holds a NUL byte".into()))?;
-        let ifnames = std::env::var("GLOO_SOCKET_IFNAME").ok().filter(|s| !s.is_empty());
+        let host = CString::new(rdzv.master_addr.as_str())
+            .map_err(|_| fail("MASTER_ADDR holds a NUL byte".into()))?;
+        let ifnames = std::env::var("GLOO_SOCKET_IFNAME")
+            .ok()
+            .filter(|s| !s.is_empty());
         let ifnames = ifnames
             .map(CString::new)
             .transpose()
             .map_err(|_| fail("GLOO_SOCKET_IFNAME holds a NUL byte".into()))?;
         let (rank, world) = (c_int_of(rdzv.rank), c_int_of(rdzv.world_size));
-        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).max(1);
+        let timeout_ms = i64::try_from(timeout.as_millis())
+            .unwrap_or(i64::MAX)
+            .max(1);
         let mut err: *mut c_char = ptr::null_mut();
         // SAFETY: the strings live across the call; the shim catches every exception.
         let handle = unsafe {
@@ -84,7 +94,12 @@ impl ProcessGroup {
             )
         };
         match NonNull::new(handle) {
-            Some(inner) => Ok(ProcessGroup { rank: rdzv.rank, world_size: rdzv.world_size, timeout, inner: Some(inner) }),
+            Some(inner) => Ok(ProcessGroup {
+                rank: rdzv.rank,
+                world_size: rdzv.world_size,
+                timeout,
+                inner: Some(inner),
+            }),
             None => Err(fail(ffi::take_error(err))),
         }
     }
@@ -106,10 +121,14 @@ impl ProcessGroup {
 
     /// Sums `tensor` over the ranks, in place: every rank ends with the sum.
     pub fn all_reduce_sum(&self, tensor: &mut Tensor) -> Result<(), DistError> {
-        let Some(group) = self.inner else { return Ok(()) };
+        let Some(group) = self.inner else {
+            return Ok(());
+        };
         check_dense("all_reduce", tensor)?;
         // SAFETY: group is live; the tensor outlives the (blocking) call.
-        self.call("all_reduce", |err| unsafe { ffi::asr_dist_all_reduce_sum(group.as_ptr(), tensor.as_ptr(), err) })
+        self.call("all_reduce", |err| unsafe {
+            ffi::asr_dist_all_reduce_sum(group.as_ptr(), tensor.as_ptr(), err)
+        })
     }
 
     /// Averages `tensor` over the ranks, in place: the sum of [`Self::all_reduce_sum`]
@@ -119,7 +138,10 @@ impl ProcessGroup {
             return Ok(());
         }
         if !tensor.is_floating_point() {
-            return Err(DistError::Tensor { op: "all_reduce_mean", problem: format!("{:?} is not a floating-point kind", tensor.kind()) });
+            return Err(DistError::Tensor {
+                op: "all_reduce_mean",
+                problem: format!("{:?} is not a floating-point kind", tensor.kind()),
+            });
         }
         self.all_reduce_sum(tensor)?;
         let _ = tensor.g_div_scalar_(self.world_size as f64);
@@ -129,30 +151,53 @@ impl ProcessGroup {
     /// Copies rank `root`'s `tensor` into every rank's `tensor`, in place.
     pub fn broadcast(&self, tensor: &mut Tensor, root: usize) -> Result<(), DistError> {
         if root >= self.world_size {
-            return Err(DistError::Tensor { op: "broadcast", problem: format!("root rank {root} is not below the world size {}", self.world_size) });
+            return Err(DistError::Tensor {
+                op: "broadcast",
+                problem: format!(
+                    "root rank {root} is not below the world size {}",
+                    self.world_size
+                ),
+            });
         }
-        let Some(group) = self.inner else { return Ok(()) };
+        let Some(group) = self.inner else {
+            return Ok(());
+        };
         check_dense("broadcast", tensor)?;
         // SAFETY: as in all_reduce_sum.
-        self.call("broadcast", |err| unsafe { ffi::asr_dist_broadcast(group.as_ptr(), tensor.as_ptr(), c_int_of(root), err) })
+        self.call("broadcast", |err| unsafe {
+            ffi::asr_dist_broadcast(group.as_ptr(), tensor.as_ptr(), c_int_of(root), err)
+        })
     }
 
     /// Waits until every rank has called it.
     pub fn barrier(&self) -> Result<(), DistError> {
-        let Some(group) = self.inner else { return Ok(()) };
+        let Some(group) = self.inner else {
+            return Ok(());
+        };
         // SAFETY: group is live.
-        self.call("barrier", |err| unsafe { ffi::asr_dist_barrier(group.as_ptr(), err) })
+        self.call("barrier", |err| unsafe {
+            ffi::asr_dist_barrier(group.as_ptr(), err)
+        })
     }
 
     /// Every rank's `tensor` (same shape and dtype on every rank), in rank order.
     pub fn all_gather(&self, tensor: &Tensor) -> Result<Vec<Tensor>, DistError> {
-        let Some(group) = self.inner else { return Ok(vec![tensor.shallow_clone()]) };
+        let Some(group) = self.inner else {
+            return Ok(vec![tensor.shallow_clone()]);
+        };
         check_dense("all_gather", tensor)?;
         let outputs: Vec<Tensor> = (0..self.world_size).map(|_| tensor.empty_like()).collect();
-        let pointers: Vec<*const torch_sys::C_tensor> = outputs.iter().map(|t| t.as_ptr()).collect();
+        let pointers: Vec<*const torch_sys::C_tensor> =
+            outputs.iter().map(|t| t.as_ptr()).collect();
         // SAFETY: group is live; input and outputs outlive the (blocking) call.
         self.call("all_gather", |err| unsafe {
-            ffi::asr_dist_all_gather(group.as_ptr(), tensor.as_ptr(), pointers.as_ptr(), c_int_of(pointers.len()), err)
+            ffi::asr_dist_all_gather(
+                group.as_ptr(),
+                tensor.as_ptr(),
+                pointers.as_ptr(),
+                c_int_of(pointers.len()),
+                err,
+            )
         })?;
         Ok(outputs)
     }
@@ -176,7 +221,9 @@ impl ProcessGroup {
         }
         let padded = Tensor::zeros([longest as i64], (Kind::Int64, Device::Cpu));
         if !values.is_empty() {
-            let _ = padded.narrow(0, 0, values.len() as i64).copy_(&Tensor::from_slice(values));
+            padded
+                .narrow(0, 0, values.len() as i64)
+                .copy_(&Tensor::from_slice(values));
         }
         let gathered = self.all_gather(&padded)?;
         Ok(gathered
@@ -186,12 +233,22 @@ impl ProcessGroup {
             .collect())
     }
 
-    fn call(&self, op: &'static str, body: impl FnOnce(*mut *mut c_char) -> i32) -> Result<(), DistError> {
+    fn call(
+        &self,
+        op: &'static str,
+        body: impl FnOnce(*mut *mut c_char) -> i32,
+    ) -> Result<(), DistError> {
         let mut err: *mut c_char = ptr::null_mut();
         if body(&mut err) == 0 {
             return Ok(());
         }
-        Err(DistError::Collective { op, rank: self.rank, world_size: self.world_size, timeout: self.timeout, message: ffi::take_error(err) })
+        Err(DistError::Collective {
+            op,
+            rank: self.rank,
+            world_size: self.world_size,
+            timeout: self.timeout,
+            message: ffi::take_error(err),
+        })
     }
 }
 
@@ -211,10 +268,19 @@ fn c_int_of(n: usize) -> i32 {
 /// Gloo works on dense contiguous tensors (CPU here).
 fn check_dense(op: &'static str, tensor: &Tensor) -> Result<(), DistError> {
     if !tensor.is_contiguous() {
-        return Err(DistError::Tensor { op, problem: "the tensor is not contiguous (call .contiguous() first)".into() });
+        return Err(DistError::Tensor {
+            op,
+            problem: "the tensor is not contiguous (call .contiguous() first)".into(),
+        });
     }
     if tensor.device() != Device::Cpu {
-        return Err(DistError::Tensor { op, problem: format!("the Gloo backend here takes CPU tensors, not {:?}", tensor.device()) });
+        return Err(DistError::Tensor {
+            op,
+            problem: format!(
+                "the Gloo backend here takes CPU tensors, not {:?}",
+                tensor.device()
+            ),
+        });
     }
     Ok(())
 }
@@ -225,8 +291,12 @@ mod tests {
 
     #[test]
     fn world_size_one_collectives_are_no_ops() {
-        let group = ProcessGroup::new(&Rendezvous::single(), Backend::Gloo, Duration::from_secs(1)).unwrap();
-        assert_eq!((group.rank(), group.world_size(), group.is_main()), (0, 1, true));
+        let group = ProcessGroup::new(&Rendezvous::single(), Backend::Gloo, Duration::from_secs(1))
+            .unwrap();
+        assert_eq!(
+            (group.rank(), group.world_size(), group.is_main()),
+            (0, 1, true)
+        );
         let mut t = Tensor::from_slice(&[1.5f32, -2.0]);
         group.all_reduce_sum(&mut t).unwrap();
         group.all_reduce_mean(&mut t).unwrap();

@@ -29,21 +29,38 @@ use std::time::Duration;
 pub enum DistError {
     /// A launcher variable is missing, malformed or inconsistent with another.
     #[error("{}", env_message(variable, value, problem))]
-    Env { variable: String, value: String, problem: String },
+    Env {
+        variable: String,
+        value: String,
+        problem: String,
+    },
     /// Rank 0's store could not be served or reached, or the ranks did not all arrive.
     #[error(
         "rendezvous of rank {rank} of {world_size} at {addr}:{port} failed (timeout {timeout:?}): \
          {message}; check MASTER_ADDR/MASTER_PORT, that every rank was started, and \
          GLOO_SOCKET_IFNAME on machines with several network interfaces"
     )]
-    Rendezvous { rank: usize, world_size: usize, addr: String, port: u16, timeout: Duration, message: String },
+    Rendezvous {
+        rank: usize,
+        world_size: usize,
+        addr: String,
+        port: u16,
+        timeout: Duration,
+        message: String,
+    },
     /// A collective failed: a peer died or stalled past the timeout. The process group is
     /// unusable afterwards; the job should end.
     #[error(
         "{op} failed on rank {rank} of {world_size}: {message} (a peer process died, or did \
          not take part within the {timeout:?} timeout)"
     )]
-    Collective { op: &'static str, rank: usize, world_size: usize, timeout: Duration, message: String },
+    Collective {
+        op: &'static str,
+        rank: usize,
+        world_size: usize,
+        timeout: Duration,
+        message: String,
+    },
     /// A tensor that the collective cannot take (the caller's mistake, nothing was sent).
     #[error("{op}: {problem}")]
     Tensor { op: &'static str, problem: String },

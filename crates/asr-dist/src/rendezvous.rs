@@ -94,7 +94,11 @@ impl Rendezvous {
     fn check(self, vars: [&str; 4]) -> Result<Self, DistError> {
         let [rank, world, local_rank, local_world] = vars;
         if self.rank >= self.world_size {
-            return Err(env_error(rank, &self.rank.to_string(), format!("must be below {world}={}", self.world_size)));
+            return Err(env_error(
+                rank,
+                &self.rank.to_string(),
+                format!("must be below {world}={}", self.world_size),
+            ));
         }
         if self.local_world_size > self.world_size {
             return Err(env_error(
@@ -120,7 +124,9 @@ struct Vars<'a> {
 
 impl Vars<'_> {
     fn value(&self, name: &str) -> Option<String> {
-        (self.get)(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())
+        (self.get)(name)
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
     }
 
     fn is_set(&self, name: &str) -> bool {
@@ -128,7 +134,8 @@ impl Vars<'_> {
     }
 
     fn required(&self, name: &str, why: &str) -> Result<String, DistError> {
-        self.value(name).ok_or_else(|| env_error(name, "", format!("is not set ({why})")))
+        self.value(name)
+            .ok_or_else(|| env_error(name, "", format!("is not set ({why})")))
     }
 
     fn number(&self, name: &str, why: &str) -> Result<usize, DistError> {
@@ -136,12 +143,15 @@ impl Vars<'_> {
     }
 
     fn number_or(&self, name: &str, default: usize) -> Result<usize, DistError> {
-        self.value(name).map_or(Ok(default), |v| parse_number(name, &v))
+        self.value(name)
+            .map_or(Ok(default), |v| parse_number(name, &v))
     }
 
     fn port_or(&self, name: &str, default: Option<u16>) -> Result<u16, DistError> {
         let Some(text) = self.value(name) else {
-            return default.ok_or_else(|| env_error(name, "", "is not set (needed when WORLD_SIZE > 1)".into()));
+            return default.ok_or_else(|| {
+                env_error(name, "", "is not set (needed when WORLD_SIZE > 1)".into())
+            });
         };
         match text.parse::<u16>() {
             Ok(port) if port > 0 => Ok(port),
@@ -156,7 +166,11 @@ fn parse_number(name: &str, text: &str) -> Result<usize, DistError> {
 }
 
 fn env_error(variable: &str, value: &str, problem: String) -> DistError {
-    DistError::Env { variable: variable.to_string(), value: value.to_string(), problem }
+    DistError::Env {
+        variable: variable.to_string(),
+        value: value.to_string(),
+        problem,
+    }
 }
 
 fn from_torch(vars: &Vars) -> Result<Rendezvous, DistError> {
@@ -169,11 +183,19 @@ fn from_torch(vars: &Vars) -> Result<Rendezvous, DistError> {
     let local_rank = vars.number_or("LOCAL_RANK", rank)?;
     let local_world_size = vars.number_or("LOCAL_WORLD_SIZE", world_size)?;
     let (master_addr, master_port) = if world_size > 1 {
-        let addr = vars.required("MASTER_ADDR", "needed when WORLD_SIZE > 1: the host of rank 0")?;
+        let addr = vars.required(
+            "MASTER_ADDR",
+            "needed when WORLD_SIZE > 1: the host of rank 0",
+        )?;
         (addr, vars.port_or("MASTER_PORT", None)?)
     } else {
-        let addr = vars.value("MASTER_ADDR").unwrap_or_else(|| "127.0.0.1".to_string());
-        (addr, vars.port_or("MASTER_PORT", Some(DEFAULT_MASTER_PORT))?)
+        let addr = vars
+            .value("MASTER_ADDR")
+            .unwrap_or_else(|| "127.0.0.1".to_string());
+        (
+            addr,
+            vars.port_or("MASTER_PORT", Some(DEFAULT_MASTER_PORT))?,
+        )
     };
     let rdzv = Rendezvous {
         rank,
@@ -196,18 +218,34 @@ fn from_slurm(vars: &Vars) -> Result<Rendezvous, DistError> {
     let local_rank = vars.number("SLURM_LOCALID", "set by srun for each task")?;
     let node = vars.number_or("SLURM_NODEID", 0)?;
     let local_world_size = match vars.value("SLURM_TASKS_PER_NODE") {
-        Some(text) => tasks_on_node(&text, node)
-            .ok_or_else(|| env_error("SLURM_TASKS_PER_NODE", &text, format!("has no entry for SLURM_NODEID={node}")))?,
+        Some(text) => tasks_on_node(&text, node).ok_or_else(|| {
+            env_error(
+                "SLURM_TASKS_PER_NODE",
+                &text,
+                format!("has no entry for SLURM_NODEID={node}"),
+            )
+        })?,
         None => world_size,
     };
     let master_addr = match vars.value("MASTER_ADDR") {
         Some(addr) => addr,
         None => {
-            let (name, list) = ["SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST"]
-                .iter()
-                .find_map(|name| vars.value(name).map(|list| (*name, list)))
-                .ok_or_else(|| env_error("MASTER_ADDR", "", "is not set, and neither is SLURM_JOB_NODELIST".into()))?;
-            first_host(&list).ok_or_else(|| env_error(name, &list, "is not a Slurm host list".into()))?
+            let (name, list) = [
+                "SLURM_STEP_NODELIST",
+                "SLURM_JOB_NODELIST",
+                "SLURM_NODELIST",
+            ]
+            .iter()
+            .find_map(|name| vars.value(name).map(|list| (*name, list)))
+            .ok_or_else(|| {
+                env_error(
+                    "MASTER_ADDR",
+                    "",
+                    "is not set, and neither is SLURM_JOB_NODELIST".into(),
+                )
+            })?;
+            first_host(&list)
+                .ok_or_else(|| env_error(name, &list, "is not a Slurm host list".into()))?
         }
     };
     let rdzv = Rendezvous {
@@ -219,7 +257,12 @@ fn from_slurm(vars: &Vars) -> Result<Rendezvous, DistError> {
         master_port: vars.port_or("MASTER_PORT", Some(DEFAULT_MASTER_PORT))?,
         launcher: Launcher::Slurm,
     };
-    rdzv.check(["SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_TASKS_PER_NODE"])
+    rdzv.check([
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+        "SLURM_LOCALID",
+        "SLURM_TASKS_PER_NODE",
+    ])
 }
 
 /// Entry `node` of a Slurm tasks-per-node list such as `4(x2),2` (= 4,4,2).
@@ -268,7 +311,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn parse(vars: &[(&str, &str)]) -> Result<Rendezvous, DistError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Rendezvous::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -278,7 +324,10 @@ mod tests {
 
     #[test]
     fn nothing_set_is_one_process() {
-        assert_eq!(parse(&[("PATH", "/usr/bin")]).unwrap(), Rendezvous::single());
+        assert_eq!(
+            parse(&[("PATH", "/usr/bin")]).unwrap(),
+            Rendezvous::single()
+        );
     }
 
     #[test]
@@ -312,7 +361,13 @@ mod tests {
 
     #[test]
     fn hand_launch_without_local_variables_is_one_machine() {
-        let rdzv = parse(&[("RANK", "2"), ("WORLD_SIZE", "3"), ("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", "1234")]).unwrap();
+        let rdzv = parse(&[
+            ("RANK", "2"),
+            ("WORLD_SIZE", "3"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "1234"),
+        ])
+        .unwrap();
         assert_eq!((rdzv.local_rank, rdzv.local_world_size), (2, 3));
     }
 
@@ -324,7 +379,12 @@ mod tests {
 
     #[test]
     fn inconsistent_torch_values_name_the_variable() {
-        let m = message(&[("RANK", "2"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "1")]);
+        let m = message(&[
+            ("RANK", "2"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "1"),
+        ]);
         assert!(m.contains("RANK=2") && m.contains("WORLD_SIZE=2"), "{m}");
         let m = message(&[("RANK", "0")]);
         assert!(m.contains("WORLD_SIZE") && m.contains("not set"), "{m}");
@@ -336,11 +396,35 @@ mod tests {
         assert!(m.contains("MASTER_ADDR") && m.contains("not set"), "{m}");
         let m = message(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h")]);
         assert!(m.contains("MASTER_PORT") && m.contains("not set"), "{m}");
-        let m = message(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "70000")]);
-        assert!(m.contains("MASTER_PORT=70000") && m.contains("TCP port"), "{m}");
-        let m = message(&[("RANK", "1"), ("WORLD_SIZE", "4"), ("LOCAL_RANK", "2"), ("LOCAL_WORLD_SIZE", "2"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "1")]);
-        assert!(m.contains("LOCAL_RANK=2") && m.contains("LOCAL_WORLD_SIZE=2"), "{m}");
-        let m = message(&[("RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_WORLD_SIZE", "4"), ("MASTER_ADDR", "h"), ("MASTER_PORT", "1")]);
+        let m = message(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "70000"),
+        ]);
+        assert!(
+            m.contains("MASTER_PORT=70000") && m.contains("TCP port"),
+            "{m}"
+        );
+        let m = message(&[
+            ("RANK", "1"),
+            ("WORLD_SIZE", "4"),
+            ("LOCAL_RANK", "2"),
+            ("LOCAL_WORLD_SIZE", "2"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "1"),
+        ]);
+        assert!(
+            m.contains("LOCAL_RANK=2") && m.contains("LOCAL_WORLD_SIZE=2"),
+            "{m}"
+        );
+        let m = message(&[
+            ("RANK", "1"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_WORLD_SIZE", "4"),
+            ("MASTER_ADDR", "h"),
+            ("MASTER_PORT", "1"),
+        ]);
         assert!(m.contains("LOCAL_WORLD_SIZE=4"), "{m}");
     }
 
@@ -372,8 +456,16 @@ mod tests {
                 launcher: Launcher::Slurm,
             }
         );
-        let rdzv = parse(&slurm(&[("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "40000"), ("SLURM_STEP_NODELIST", "gpu09")])).unwrap();
-        assert_eq!((rdzv.master_addr.as_str(), rdzv.master_port), ("10.0.0.1", 40000));
+        let rdzv = parse(&slurm(&[
+            ("MASTER_ADDR", "10.0.0.1"),
+            ("MASTER_PORT", "40000"),
+            ("SLURM_STEP_NODELIST", "gpu09"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (rdzv.master_addr.as_str(), rdzv.master_port),
+            ("10.0.0.1", 40000)
+        );
         let rdzv = parse(&slurm(&[("SLURM_STEP_NODELIST", "gpu[09-12]")])).unwrap();
         assert_eq!(rdzv.master_addr, "gpu09");
     }
@@ -381,15 +473,33 @@ mod tests {
     #[test]
     fn inconsistent_slurm_values_name_the_variable() {
         let m = message(&slurm(&[("SLURM_NODEID", "3")]));
-        assert!(m.contains("SLURM_TASKS_PER_NODE=4(x2),2") && m.contains("SLURM_NODEID=3"), "{m}");
+        assert!(
+            m.contains("SLURM_TASKS_PER_NODE=4(x2),2") && m.contains("SLURM_NODEID=3"),
+            "{m}"
+        );
         let m = message(&slurm(&[("SLURM_LOCALID", "2")]));
         assert!(m.contains("SLURM_LOCALID=2"), "{m}");
-        let m = message(&[("SLURM_PROCID", "3"), ("SLURM_NTASKS", "2"), ("SLURM_LOCALID", "0"), ("MASTER_ADDR", "h")]);
-        assert!(m.contains("SLURM_PROCID=3") && m.contains("SLURM_NTASKS=2"), "{m}");
+        let m = message(&[
+            ("SLURM_PROCID", "3"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_LOCALID", "0"),
+            ("MASTER_ADDR", "h"),
+        ]);
+        assert!(
+            m.contains("SLURM_PROCID=3") && m.contains("SLURM_NTASKS=2"),
+            "{m}"
+        );
         let m = message(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")]);
         assert!(m.contains("SLURM_LOCALID") && m.contains("not set"), "{m}");
-        let m = message(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"), ("SLURM_LOCALID", "0")]);
-        assert!(m.contains("MASTER_ADDR") && m.contains("SLURM_JOB_NODELIST"), "{m}");
+        let m = message(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("SLURM_LOCALID", "0"),
+        ]);
+        assert!(
+            m.contains("MASTER_ADDR") && m.contains("SLURM_JOB_NODELIST"),
+            "{m}"
+        );
     }
 
     #[test]

@@ -18,11 +18,17 @@ struct Options {
 }
 
 fn parse_options() -> Result<Options, String> {
-    let mut options = Options { rounds: 1, numel: 1024, timeout: Duration::from_secs(60) };
+    let mut options = Options {
+        rounds: 1,
+        numel: 1024,
+        timeout: Duration::from_secs(60),
+    };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = value.parse::<u64>().map_err(|_| format!("{flag} {value}: not a whole number"))?;
+        let number = value
+            .parse::<u64>()
+            .map_err(|_| format!("{flag} {value}: not a whole number"))?;
         match flag.as_str() {
             "--rounds" => options.rounds = number as usize,
             "--numel" if number > 0 => options.numel = number as i64,
@@ -37,28 +43,42 @@ fn parse_options() -> Result<Options, String> {
 fn round(group: &ProcessGroup, k: usize, numel: i64) -> Result<String, String> {
     let (rank, world) = (group.rank(), group.world_size());
     let mut summed = Tensor::full([numel], (rank + 1) as f64, (Kind::Float, Device::Cpu));
-    group.all_reduce_sum(&mut summed).map_err(|e| e.to_string())?;
+    group
+        .all_reduce_sum(&mut summed)
+        .map_err(|e| e.to_string())?;
     let sum = summed.max().double_value(&[]);
     let want_sum = (world * (world + 1) / 2) as f64;
     if sum != want_sum || summed.min().double_value(&[]) != want_sum {
-        return Err(format!("all_reduce gave {sum}, expected {want_sum} everywhere"));
+        return Err(format!(
+            "all_reduce gave {sum}, expected {want_sum} everywhere"
+        ));
     }
     let root = k % world;
-    let mine = if rank == root { (root * 10 + k) as f64 } else { -1.0 };
+    let mine = if rank == root {
+        (root * 10 + k) as f64
+    } else {
+        -1.0
+    };
     let mut shared = Tensor::full([numel], mine, (Kind::Float, Device::Cpu));
-    group.broadcast(&mut shared, root).map_err(|e| e.to_string())?;
+    group
+        .broadcast(&mut shared, root)
+        .map_err(|e| e.to_string())?;
     let got = shared.min().double_value(&[]);
     if got != (root * 10 + k) as f64 || shared.max().double_value(&[]) != got {
         return Err(format!("broadcast from rank {root} gave {got}"));
     }
     let ids: Vec<i64> = (0..=rank).map(|i| (rank * 100 + i + k) as i64).collect();
     let gathered = group.all_gather_i64(&ids).map_err(|e| e.to_string())?;
-    let want: Vec<Vec<i64>> = (0..world).map(|r| (0..=r).map(|i| (r * 100 + i + k) as i64).collect()).collect();
+    let want: Vec<Vec<i64>> = (0..world)
+        .map(|r| (0..=r).map(|i| (r * 100 + i + k) as i64).collect())
+        .collect();
     if gathered != want {
         return Err(format!("all_gather gave {gathered:?}, expected {want:?}"));
     }
     group.barrier().map_err(|e| e.to_string())?;
-    Ok(format!("rank {rank} round {k}: all_reduce={sum} broadcast={got} all_gather={gathered:?}"))
+    Ok(format!(
+        "rank {rank} round {k}: all_reduce={sum} broadcast={got} all_gather={gathered:?}"
+    ))
 }
 
 fn main() -> ExitCode {
@@ -72,12 +92,19 @@ fn main() -> ExitCode {
     let result = Rendezvous::from_env()
         .map_err(|e| e.to_string())
         .and_then(|rdzv| {
-            let group = ProcessGroup::new(&rdzv, Backend::Gloo, options.timeout).map_err(|e| e.to_string())?;
-            println!("rank {} of {}: joined {}:{}", rdzv.rank, rdzv.world_size, rdzv.master_addr, rdzv.master_port);
+            let group = ProcessGroup::new(&rdzv, Backend::Gloo, options.timeout)
+                .map_err(|e| e.to_string())?;
+            println!(
+                "rank {} of {}: joined {}:{}",
+                rdzv.rank, rdzv.world_size, rdzv.master_addr, rdzv.master_port
+            );
             for k in 0..options.rounds {
                 println!("{}", round(&group, k, options.numel)?);
             }
-            println!("rank {} of {}: {} rounds agree", rdzv.rank, rdzv.world_size, options.rounds);
+            println!(
+                "rank {} of {}: {} rounds agree",
+                rdzv.rank, rdzv.world_size, options.rounds
+            );
             Ok(())
         });
     match result {

@@ -1,0 +1,275 @@
+//! Several ranks on 127.0.0.1, each one `asr-dist-check` process launched as torchrun
+//! would (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): the collectives' results, and what
+//! the surviving rank reports when a peer is killed, stalls or never comes.
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const CHECK: &str = env!("CARGO_BIN_EXE_asr-dist-check");
+
+/// A port nobody listens on now (rank 0's TCPStore binds it a moment later).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Rank {
+    child: Child,
+    lines: Receiver<String>,
+    stdout: Vec<String>,
+    stderr: thread::JoinHandle<String>,
+}
+
+fn spawn_rank(rank: usize, world: usize, port: u16, ifname: Option<&str>, args: &[&str]) -> Rank {
+    let mut command = Command::new(CHECK);
+    for var in [
+        "LOCAL_RANK",
+        "LOCAL_WORLD_SIZE",
+        "GLOO_SOCKET_IFNAME",
+        "SLURM_PROCID",
+        "SLURM_NTASKS",
+    ] {
+        command.env_remove(var);
+    }
+    command
+        .args(args)
+        .env("RANK", rank.to_string())
+        .env("WORLD_SIZE", world.to_string())
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", port.to_string())
+        .env("TORCH_CPP_LOG_LEVEL", "FATAL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(ifname) = ifname {
+        command.env("GLOO_SOCKET_IFNAME", ifname);
+    }
+    let mut child = command.spawn().expect("start asr-dist-check");
+    let (send, lines) = mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if send.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stderr = child.stderr.take().unwrap();
+    let stderr = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    Rank {
+        child,
+        lines,
+        stdout: Vec::new(),
+        stderr,
+    }
+}
+
+impl Rank {
+    /// Waits for the process to end (killing it and failing the test past `limit`);
+    /// returns its status, its stdout lines and its stderr.
+    fn finish(mut self, limit: Duration) -> (ExitStatus, Vec<String>, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > limit {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!(
+                    "rank did not end within {limit:?}; stdout: {:?}",
+                    self.stdout
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        self.stdout.extend(self.lines.try_iter());
+        let stderr = self.stderr.join().unwrap();
+        (status, self.stdout, stderr)
+    }
+
+    /// Waits until a stdout line contains `text`.
+    fn wait_for_line(&mut self, text: &str, limit: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(line) = self.lines.recv_timeout(Duration::from_millis(100)) {
+                let found = line.contains(text);
+                self.stdout.push(line);
+                if found {
+                    return;
+                }
+            }
+        }
+        panic!(
+            "no line with {text:?} within {limit:?}; stdout: {:?}",
+            self.stdout
+        );
+    }
+}
+
+fn run_job(world: usize, ifname: Option<&str>) -> Vec<Vec<String>> {
+    let port = free_port();
+    let ranks: Vec<Rank> = (0..world)
+        .map(|r| {
+            spawn_rank(
+                r,
+                world,
+                port,
+                ifname,
+                &["--rounds", "3", "--timeout-secs", "60"],
+            )
+        })
+        .collect();
+    ranks
+        .into_iter()
+        .map(|rank| {
+            let (status, stdout, stderr) = rank.finish(Duration::from_secs(120));
+            assert!(status.success(), "{status}: {stderr}\n{stdout:?}");
+            stdout
+        })
+        .collect()
+}
+
+/// The line asr-dist-check prints for round `k`: the sum of rank+1 over the ranks, the
+/// value broadcast from rank k % world, and every rank's list (rank r sends r+1 ids).
+fn expected_round(rank: usize, world: usize, k: usize) -> String {
+    let root = k % world;
+    let lists: Vec<String> = (0..world)
+        .map(|r| {
+            let ids: Vec<String> = (0..=r).map(|i| (r * 100 + i + k).to_string()).collect();
+            format!("[{}]", ids.join(", "))
+        })
+        .collect();
+    format!(
+        "rank {rank} round {k}: all_reduce={} broadcast={} all_gather=[{}]",
+        world * (world + 1) / 2,
+        root * 10 + k,
+        lists.join(", ")
+    )
+}
+
+fn assert_rounds(outputs: &[Vec<String>]) {
+    let world = outputs.len();
+    for (rank, stdout) in outputs.iter().enumerate() {
+        let rounds: Vec<&String> = stdout.iter().filter(|l| l.contains(" round ")).collect();
+        let expected: Vec<String> = (0..3).map(|k| expected_round(rank, world, k)).collect();
+        assert_eq!(rounds, expected.iter().collect::<Vec<_>>(), "rank {rank}");
+        assert_eq!(
+            stdout.last().unwrap(),
+            &format!("rank {rank} of {world}: 3 rounds agree")
+        );
+    }
+}
+
+#[test]
+fn two_ranks_agree_on_all_reduce_broadcast_and_all_gather() {
+    assert_rounds(&run_job(2, None));
+}
+
+#[test]
+fn three_ranks_on_the_interface_named_by_gloo_socket_ifname() {
+    assert_rounds(&run_job(3, Some("lo")));
+}
+
+#[test]
+fn a_rank_killed_mid_collective_fails_the_other_at_once() {
+    let port = free_port();
+    let args = [
+        "--rounds",
+        "1000000",
+        "--numel",
+        "65536",
+        "--timeout-secs",
+        "120",
+    ];
+    let mut rank0 = spawn_rank(0, 2, port, None, &args);
+    let mut rank1 = spawn_rank(1, 2, port, None, &args);
+    rank0.wait_for_line("round 2:", Duration::from_secs(60));
+    rank1.child.kill().unwrap();
+    let killed = Instant::now();
+    let (status, _, stderr) = rank0.finish(Duration::from_secs(60));
+    let elapsed = killed.elapsed();
+    let _ = rank1.finish(Duration::from_secs(10));
+    assert!(!status.success(), "rank 0 should fail: {stderr}");
+    assert!(stderr.contains("failed on rank 0 of 2"), "{stderr}");
+    assert!(
+        stderr.contains("by peer") || stderr.contains("Connection"),
+        "no peer failure named: {stderr}"
+    );
+    // Far below the 120 s timeout: the closed connection is noticed, not waited out.
+    assert!(
+        elapsed < Duration::from_secs(30),
+        "took {elapsed:?}: {stderr}"
+    );
+}
+
+#[test]
+fn a_stalled_rank_makes_the_other_fail_at_the_timeout() {
+    let port = free_port();
+    let args = [
+        "--rounds",
+        "1000000",
+        "--numel",
+        "1024",
+        "--timeout-secs",
+        "8",
+    ];
+    let mut rank0 = spawn_rank(0, 2, port, None, &args);
+    let mut rank1 = spawn_rank(1, 2, port, None, &args);
+    rank0.wait_for_line("round 2:", Duration::from_secs(60));
+    // Alive (its sockets stay open) but taking no part: only the timeout can tell.
+    let stopped = Command::new("kill")
+        .args(["-STOP", &rank1.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let start = Instant::now();
+    let (status, _, stderr) = rank0.finish(Duration::from_secs(90));
+    let elapsed = start.elapsed();
+    rank1.child.kill().unwrap();
+    let _ = rank1.finish(Duration::from_secs(10));
+    assert!(!status.success(), "rank 0 should fail: {stderr}");
+    assert!(
+        stderr.contains("failed on rank 0 of 2") && stderr.contains("Timed out"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("8s timeout"), "{stderr}");
+    assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+}
+
+#[test]
+fn a_rank_that_never_comes_fails_the_rendezvous() {
+    let rank0 = spawn_rank(0, 2, free_port(), None, &["--timeout-secs", "2"]);
+    let (status, stdout, stderr) = rank0.finish(Duration::from_secs(60));
+    assert!(!status.success());
+    assert!(stdout.is_empty(), "{stdout:?}");
+    assert!(
+        stderr.contains("rendezvous of rank 0 of 2 at 127.0.0.1:"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1/2 clients joined"), "{stderr}");
+    assert!(
+        !stderr.contains("frame #"),
+        "C++ backtrace in the message: {stderr}"
+    );
+}
+
+#[test]
+fn an_inconsistent_launch_names_the_variable() {
+    let rank = spawn_rank(2, 2, free_port(), None, &[]);
+    let (status, _, stderr) = rank.finish(Duration::from_secs(30));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("RANK=2 must be below WORLD_SIZE=2"),
+        "{stderr}"
+    );
+}
