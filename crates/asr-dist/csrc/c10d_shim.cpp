@@ -19,6 +19,12 @@
 // Never call ProcessGroupGloo's inline members that touch Gloo objects (`setTimeout`,
 // `_getStore`, `GlooStore`, `AsyncWork`): their code would be generated from the old
 // headers.
+//
+// Checked for torch 2.11.0 on x86_64: compiled against Debian's 5b14351 headers and against
+// upstream gloo cc44198 (2025-05), sizeof(ProcessGroupGloo) is 488 and sizeof(Options) 176
+// with identical member offsets, and libtorch_cpu.so itself allocates 0x1e8 (488) bytes in
+// ProcessGroupGloo::merge and 0xb0 (176) in Options::create_default (objdump). The asserts
+// below keep that check: when torch is upgraded and they fire, repeat it.
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
@@ -31,6 +37,13 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#if defined(__x86_64__) && defined(__GLIBCXX__)
+static_assert(sizeof(c10d::ProcessGroupGloo) == 488,
+              "ProcessGroupGloo's size changed: re-check the ABI note above");
+static_assert(sizeof(c10d::ProcessGroupGloo::Options) == 176,
+              "ProcessGroupGloo::Options's size changed: re-check the ABI note above");
+#endif
 
 struct AsrDistGroup {
   c10::intrusive_ptr<c10d::Store> store;
@@ -88,17 +101,19 @@ extern "C" {
 
 void asr_dist_free_string(char* s) { std::free(s); }
 
-// Rendezvous through a TCPStore at host:port (rank 0 serves it and waits for the others),
-// then connects the Gloo process group. `timeout_ms` bounds both the rendezvous and every
+// Rendezvous through a TCPStore at host:port (served by this process when `serve` is
+// non-zero, which waits for the others; rank 0 unless torchrun's agent serves it), then
+// connects the Gloo process group. `timeout_ms` bounds both the rendezvous and every
 // collective. `ifnames` may be null.
 AsrDistGroup* asr_dist_gloo_new(const char* host, uint16_t port, int rank, int world_size,
-                                int64_t timeout_ms, const char* ifnames, char** err) {
+                                int serve, int64_t timeout_ms, const char* ifnames,
+                                char** err) {
   AsrDistGroup* group = nullptr;
   guarded(err, [&] {
     const std::chrono::milliseconds timeout(timeout_ms);
     c10d::TCPStoreOptions store_options;
     store_options.port = port;
-    store_options.isServer = rank == 0;
+    store_options.isServer = serve != 0;
     store_options.numWorkers = static_cast<std::size_t>(world_size);
     store_options.waitWorkers = true;
     store_options.timeout = timeout;

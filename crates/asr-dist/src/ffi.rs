@@ -17,6 +17,7 @@ extern "C" {
         port: u16,
         rank: c_int,
         world_size: c_int,
+        serve: c_int,
         timeout_ms: i64,
         ifnames: *const c_char,
         err: *mut *mut c_char,

@@ -1,7 +1,7 @@
 //! A c10d process group and its collectives on tch tensors.
 use crate::ffi;
 use crate::{DistError, Rendezvous};
-use std::ffi::{c_char, CString};
+use std::ffi::{c_char, c_int, CString};
 use std::ptr::{self, NonNull};
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
@@ -47,7 +47,8 @@ impl ProcessGroup {
     }
 
     /// Joins the job: rank 0 serves a `c10d::TCPStore` at `MASTER_ADDR:MASTER_PORT` and
-    /// waits for the other ranks; they connect to it (retrying until `timeout`); then the
+    /// waits for the other ranks; they connect to it (retrying until `timeout`); under
+    /// torchrun, whose agent already serves that store, every rank connects; then the
     /// Gloo process group connects every pair of ranks. `timeout` bounds the rendezvous
     /// and every later collective.
     ///
@@ -88,6 +89,7 @@ impl ProcessGroup {
                 rdzv.master_port,
                 rank,
                 world,
+                c_int::from(rdzv.rank == 0 && !rdzv.agent_store),
                 timeout_ms,
                 ifnames.as_ref().map_or(ptr::null(), |s| s.as_ptr()),
                 &mut err,

@@ -52,6 +52,10 @@ pub struct Rendezvous {
     pub master_port: u16,
     /// Where the values came from.
     pub launcher: Launcher,
+    /// `TORCHELASTIC_USE_AGENT_STORE=True`: torchrun's agent already serves the store at
+    /// `MASTER_ADDR:MASTER_PORT`, so rank 0 connects to it like the others instead of
+    /// serving one (as `torch.distributed`'s `env://` does).
+    pub agent_store: bool,
 }
 
 impl Rendezvous {
@@ -65,6 +69,7 @@ impl Rendezvous {
             master_addr: "127.0.0.1".to_string(),
             master_port: DEFAULT_MASTER_PORT,
             launcher: Launcher::Single,
+            agent_store: false,
         }
     }
 
@@ -205,6 +210,7 @@ fn from_torch(vars: &Vars) -> Result<Rendezvous, DistError> {
         master_addr,
         master_port,
         launcher: Launcher::Torch,
+        agent_store: vars.value("TORCHELASTIC_USE_AGENT_STORE").as_deref() == Some("True"),
     };
     rdzv.check(["RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"])
 }
@@ -256,6 +262,7 @@ fn from_slurm(vars: &Vars) -> Result<Rendezvous, DistError> {
         master_addr,
         master_port: vars.port_or("MASTER_PORT", Some(DEFAULT_MASTER_PORT))?,
         launcher: Launcher::Slurm,
+        agent_store: false,
     };
     rdzv.check([
         "SLURM_PROCID",
@@ -339,6 +346,7 @@ mod tests {
             ("LOCAL_WORLD_SIZE", "8"),
             ("MASTER_ADDR", "node-a"),
             ("MASTER_PORT", "29400"),
+            ("TORCHELASTIC_USE_AGENT_STORE", "True"),
             // Slurm's are ignored when torchrun's are present (torchrun inside srun).
             ("SLURM_PROCID", "0"),
             ("SLURM_NTASKS", "2"),
@@ -354,6 +362,7 @@ mod tests {
                 master_addr: "node-a".into(),
                 master_port: 29400,
                 launcher: Launcher::Torch,
+                agent_store: true,
             }
         );
         assert!(!rdzv.is_main());
@@ -454,6 +463,7 @@ mod tests {
                 master_addr: "gpu07".into(),
                 master_port: DEFAULT_MASTER_PORT,
                 launcher: Launcher::Slurm,
+                agent_store: false,
             }
         );
         let rdzv = parse(&slurm(&[
