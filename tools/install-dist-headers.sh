@@ -15,7 +15,8 @@
 # object's size and the Backend vtable come from torch's own headers. Between 5b14351 and
 # the 2025 gloo, `gloo::Context` lost its virtual destructor and `rendezvous::Store`
 # gained a base and virtuals, so the shim never touches those types inline (no
-# `setTimeout`, no `GlooStore`): see the comment at the top of the shim.
+# `setTimeout`, no `GlooStore`): see the comment at the top of the shim, which also says
+# how the sizes it relies on were checked against libtorch's own allocations.
 #
 # Only the headers are taken (`apt-get download` + `dpkg-deb -x`, no root needed once the
 # package lists are there): nothing is installed system-wide and nothing links libgloo.
@@ -23,7 +24,8 @@
 #
 # Environment: ASR_TOOLKIT_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/asr-toolkit);
 # ASR_GLOO_DEB=path/to/libgloo-dev_<version>_amd64.deb on a machine without apt (download
-# that file from Debian's package pool yourself; `ar` and `tar` unpack it).
+# that file from Debian's package pool, pool/main/g/gloo/, yourself; `ar` and `tar`
+# unpack it).
 set -euo pipefail
 
 GLOO_DEB_VERSION=0.0~git20220518.5b14351-3
