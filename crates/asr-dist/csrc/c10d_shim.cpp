@@ -36,6 +36,7 @@
 #include <exception>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GLIBCXX__)
@@ -46,7 +47,8 @@ static_assert(sizeof(c10d::ProcessGroupGloo::Options) == 176,
 #endif
 
 struct AsrDistGroup {
-  c10::intrusive_ptr<c10d::Store> store;
+  c10::intrusive_ptr<c10d::Store> tcp;    // the job's TCPStore (roll calls)
+  c10::intrusive_ptr<c10d::Store> store;  // its "asr-dist/gloo/" prefix (Gloo's keys)
   c10::intrusive_ptr<c10d::Backend> backend;
 };
 
@@ -122,7 +124,7 @@ AsrDistGroup* asr_dist_gloo_new(const char* host, uint16_t port, int rank, int w
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
     options->devices = make_devices(ifnames);
     auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, options);
-    group = new AsrDistGroup{store, backend};
+    group = new AsrDistGroup{tcp, store, backend};
   });
   return group;
 }
@@ -166,6 +168,28 @@ int asr_dist_all_gather(AsrDistGroup* group, at::Tensor* input, at::Tensor** out
 
 int asr_dist_barrier(AsrDistGroup* group, char** err) {
   return guarded(err, [&] { wait_work(group->backend->barrier(c10d::BarrierOptions())); });
+}
+
+// Roll call in the job's TCPStore, which outlives the Gloo connections: this rank sets
+// `<prefix><rank>`, then polls for every rank's key until all are there or `timeout_ms`
+// has passed; present[r] becomes 1 for each rank seen. A store that is gone (its host
+// died) throws, reported as an error.
+int asr_dist_roll_call(AsrDistGroup* group, const char* prefix, int rank, int world_size,
+                       int64_t timeout_ms, uint8_t* present, char** err) {
+  return guarded(err, [&] {
+    const std::string base(prefix);
+    group->tcp->set(base + std::to_string(rank), std::vector<uint8_t>{1});
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (true) {
+      int seen = 0;
+      for (int r = 0; r < world_size; ++r) {
+        if (present[r] == 0 && group->tcp->check({base + std::to_string(r)})) present[r] = 1;
+        seen += present[r];
+      }
+      if (seen == world_size || std::chrono::steady_clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
 }
 
 }  // extern "C"

@@ -41,6 +41,15 @@ extern "C" {
         n_outputs: c_int,
         err: *mut *mut c_char,
     ) -> c_int;
+    pub fn asr_dist_roll_call(
+        group: *mut AsrDistGroup,
+        prefix: *const c_char,
+        rank: c_int,
+        world_size: c_int,
+        timeout_ms: i64,
+        present: *mut u8,
+        err: *mut *mut c_char,
+    ) -> c_int;
     pub fn asr_dist_barrier(group: *mut AsrDistGroup, err: *mut *mut c_char) -> c_int;
 }
 

@@ -1,6 +1,7 @@
 //! A c10d process group and its collectives on tch tensors.
 use crate::ffi;
 use crate::{DistError, Rendezvous};
+use std::cell::Cell;
 use std::ffi::{c_char, c_int, CString};
 use std::ptr::{self, NonNull};
 use std::time::Duration;
@@ -29,6 +30,8 @@ pub struct ProcessGroup {
     world_size: usize,
     timeout: Duration,
     inner: Option<NonNull<ffi::AsrDistGroup>>,
+    /// Calls of [`ProcessGroup::missing_ranks`] so far (each uses fresh store keys).
+    roll_calls: Cell<u64>,
 }
 
 // SAFETY: the handle is owned by this value alone; c10d's process group may be used from
@@ -43,6 +46,7 @@ impl ProcessGroup {
             world_size: 1,
             timeout: Duration::ZERO,
             inner: None,
+            roll_calls: Cell::new(0),
         }
     }
 
@@ -101,6 +105,7 @@ impl ProcessGroup {
                 world_size: rdzv.world_size,
                 timeout,
                 inner: Some(inner),
+                roll_calls: Cell::new(0),
             }),
             None => Err(fail(ffi::take_error(err))),
         }
@@ -180,6 +185,55 @@ impl ProcessGroup {
         self.call("barrier", |err| unsafe {
             ffi::asr_dist_barrier(group.as_ptr(), err)
         })
+    }
+
+    /// After a collective failed: which ranks are gone. Every surviving rank calls it (the
+    /// same number of times on each); each one announces itself in the job's TCPStore,
+    /// which outlives the broken Gloo connections, and waits up to `timeout` for the
+    /// others. Returns the ranks that did not announce themselves (dead, or hung), the same
+    /// list on every survivor that waited the whole `timeout`. An error means the store
+    /// itself is gone: its host (rank 0, or torchrun's agent) died.
+    pub fn missing_ranks(&self, timeout: Duration) -> Result<Vec<usize>, DistError> {
+        let Some(group) = self.inner else {
+            return Ok(Vec::new());
+        };
+        let call = self.roll_calls.get();
+        self.roll_calls.set(call + 1);
+        let prefix = CString::new(format!("asr-dist/roll-call/{call}/")).expect("no NUL byte");
+        let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+        let mut present = vec![0u8; self.world_size];
+        // SAFETY: group is live; `present` has world_size bytes.
+        self.call("roll call", |err| unsafe {
+            ffi::asr_dist_roll_call(
+                group.as_ptr(),
+                prefix.as_ptr(),
+                c_int_of(self.rank),
+                c_int_of(self.world_size),
+                timeout_ms,
+                present.as_mut_ptr(),
+                err,
+            )
+        })
+        .map_err(|e| match e {
+            DistError::Collective {
+                op,
+                rank,
+                world_size,
+                timeout,
+                message,
+            } => DistError::Collective {
+                op,
+                rank,
+                world_size,
+                timeout,
+                message: format!(
+                    "the job's store cannot be reached, so its host (rank 0, or torchrun's \
+                     agent) is probably gone: {message}"
+                ),
+            },
+            other => other,
+        })?;
+        Ok((0..self.world_size).filter(|&r| present[r] == 0).collect())
     }
 
     /// Every rank's `tensor` (same shape and dtype on every rank), in rank order.
@@ -309,6 +363,10 @@ mod tests {
         assert_eq!(gathered.len(), 1);
         assert_eq!(Vec::<f32>::try_from(&gathered[0]).unwrap(), vec![1.5, -2.0]);
         assert_eq!(group.all_gather_i64(&[7, 9]).unwrap(), vec![vec![7, 9]]);
+        assert!(group
+            .missing_ranks(Duration::from_secs(1))
+            .unwrap()
+            .is_empty());
         let err = group.broadcast(&mut t, 1).unwrap_err().to_string();
         assert!(err.contains("root rank 1"), "{err}");
     }

@@ -180,8 +180,10 @@ fn three_ranks_on_the_interface_named_by_gloo_socket_ifname() {
     assert_rounds(&run_job(3, Some("lo")));
 }
 
-#[test]
-fn a_rank_killed_mid_collective_fails_the_other_at_once() {
+/// Starts `world` ranks looping over the collectives, waits until rank `watch` has done a
+/// few rounds, then kills rank `victim` with SIGKILL; returns the survivors' status and
+/// stderr, and how long they took to end after the kill.
+fn kill_mid_run(world: usize, watch: usize, victim: usize) -> Vec<(ExitStatus, String, Duration)> {
     let port = free_port();
     let args = [
         "--rounds",
@@ -191,23 +193,61 @@ fn a_rank_killed_mid_collective_fails_the_other_at_once() {
         "--timeout-secs",
         "120",
     ];
-    let mut rank0 = spawn_rank(0, 2, port, None, &args);
-    let mut rank1 = spawn_rank(1, 2, port, None, &args);
-    rank0.wait_for_line("round 2:", Duration::from_secs(60));
-    rank1.child.kill().unwrap();
+    let mut ranks: Vec<Rank> = (0..world)
+        .map(|r| spawn_rank(r, world, port, None, &args))
+        .collect();
+    ranks[watch].wait_for_line("round 2:", Duration::from_secs(60));
+    let dead = ranks.remove(victim);
+    let mut dead_child = dead.child;
+    dead_child.kill().unwrap();
     let killed = Instant::now();
-    let (status, _, stderr) = rank0.finish(Duration::from_secs(60));
-    let elapsed = killed.elapsed();
-    let _ = rank1.finish(Duration::from_secs(10));
-    assert!(!status.success(), "rank 0 should fail: {stderr}");
-    assert!(stderr.contains("failed on rank 0 of 2"), "{stderr}");
+    let _ = dead_child.wait();
+    ranks
+        .into_iter()
+        .map(|rank| {
+            let (status, _, stderr) = rank.finish(Duration::from_secs(90));
+            (status, stderr, killed.elapsed())
+        })
+        .collect()
+}
+
+#[test]
+fn a_rank_killed_mid_collective_fails_the_others_which_name_it() {
+    for (survivor, (status, stderr, elapsed)) in [0, 1].into_iter().zip(kill_mid_run(3, 0, 2)) {
+        assert!(!status.success(), "rank {survivor} should fail: {stderr}");
+        assert!(
+            stderr.contains(&format!("failed on rank {survivor} of 3")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("by peer"),
+            "no peer failure named: {stderr}"
+        );
+        assert!(
+            stderr.contains("no answer to the roll call within 5s): 2\n"),
+            "{stderr}"
+        );
+        // Far below the 120 s timeout: the closed connection is noticed at once, then the
+        // roll call waits its 5 s.
+        assert!(
+            elapsed < Duration::from_secs(40),
+            "took {elapsed:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn killing_rank_0_which_serves_the_store_fails_the_others() {
+    let results = kill_mid_run(2, 1, 0);
+    let (status, stderr, elapsed) = &results[0];
+    assert!(!status.success(), "rank 1 should fail: {stderr}");
+    assert!(stderr.contains("failed on rank 1 of 2"), "{stderr}");
     assert!(
-        stderr.contains("by peer") || stderr.contains("Connection"),
-        "no peer failure named: {stderr}"
+        stderr.contains("the job's store cannot be reached"),
+        "{stderr}"
     );
-    // Far below the 120 s timeout: the closed connection is noticed, not waited out.
     assert!(
-        elapsed < Duration::from_secs(30),
+        *elapsed < Duration::from_secs(40),
         "took {elapsed:?}: {stderr}"
     );
 }
@@ -243,6 +283,10 @@ fn a_stalled_rank_makes_the_other_fail_at_the_timeout() {
         "{stderr}"
     );
     assert!(stderr.contains("8s timeout"), "{stderr}");
+    assert!(
+        stderr.contains("no answer to the roll call within 5s): 1\n"),
+        "{stderr}"
+    );
     assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
 }
 

@@ -81,6 +81,47 @@ fn round(group: &ProcessGroup, k: usize, numel: i64) -> Result<String, String> {
     ))
 }
 
+/// After a failed round: which ranks are gone, in words.
+fn roll_call(group: &ProcessGroup, wait: Duration) -> String {
+    match group.missing_ranks(wait) {
+        Ok(missing) if missing.is_empty() => "every rank answered the roll call after it".into(),
+        Ok(missing) => {
+            let ranks: Vec<String> = missing.iter().map(|r| r.to_string()).collect();
+            format!(
+                "missing rank(s) (dead or hung, no answer to the roll call within {wait:?}): {}",
+                ranks.join(", ")
+            )
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+/// Joins the job and runs the rounds. After a failed round the surviving ranks hold a roll
+/// call in the job's store, which names the ranks that are gone.
+fn run(options: &Options) -> Result<(), String> {
+    let rdzv = Rendezvous::from_env().map_err(|e| e.to_string())?;
+    let group =
+        ProcessGroup::new(&rdzv, Backend::Gloo, options.timeout).map_err(|e| e.to_string())?;
+    println!(
+        "rank {} of {}: joined {}:{}",
+        rdzv.rank, rdzv.world_size, rdzv.master_addr, rdzv.master_port
+    );
+    for k in 0..options.rounds {
+        match round(&group, k, options.numel) {
+            Ok(line) => println!("{line}"),
+            Err(e) => {
+                let who = roll_call(&group, options.timeout.min(Duration::from_secs(5)));
+                return Err(format!("{e}\n{who}"));
+            }
+        }
+    }
+    println!(
+        "rank {} of {}: {} rounds agree",
+        rdzv.rank, rdzv.world_size, options.rounds
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let options = match parse_options() {
         Ok(options) => options,
@@ -89,25 +130,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let result = Rendezvous::from_env()
-        .map_err(|e| e.to_string())
-        .and_then(|rdzv| {
-            let group = ProcessGroup::new(&rdzv, Backend::Gloo, options.timeout)
-                .map_err(|e| e.to_string())?;
-            println!(
-                "rank {} of {}: joined {}:{}",
-                rdzv.rank, rdzv.world_size, rdzv.master_addr, rdzv.master_port
-            );
-            for k in 0..options.rounds {
-                println!("{}", round(&group, k, options.numel)?);
-            }
-            println!(
-                "rank {} of {}: {} rounds agree",
-                rdzv.rank, rdzv.world_size, options.rounds
-            );
-            Ok(())
-        });
-    match result {
+    match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
