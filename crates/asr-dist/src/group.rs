@@ -4,7 +4,7 @@ use crate::{DistError, Rendezvous};
 use std::cell::Cell;
 use std::ffi::{c_char, c_int, CString};
 use std::ptr::{self, NonNull};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 
 /// The c10d backend.
@@ -32,6 +32,8 @@ pub struct ProcessGroup {
     inner: Option<NonNull<ffi::AsrDistGroup>>,
     /// Calls of [`ProcessGroup::missing_ranks`] so far (each uses fresh store keys).
     roll_calls: Cell<u64>,
+    /// Time spent in collectives, for [`ProcessGroup::take_comm_time`].
+    comm_time: Cell<Duration>,
 }
 
 // SAFETY: the handle is owned by this value alone; c10d's process group may be used from
@@ -47,6 +49,7 @@ impl ProcessGroup {
             timeout: Duration::ZERO,
             inner: None,
             roll_calls: Cell::new(0),
+            comm_time: Cell::new(Duration::ZERO),
         }
     }
 
@@ -106,6 +109,7 @@ impl ProcessGroup {
                 timeout,
                 inner: Some(inner),
                 roll_calls: Cell::new(0),
+                comm_time: Cell::new(Duration::ZERO),
             }),
             None => Err(fail(ffi::take_error(err))),
         }
@@ -153,6 +157,49 @@ impl ProcessGroup {
         self.all_reduce_sum(tensor)?;
         let _ = tensor.g_div_scalar_(self.world_size as f64);
         Ok(())
+    }
+
+    /// Averages several tensors over the ranks, in place, with one collective on a flat
+    /// buffer: the gradient all-reduce of data parallelism (DDP's buckets, as one bucket).
+    /// The tensors must share one floating-point kind; they may have any shape and strides.
+    /// Runs without autograd, so parameters' `.grad()` tensors can be passed directly.
+    pub fn all_reduce_mean_flat(&self, tensors: &mut [Tensor]) -> Result<(), DistError> {
+        if self.world_size <= 1 || tensors.is_empty() {
+            return Ok(());
+        }
+        let kind = tensors[0].kind();
+        if !tensors[0].is_floating_point() || tensors.iter().any(|t| t.kind() != kind) {
+            let kinds: Vec<String> = tensors.iter().map(|t| format!("{:?}", t.kind())).collect();
+            return Err(DistError::Tensor {
+                op: "all_reduce_mean_flat",
+                problem: format!(
+                    "the tensors must share one floating-point kind, not {}",
+                    kinds.join(", ")
+                ),
+            });
+        }
+        let mut flat = tch::no_grad(|| {
+            let pieces: Vec<Tensor> = tensors.iter().map(|t| t.detach().reshape([-1])).collect();
+            Tensor::cat(&pieces, 0)
+        });
+        self.all_reduce_sum(&mut flat)?;
+        tch::no_grad(|| {
+            let _ = flat.g_div_scalar_(self.world_size as f64);
+            let mut offset = 0i64;
+            for tensor in tensors.iter_mut() {
+                let n = tensor.numel() as i64;
+                let piece = flat.narrow(0, offset, n).view_as(tensor);
+                tensor.copy_(&piece);
+                offset += n;
+            }
+        });
+        Ok(())
+    }
+
+    /// The time spent in collectives since the last call (the first: since the group was
+    /// made), and starts counting again: a training step's communication time.
+    pub fn take_comm_time(&self) -> Duration {
+        self.comm_time.replace(Duration::ZERO)
     }
 
     /// Copies rank `root`'s `tensor` into every rank's `tensor`, in place.
@@ -295,7 +342,10 @@ impl ProcessGroup {
         body: impl FnOnce(*mut *mut c_char) -> i32,
     ) -> Result<(), DistError> {
         let mut err: *mut c_char = ptr::null_mut();
-        if body(&mut err) == 0 {
+        let start = Instant::now();
+        let status = body(&mut err);
+        self.comm_time.set(self.comm_time.get() + start.elapsed());
+        if status == 0 {
             return Ok(());
         }
         Err(DistError::Collective {

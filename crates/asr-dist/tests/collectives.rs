@@ -140,7 +140,8 @@ fn run_job(world: usize, ifname: Option<&str>) -> Vec<Vec<String>> {
 }
 
 /// The line asr-dist-check prints for round `k`: the sum of rank+1 over the ranks, the
-/// value broadcast from rank k % world, and every rank's list (rank r sends r+1 ids).
+/// value broadcast from rank k % world, every rank's list (rank r sends r+1 ids), and the
+/// flat mean of rank r's r+1 and 2(r+1).
 fn expected_round(rank: usize, world: usize, k: usize) -> String {
     let root = k % world;
     let lists: Vec<String> = (0..world)
@@ -149,11 +150,14 @@ fn expected_round(rank: usize, world: usize, k: usize) -> String {
             format!("[{}]", ids.join(", "))
         })
         .collect();
+    let world_f = world as f64;
     format!(
-        "rank {rank} round {k}: all_reduce={} broadcast={} all_gather=[{}]",
+        "rank {rank} round {k}: all_reduce={} broadcast={} all_gather=[{}] flat_mean=[{}, {}]",
         world * (world + 1) / 2,
         root * 10 + k,
-        lists.join(", ")
+        lists.join(", "),
+        (world_f + 1.0) / 2.0,
+        world_f + 1.0
     )
 }
 
@@ -163,10 +167,11 @@ fn assert_rounds(outputs: &[Vec<String>]) {
         let rounds: Vec<&String> = stdout.iter().filter(|l| l.contains(" round ")).collect();
         let expected: Vec<String> = (0..3).map(|k| expected_round(rank, world, k)).collect();
         assert_eq!(rounds, expected.iter().collect::<Vec<_>>(), "rank {rank}");
-        assert_eq!(
-            stdout.last().unwrap(),
-            &format!("rank {rank} of {world}: 3 rounds agree")
-        );
+        let last = stdout.last().unwrap();
+        let comm_s = last
+            .strip_prefix(&format!("rank {rank} of {world}: 3 rounds agree, comm_s="))
+            .unwrap_or_else(|| panic!("last line: {last}"));
+        assert!(comm_s.parse::<f64>().unwrap() > 0.0, "{last}");
     }
 }
 

@@ -75,10 +75,37 @@ fn round(group: &ProcessGroup, k: usize, numel: i64) -> Result<String, String> {
     if gathered != want {
         return Err(format!("all_gather gave {gathered:?}, expected {want:?}"));
     }
+    let means = flat_mean(group)?;
     group.barrier().map_err(|e| e.to_string())?;
     Ok(format!(
-        "rank {rank} round {k}: all_reduce={sum} broadcast={got} all_gather={gathered:?}"
+        "rank {rank} round {k}: all_reduce={sum} broadcast={got} all_gather={gathered:?} \
+         flat_mean=[{}, {}]",
+        means[0], means[1]
     ))
+}
+
+/// Two "gradients" (one of them a transposed, non-contiguous view) averaged in one flat
+/// all-reduce: rank r holds r+1 and 2(r+1).
+fn flat_mean(group: &ProcessGroup) -> Result<[f64; 2], String> {
+    let (rank, world) = (group.rank() as f64, group.world_size() as f64);
+    let options = (Kind::Float, Device::Cpu);
+    let mut grads = [
+        Tensor::full([3], rank + 1.0, options),
+        Tensor::full([2, 3], 2.0 * (rank + 1.0), options).transpose(0, 1),
+    ];
+    group
+        .all_reduce_mean_flat(&mut grads)
+        .map_err(|e| e.to_string())?;
+    let want = [(world + 1.0) / 2.0, world + 1.0];
+    for (grad, want) in grads.iter().zip(want) {
+        let (low, high) = (grad.min().double_value(&[]), grad.max().double_value(&[]));
+        if low != want || high != want {
+            return Err(format!(
+                "all_reduce_mean_flat gave {low}..{high}, expected {want}"
+            ));
+        }
+    }
+    Ok(want)
 }
 
 /// After a failed round: which ranks are gone, in words.
@@ -116,8 +143,11 @@ fn run(options: &Options) -> Result<(), String> {
         }
     }
     println!(
-        "rank {} of {}: {} rounds agree",
-        rdzv.rank, rdzv.world_size, options.rounds
+        "rank {} of {}: {} rounds agree, comm_s={:.4}",
+        rdzv.rank,
+        rdzv.world_size,
+        options.rounds,
+        group.take_comm_time().as_secs_f64()
     );
     Ok(())
 }
