@@ -36,8 +36,9 @@ pub struct ProcessGroup {
     comm_time: Cell<Duration>,
 }
 
-// SAFETY: the handle is owned by this value alone; c10d's process group may be used from
-// any thread, one call at a time (which `&mut self`-free but `!Sync` use guarantees).
+// SAFETY: the handle is owned by this value alone, and c10d's process group may be used
+// from any thread one call at a time; the type is not Sync (its Cells), so calls never
+// overlap.
 unsafe impl Send for ProcessGroup {}
 
 impl ProcessGroup {

@@ -7,8 +7,11 @@
 //!   process group (`c10d::ProcessGroupGloo`, CPU tensors), with the collectives a
 //!   data-parallel trainer needs: [`ProcessGroup::all_reduce_sum`] (average with
 //!   [`ProcessGroup::all_reduce_mean`]), [`ProcessGroup::broadcast`],
-//!   [`ProcessGroup::barrier`], [`ProcessGroup::all_gather`] and the variable-length
-//!   [`ProcessGroup::all_gather_i64`]. World size 1 is the same code with no store and
+//!   [`ProcessGroup::barrier`], [`ProcessGroup::all_gather`], the variable-length
+//!   [`ProcessGroup::all_gather_i64`] (culprit ids), the gradient average on one flat
+//!   buffer [`ProcessGroup::all_reduce_mean_flat`], the time spent communicating
+//!   ([`ProcessGroup::take_comm_time`]) and, after a failure, which ranks are gone
+//!   ([`ProcessGroup::missing_ranks`]). World size 1 is the same code with no store and
 //!   collectives that return at once.
 //!
 //! The C++ side is one file, `csrc/c10d_shim.cpp`, of `extern "C"` wrappers that catch
