@@ -35,6 +35,7 @@
 #include <cstring>
 #include <exception>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -92,6 +93,13 @@ std::vector<std::shared_ptr<::gloo::transport::Device>> make_devices(const char*
   return devices;
 }
 
+c10d::Backend& backend_of(AsrDistGroup* group) {
+  if (!group->backend) {
+    throw std::runtime_error("the process group was closed after an earlier failure");
+  }
+  return *group->backend;
+}
+
 void wait_work(const c10::intrusive_ptr<c10d::Work>& work) {
   // The timeout is the process group's (Options::timeout, given to every Gloo context).
   work->wait();
@@ -141,7 +149,7 @@ int asr_dist_all_reduce_sum(AsrDistGroup* group, at::Tensor* tensor, char** err)
     std::vector<at::Tensor> tensors{*tensor};
     c10d::AllreduceOptions options;
     options.reduceOp = c10d::ReduceOp(c10d::ReduceOp::SUM);
-    wait_work(group->backend->allreduce(tensors, options));
+    wait_work(backend_of(group).allreduce(tensors, options));
   });
 }
 
@@ -151,7 +159,7 @@ int asr_dist_broadcast(AsrDistGroup* group, at::Tensor* tensor, int root, char**
     c10d::BroadcastOptions options;
     options.rootRank = root;
     options.rootTensor = 0;
-    wait_work(group->backend->broadcast(tensors, options));
+    wait_work(backend_of(group).broadcast(tensors, options));
   });
 }
 
@@ -162,12 +170,19 @@ int asr_dist_all_gather(AsrDistGroup* group, at::Tensor* input, at::Tensor** out
     std::vector<at::Tensor> inputs{*input};
     std::vector<std::vector<at::Tensor>> output_lists(1);
     for (int i = 0; i < n_outputs; ++i) output_lists[0].push_back(*outputs[i]);
-    wait_work(group->backend->allgather(output_lists, inputs, c10d::AllgatherOptions()));
+    wait_work(backend_of(group).allgather(output_lists, inputs, c10d::AllgatherOptions()));
   });
 }
 
 int asr_dist_barrier(AsrDistGroup* group, char** err) {
-  return guarded(err, [&] { wait_work(group->backend->barrier(c10d::BarrierOptions())); });
+  return guarded(err, [&] { wait_work(backend_of(group).barrier(c10d::BarrierOptions())); });
+}
+
+// Closes the Gloo connections (the store stays): after a failed collective, so that the
+// ranks still waiting on this one fail at once instead of at their timeout. The queue is
+// empty then (collectives here are blocking), so the destructor only joins idle threads.
+int asr_dist_close_backend(AsrDistGroup* group, char** err) {
+  return guarded(err, [&] { group->backend.reset(); });
 }
 
 // Roll call in the job's TCPStore, which outlives the Gloo connections: this rank sets

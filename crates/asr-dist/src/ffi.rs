@@ -23,6 +23,7 @@ extern "C" {
         err: *mut *mut c_char,
     ) -> *mut AsrDistGroup;
     pub fn asr_dist_group_free(group: *mut AsrDistGroup);
+    pub fn asr_dist_close_backend(group: *mut AsrDistGroup, err: *mut *mut c_char) -> c_int;
     pub fn asr_dist_all_reduce_sum(
         group: *mut AsrDistGroup,
         tensor: *const C_tensor,

@@ -21,7 +21,10 @@ pub enum Backend {
 /// shape and dtype (as with torch.distributed). Each call blocks until the collective is
 /// done on this rank. A collective that fails (a peer died: "Connection closed by peer";
 /// a peer stalled past the timeout: "Timed out waiting ...") returns
-/// [`DistError::Collective`]; the group cannot be used after that, and the job should end.
+/// [`DistError::Collective`] and closes this rank's Gloo connections at once, so that the
+/// ranks waiting on this one fail too instead of at their timeout; only
+/// [`ProcessGroup::missing_ranks`] (through the store) works after that, and the job
+/// should end.
 ///
 /// With world size 1 there is no store and no Gloo context: every collective returns at
 /// once and leaves its tensors as they are (all_gather returns the input).
@@ -348,6 +351,13 @@ impl ProcessGroup {
         self.comm_time.set(self.comm_time.get() + start.elapsed());
         if status == 0 {
             return Ok(());
+        }
+        if let Some(group) = self.inner {
+            // SAFETY: group is live; the shim catches everything (nothing to report here).
+            let mut ignored: *mut c_char = ptr::null_mut();
+            if unsafe { ffi::asr_dist_close_backend(group.as_ptr(), &mut ignored) } != 0 {
+                let _ = ffi::take_error(ignored);
+            }
         }
         Err(DistError::Collective {
             op,

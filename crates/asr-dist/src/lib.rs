@@ -14,12 +14,16 @@
 //!   ([`ProcessGroup::missing_ranks`]). World size 1 is the same code with no store and
 //!   collectives that return at once.
 //!
+//! - [`launch::run_local_workers`]: `--nproc-per-node N` on one machine, as
+//!   `torchrun --standalone`: N workers, signals passed on, the first failure stops the job.
+//!
 //! The C++ side is one file, `csrc/c10d_shim.cpp`, of `extern "C"` wrappers that catch
 //! every C++ exception and hand its message back: a dead or stalled peer makes a
 //! collective return [`DistError::Collective`], never unwind into Rust or hang past the
 //! process group's timeout.
 mod ffi;
 mod group;
+pub mod launch;
 pub mod rendezvous;
 
 pub use group::{Backend, ProcessGroup};

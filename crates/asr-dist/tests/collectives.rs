@@ -320,3 +320,39 @@ fn an_inconsistent_launch_names_the_variable() {
         "{stderr}"
     );
 }
+
+#[test]
+fn nproc_per_node_launches_workers_that_meet() {
+    let output = Command::new(CHECK)
+        .args([
+            "--nproc-per-node",
+            "2",
+            "--rounds",
+            "3",
+            "--timeout-secs",
+            "60",
+        ])
+        .env_remove("MASTER_PORT")
+        .env_remove("RANK")
+        .env_remove("WORLD_SIZE")
+        .env("TORCH_CPP_LOG_LEVEL", "FATAL")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let outputs: Vec<Vec<String>> = (0..2)
+        .map(|r| {
+            let prefix = format!("rank {r} ");
+            stdout
+                .lines()
+                .filter(|l| l.starts_with(&prefix))
+                .map(String::from)
+                .collect()
+        })
+        .collect();
+    assert_rounds(&outputs);
+}

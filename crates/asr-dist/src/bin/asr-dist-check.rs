@@ -4,9 +4,12 @@
 //! Prints one line per round and rank; exits non-zero on the first failure.
 //!
 //! ```text
-//! asr-dist-check [--rounds N] [--numel N] [--timeout-secs S]
+//! asr-dist-check [--rounds N] [--numel N] [--timeout-secs S] [--nproc-per-node N]
 //! ```
+//!
+//! With `--nproc-per-node N` it starts N local workers of itself (asr_dist::launch).
 use asr_dist::{Backend, ProcessGroup, Rendezvous};
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::Duration;
 use tch::{Device, Kind, Tensor};
@@ -15,6 +18,10 @@ struct Options {
     rounds: usize,
     numel: i64,
     timeout: Duration,
+    /// `--nproc-per-node N`: launch N local workers instead of being one.
+    nproc: Option<usize>,
+    /// The arguments for those workers (all but `--nproc-per-node N`).
+    worker_args: Vec<OsString>,
 }
 
 fn parse_options() -> Result<Options, String> {
@@ -22,6 +29,8 @@ fn parse_options() -> Result<Options, String> {
         rounds: 1,
         numel: 1024,
         timeout: Duration::from_secs(60),
+        nproc: None,
+        worker_args: Vec::new(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -29,11 +38,18 @@ fn parse_options() -> Result<Options, String> {
         let number = value
             .parse::<u64>()
             .map_err(|_| format!("{flag} {value}: not a whole number"))?;
+        if flag == "--nproc-per-node" && number > 0 {
+            options.nproc = Some(number as usize);
+            continue;
+        }
+        options
+            .worker_args
+            .extend([flag.clone().into(), value.clone().into()]);
         match flag.as_str() {
             "--rounds" => options.rounds = number as usize,
             "--numel" if number > 0 => options.numel = number as i64,
             "--timeout-secs" if number > 0 => options.timeout = Duration::from_secs(number),
-            _ => return Err(format!("unknown option or bad value: {flag} {value} (options: --rounds N, --numel N, --timeout-secs S)")),
+            _ => return Err(format!("unknown option or bad value: {flag} {value} (options: --rounds N, --numel N, --timeout-secs S, --nproc-per-node N)")),
         }
     }
     Ok(options)
@@ -152,6 +168,24 @@ fn run(options: &Options) -> Result<(), String> {
     Ok(())
 }
 
+/// The launcher: N workers of this program; its exit code is the first failure's.
+fn launch(nproc: usize, args: &[OsString]) -> ExitCode {
+    let program = match std::env::current_exe() {
+        Ok(program) => program,
+        Err(e) => {
+            eprintln!("error: cannot find this program to start its workers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match asr_dist::launch::run_local_workers(nproc, &program, args, Duration::from_secs(30)) {
+        Ok(outcome) => ExitCode::from(outcome.exit_code.clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let options = match parse_options() {
         Ok(options) => options,
@@ -160,6 +194,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(nproc) = options.nproc {
+        return launch(nproc, &options.worker_args);
+    }
     match run(&options) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
