@@ -29,25 +29,24 @@
 //! Only this crate and asr-train link libtorch; see [`device`] for how the CPU-linked
 //! binaries use CUDA.
 
-mod config;
-mod decode;
 pub mod device;
 mod error;
-mod hf_files;
+mod layers;
 pub mod masking;
-mod model;
-mod modeling;
 mod params;
 mod pickle;
 pub mod precision;
+mod wav2vec2;
 mod weights;
 
-pub use config::{Activation, Config, CtcLossReduction, FeatExtractNorm, ModelType, Preset};
-pub use decode::{greedy_decode, greedy_ids};
 pub use error::{DeviceError, ModelError};
-pub use hf_files::SAMPLE_RATE_HZ;
-pub use model::{read_vocab, BatchPadding, CtcModel, CtcOutput, ModelSpec, IGNORE_LABEL};
 pub use params::{NamedTensor, ParamStore, Role};
+pub use wav2vec2::config::{
+    Activation, Config, CtcLossReduction, FeatExtractNorm, ModelType, Preset,
+};
+pub use wav2vec2::decode::{greedy_decode, greedy_ids};
+pub use wav2vec2::hf_files::SAMPLE_RATE_HZ;
+pub use wav2vec2::model::{read_vocab, BatchPadding, CtcModel, CtcOutput, ModelSpec, IGNORE_LABEL};
 pub use weights::{write_safetensors, LoadReport, WEIGHT_FILES};
 
 /// The `rand` version the masking API takes generators from (the one tch uses).
