@@ -23,7 +23,7 @@ impl Activation {
 /// `nn.Linear`.
 pub(crate) struct Linear {
     pub(crate) weight: Tensor,
-    pub(crate) bias: Tensor,
+    pub(crate) bias: Option<Tensor>,
 }
 
 impl Linear {
@@ -31,7 +31,15 @@ impl Linear {
     pub(crate) fn new(scope: &Scope, in_dim: i64, out_dim: i64, std: f64) -> Linear {
         Linear {
             weight: scope.param("weight", &[out_dim, in_dim], Init::Normal(std)),
-            bias: scope.param("bias", &[out_dim], Init::Zeros),
+            bias: Some(scope.param("bias", &[out_dim], Init::Zeros)),
+        }
+    }
+
+    /// `nn.Linear(in, out, bias=False)` with normal(0, std) weight.
+    pub(crate) fn new_no_bias(scope: &Scope, in_dim: i64, out_dim: i64, std: f64) -> Linear {
+        Linear {
+            weight: scope.param("weight", &[out_dim, in_dim], Init::Normal(std)),
+            bias: None,
         }
     }
 
@@ -40,12 +48,12 @@ impl Linear {
         let k = (1.0 / in_dim as f64).sqrt();
         Linear {
             weight: scope.param("weight", &[out_dim, in_dim], Init::Uniform(-k, k)),
-            bias: scope.param("bias", &[out_dim], Init::Uniform(-k, k)),
+            bias: Some(scope.param("bias", &[out_dim], Init::Uniform(-k, k))),
         }
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, Some(&self.bias))
+        x.linear(&self.weight, self.bias.as_ref())
     }
 }
 

@@ -38,6 +38,7 @@ mod pickle;
 pub mod precision;
 mod wav2vec2;
 mod weights;
+pub mod whisper;
 
 pub use error::{DeviceError, ModelError};
 pub use params::{NamedTensor, ParamStore, Role};

@@ -386,7 +386,10 @@ impl CtcModel {
             .set_requires_grad(true);
         self.store.replace("lm_head.weight", weight.shallow_clone());
         self.store.replace("lm_head.bias", bias.shallow_clone());
-        self.lm_head = Linear { weight, bias };
+        self.lm_head = Linear {
+            weight,
+            bias: Some(bias),
+        };
         self.config.vocab_size = vocab_size;
         self.config.pad_token_id = Some(i64::from(vocab.blank_id()));
     }
