@@ -1,4 +1,4 @@
-//! wav2vec2 / HuBERT CTC models in tch with Hugging Face checkpoint parity.
+//! wav2vec2 / HuBERT CTC and Whisper seq2seq models in tch with Hugging Face checkpoint parity.
 //!
 //! [`CtcModel`] is transformers' `Wav2Vec2ForCTC` / `HubertForCTC` (transformers
 //! 5.23.0) module for module, with the checkpoint's parameter names, so a local Hugging
@@ -25,6 +25,17 @@
 //! [`CtcModel::ctc_loss`]; seed libtorch with `tch::manual_seed` per step for dropout
 //! and LayerDrop; update [`CtcModel::trainable_parameters`] (HF names, state_dict
 //! order) under `tch::no_grad`. Mixed precision: [`precision::Autocast`].
+//!
+//! Whisper: [`whisper::WhisperModel`] is transformers' `WhisperForConditionalGeneration`
+//! with its parameter names (loads `model.safetensors`, sharded checkpoints and
+//! `pytorch_model.bin`; saves folders transformers loads), with the loss of
+//! `forward(labels=...)` and batched greedy generation with a KV cache
+//! ([`whisper::WhisperModel::generate_greedy`]); the fixtures under
+//! `fixtures/whisper/models/` (made by `tools/make-whisper-model-fixtures.py`) pin its
+//! logits, loss, gradients and generated ids to transformers'.
+//!
+//! One module per model family, as transformers' `models/` folder: `wav2vec2/`
+//! (wav2vec2 and HuBERT) and [`whisper`], sharing the layers of `layers.rs`.
 //!
 //! Only this crate and asr-train link libtorch; see [`device`] for how the CPU-linked
 //! binaries use CUDA.

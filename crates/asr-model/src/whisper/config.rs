@@ -122,9 +122,15 @@ impl WhisperConfig {
     /// Parses config.json text; `origin` names the file in errors.
     pub fn from_json_str(json: &str, origin: &Path) -> Result<WhisperConfig, ModelError> {
         let config: WhisperConfig =
-            serde_json::from_str(json).map_err(|source| ModelError::ConfigParse {
-                path: origin.to_path_buf(),
-                source,
+            serde_json::from_str(json).map_err(|source| match bad_key(json) {
+                Some((key, reason)) => ModelError::ConfigInvalid {
+                    path: origin.to_path_buf(),
+                    reason: format!("\"{key}\": {reason}"),
+                },
+                None => ModelError::ConfigParse {
+                    path: origin.to_path_buf(),
+                    source,
+                },
             })?;
         config
             .validate()
@@ -240,6 +246,20 @@ impl WhisperConfig {
     }
 }
 
+/// The first key of a JSON object that does not deserialize on its own, with serde's
+/// reason (serde's own error does not name keys of a struct with a flattened map).
+fn bad_key(json: &str) -> Option<(String, String)> {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(json) else {
+        return None;
+    };
+    map.into_iter().find_map(|(key, value)| {
+        let single = Value::Object([(key.clone(), value)].into_iter().collect());
+        serde_json::from_value::<WhisperConfig>(single)
+            .err()
+            .map(|e| (key, e.to_string()))
+    })
+}
+
 /// Token ids from an `eos_token_id` value (an integer, a list, or null).
 pub(crate) fn eos_ids(value: Option<&Value>) -> Vec<i64> {
     match value {
@@ -255,7 +275,7 @@ mod tests {
 
     #[test]
     fn defaults_are_transformers_and_unknown_keys_round_trip() {
-        let json = r#"{"model_type": "whisper", "d_model": 16, "median_filter_width": 7,
+        let json = r#"{"model_type": "whisper", "d_model": 12, "median_filter_width": 7,
                        "eos_token_id": [50257, 50256]}"#;
         let config = WhisperConfig::from_json_str(json, Path::new("config.json")).unwrap();
         assert_eq!(config.max_target_positions, 448);
@@ -275,7 +295,7 @@ mod tests {
                 "not divisible",
             ),
             (r#"{"vocab_size": 100}"#, "decoder_start_token_id 50257"),
-            (r#"{"d_model": "big"}"#, "d_model"),
+            (r#"{"d_model": "big"}"#, "\"d_model\": invalid type"),
         ] {
             let err = WhisperConfig::from_json_str(json, path)
                 .unwrap_err()
