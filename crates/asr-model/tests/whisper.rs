@@ -84,6 +84,18 @@ fn loss_and_gradients_from_labels_match_transformers() {
         let got = loss.double_value(&[]);
         println!("{name}: loss {got:.6} vs transformers {want:.6}");
         assert!((got - want).abs() < 1e-4, "{name}: {got} vs {want}");
+        let (logits, _) = model
+            .forward_labels(&features(&exp), &exp["labels"], false)
+            .unwrap();
+        let (sums, counts) = tch::no_grad(|| model.row_losses(&logits, &exp["labels"]));
+        let total = sums.sum(Kind::Double).double_value(&[]);
+        let tokens = counts.sum(Kind::Int64).int64_value(&[]);
+        let label_tokens = if name == "mel128" { [8, 5] } else { [7, 5] };
+        assert_eq!(Vec::<i64>::try_from(&counts).unwrap(), label_tokens);
+        assert!(
+            (total / tokens as f64 - want).abs() < 1e-4,
+            "{name}: row losses"
+        );
         loss.backward();
         let mut checked = 0;
         for (key, want) in &exp {

@@ -168,9 +168,8 @@ impl WhisperModel {
                 want[0], want[1]
             )));
         }
-        Ok(self
-            .encoder
-            .forward(&input_features.to_kind(Kind::Float), &self.config, train))
+        let features = input_features.to_device(self.device).to_kind(Kind::Float);
+        Ok(self.encoder.forward(&features, &self.config, train))
     }
 
     /// Logits `[B, T, vocab]` of `decoder_input_ids` `[B, T]` given the encoder output;
@@ -247,6 +246,30 @@ impl WhisperModel {
                 IGNORE_LABEL,
                 0.0,
             )
+    }
+
+    /// Per-row sums of the token cross-entropies and per-row counts of labels that are
+    /// not `-100` (both `[B]`): [`WhisperModel::loss`] is `sums.sum() / counts.sum()`, so
+    /// a training loop can leave rows out (an exploding utterance) and keep
+    /// transformers' mean over the tokens of the rows kept.
+    pub fn row_losses(&self, logits: &Tensor, labels: &Tensor) -> (Tensor, Tensor) {
+        let labels = labels.to_device(logits.device());
+        let size = labels.size();
+        let valid = labels.ne(IGNORE_LABEL);
+        let tokens = logits
+            .to_kind(Kind::Float)
+            .view([-1, self.config.vocab_size])
+            .cross_entropy_loss::<Tensor>(
+                &labels.view([-1]),
+                None,
+                Reduction::None,
+                IGNORE_LABEL,
+                0.0,
+            )
+            .view([size[0], size[1]]);
+        let sums = tokens.sum_dim_intlist([1i64].as_slice(), false, Kind::Float);
+        let counts = valid.sum_dim_intlist([1i64].as_slice(), false, Kind::Int64);
+        (sums, counts)
     }
 
     /// `forward(input_features, labels=labels)`: decoder inputs are the labels shifted
