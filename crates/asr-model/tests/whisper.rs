@@ -408,3 +408,50 @@ fn random_init_is_transformers_shaped() {
         .unwrap();
     assert_eq!(prompt, [98]);
 }
+
+/// SpecAugment zeroes whole frames and whole mel bands, reproducibly from the generator,
+/// and only when `apply_spec_augment` is set.
+#[test]
+fn spec_augment_masks_frames_and_bands() {
+    use asr_model::rand::SeedableRng;
+    let exp = expected("mel128");
+    let feats = features(&exp);
+    let mut model = load("mel128");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    let same = model.spec_augment(&feats, &mut rng).unwrap();
+    assert_eq!(
+        max_abs_diff(&same, &feats),
+        0.0,
+        "masked without apply_spec_augment"
+    );
+
+    let mut config = model.config().clone();
+    config.apply_spec_augment = true;
+    config.mask_time_prob = 0.2;
+    config.mask_feature_prob = 0.1;
+    config.mask_feature_length = 4;
+    let dir = tempfile::tempdir().unwrap();
+    model.save_pretrained(dir.path()).unwrap();
+    std::fs::write(dir.path().join("config.json"), config.to_json_string()).unwrap();
+    model = WhisperModel::from_pretrained(dir.path(), Device::Cpu).unwrap();
+    let masked = |seed| {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        model.spec_augment(&feats, &mut rng).unwrap()
+    };
+    let (a, b) = (masked(7), masked(7));
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+    let zero = a.eq(0.0);
+    // Whole frames: columns zero over all 128 bands; whole bands: rows zero over all frames.
+    let frames = zero.all_dims(1, false).sum(Kind::Int64).int64_value(&[]);
+    let bands = zero.all_dims(2, false).sum(Kind::Int64).int64_value(&[]);
+    assert!(
+        (2 * 2 * 10..=2 * 200).contains(&frames),
+        "{frames} masked frames"
+    );
+    assert!(bands >= 2 * 4, "{bands} masked bands");
+    let kept = a.ne(0.0).logical_and(&feats.ne(0.0));
+    assert_eq!(
+        max_abs_diff(&a.masked_select(&kept), &feats.masked_select(&kept)),
+        0.0
+    );
+}

@@ -1,7 +1,7 @@
 //! The keys of a Hugging Face Whisper `config.json` (transformers 5.23
 //! `configuration_whisper.py`, `WhisperConfig`): field names are the JSON keys and every
 //! default is `WhisperConfig`'s, so a config.json that omits a key means here what it
-//! means there. Keys this crate does not use (SpecAugment, classifier, `median_filter_width`,
+//! means there. Keys this crate does not use (classifier, `median_filter_width`,
 //! `transformers_version`, ...) are kept in [`WhisperConfig::extra`] and written back.
 //!
 //! `scale_embedding` is read and written back but, as in transformers 5.23 (whose
@@ -72,6 +72,21 @@ pub struct WhisperConfig {
     pub suppress_tokens: Option<Vec<i64>>,
     /// Tokens suppressed at the first generated step.
     pub begin_suppress_tokens: Option<Vec<i64>>,
+    /// SpecAugment on the input features in training
+    /// ([`crate::whisper::WhisperModel::spec_augment`]).
+    pub apply_spec_augment: bool,
+    /// Fraction of input frames masked (as spans) when `apply_spec_augment`.
+    pub mask_time_prob: f64,
+    /// Frames per time span.
+    pub mask_time_length: i64,
+    /// Least time spans per utterance.
+    pub mask_time_min_masks: i64,
+    /// Fraction of mel bands masked when `apply_spec_augment`.
+    pub mask_feature_prob: f64,
+    /// Mel bands per feature span.
+    pub mask_feature_length: i64,
+    /// Least feature spans per utterance.
+    pub mask_feature_min_masks: i64,
     /// `["WhisperForConditionalGeneration"]`.
     pub architectures: Option<Vec<String>>,
     /// Every other key, written back unchanged.
@@ -109,6 +124,13 @@ impl Default for WhisperConfig {
             eos_token_id: Some(Value::from(50256)),
             suppress_tokens: None,
             begin_suppress_tokens: Some(vec![220, 50256]),
+            apply_spec_augment: false,
+            mask_time_prob: 0.05,
+            mask_time_length: 10,
+            mask_time_min_masks: 2,
+            mask_feature_prob: 0.0,
+            mask_feature_length: 10,
+            mask_feature_min_masks: 0,
             architectures: None,
             extra: BTreeMap::new(),
         }

@@ -4,12 +4,14 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
+use rand::RngCore;
 use tch::{Device, Kind, Reduction, Tensor};
 
 use super::config::WhisperConfig;
 use super::generate::GenerationConfig;
 use super::modeling::{Decoder, Encoder, LayerCache, SelfMask};
 use crate::error::ModelError;
+use crate::masking::compute_mask_indices;
 use crate::params::{ParamStore, Role, Scope};
 use crate::weights::{self, LoadReport};
 use crate::IGNORE_LABEL;
@@ -246,6 +248,55 @@ impl WhisperModel {
                 IGNORE_LABEL,
                 0.0,
             )
+    }
+
+    /// transformers' `_mask_input_features` (SpecAugment), for training: when
+    /// `apply_spec_augment`, spans of input frames (`mask_time_*`) and of mel bands
+    /// (`mask_feature_*`) are set to 0, drawn from `rng` with the span rules of
+    /// [`crate::masking::compute_mask_indices`]. Returns the features unchanged otherwise.
+    pub fn spec_augment(
+        &self,
+        input_features: &Tensor,
+        rng: &mut dyn RngCore,
+    ) -> Result<Tensor, ModelError> {
+        let c = &self.config;
+        let mut features = input_features.to_device(self.device);
+        if !c.apply_spec_augment {
+            return Ok(features);
+        }
+        let size = features.size();
+        let (batch, mels, frames) = (size[0] as usize, size[1], size[2]);
+        let masks = |axis: i64, prob: f64, length: i64, min: i64, rng: &mut dyn RngCore| {
+            compute_mask_indices(batch, axis, prob, length, None, min, rng)
+                .map_err(|e| ModelError::Input(format!("SpecAugment: {e}")))
+                .map(|rows| {
+                    let flat: Vec<bool> = rows.concat();
+                    Tensor::from_slice(&flat)
+                        .view([batch as i64, axis])
+                        .to_device(self.device)
+                })
+        };
+        if c.mask_time_prob > 0.0 {
+            let mask = masks(
+                frames,
+                c.mask_time_prob,
+                c.mask_time_length,
+                c.mask_time_min_masks,
+                rng,
+            )?;
+            features = features.masked_fill(&mask.unsqueeze(1), 0.0);
+        }
+        if c.mask_feature_prob > 0.0 {
+            let mask = masks(
+                mels,
+                c.mask_feature_prob,
+                c.mask_feature_length,
+                c.mask_feature_min_masks,
+                rng,
+            )?;
+            features = features.masked_fill(&mask.unsqueeze(2), 0.0);
+        }
+        Ok(features)
     }
 
     /// Per-row sums of the token cross-entropies and per-row counts of labels that are
