@@ -144,6 +144,9 @@ def build(spec, seed):
         setattr(generation, key, value)
     generation.suppress_tokens = spec["config"]["suppress_tokens"]
     generation.begin_suppress_tokens = spec["config"]["begin_suppress_tokens"]
+    # Saved with `_from_model_config: true`, GenerationConfig.from_pretrained would drop
+    # lang_to_id / task_to_id / no_timestamps_token_id on load; real checkpoints lack it.
+    generation._from_model_config = False
     generation.do_sample = False
     generation.num_beams = 1
     generation.return_timestamps = False
@@ -318,8 +321,15 @@ def check_export(keep):
             warnings.simplefilter("error")
             model, info = WhisperForConditionalGeneration.from_pretrained(
                 folder, output_loading_info=True, attn_implementation="eager")
-            GenerationConfig.from_pretrained(folder)
+            generation = GenerationConfig.from_pretrained(folder)
         problems = {k: v for k, v in info.items() if v}
+        with open(os.path.join(folder, "generation_config.json")) as f:
+            saved = json.load(f)
+        for key in ("lang_to_id", "task_to_id", "no_timestamps_token_id", "suppress_tokens",
+                    "begin_suppress_tokens", "max_length", "decoder_start_token_id"):
+            if key in saved and getattr(generation, key, None) != saved[key]:
+                problems.setdefault("generation_config", []).append(
+                    f"{key}: file {saved[key]}, loaded {getattr(generation, key, None)}")
         if records:
             problems["warnings"] = [r.getMessage() for r in records]
         rust = load_file(os.path.join(out, f"{name}.rust.safetensors"))

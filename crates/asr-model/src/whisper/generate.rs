@@ -11,7 +11,8 @@
 //! - a row stops at an EOS token and then emits pad; generation ends when every row has
 //!   stopped or the sequence reaches the length cap: `min(max_length + prompt length,
 //!   max_target_positions)` (`_set_max_new_tokens_and_length`; the prompt counts up to
-//!   `max_target_positions / 2 - 1` tokens), or `prompt + max_new_tokens` when that is set;
+//!   `max_target_positions / 2 - 1` tokens), or `prompt + max_new_tokens` when that is set
+//!   (capped at `max_target_positions` too, where transformers raises an error);
 //! - the result per row is the generated tokens without the prompt and without the EOS
 //!   (transformers then right-pads rows with pad to a tensor).
 //!
@@ -107,7 +108,10 @@ impl GenerationConfig {
         GenerationConfig::from_json(json, config)
     }
 
-    fn from_json(json: Map<String, Value>, config: &WhisperConfig) -> GenerationConfig {
+    fn from_json(mut json: Map<String, Value>, config: &WhisperConfig) -> GenerationConfig {
+        // Not written back: with it set, transformers' GenerationConfig.from_pretrained
+        // drops every key it has no default for (lang_to_id, task_to_id, ...).
+        json.remove("_from_model_config");
         let eos = eos_ids(json.get("eos_token_id"));
         let eos_token_ids = if eos.is_empty() {
             config.eos_token_ids()
@@ -168,7 +172,8 @@ impl GenerationConfig {
         Ok(GenerationConfig::from_json(json, config))
     }
 
-    /// The JSON to save, the fields of this struct written over the JSON read.
+    /// The JSON to save, the fields of this struct written over the JSON read (less
+    /// `_from_model_config`, see `from_json`).
     pub fn to_json_string(&self) -> String {
         let mut json = self.json.clone();
         json.insert(
@@ -385,5 +390,76 @@ impl WhisperModel {
             logits = self.decoder_step(&ids, length - 1, caches);
         }
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn generation(extra: Value) -> GenerationConfig {
+        let mut json: Map<String, Value> = serde_json::from_value(serde_json::json!({
+            "decoder_start_token_id": 50258, "eos_token_id": 50257, "pad_token_id": 50257,
+            "lang_to_id": {"<|en|>": 50259, "<|zh|>": 50260},
+            "task_to_id": {"translate": 50358, "transcribe": 50359},
+            "no_timestamps_token_id": 50363, "max_length": 448,
+        }))
+        .unwrap();
+        json.extend(serde_json::from_value::<Map<String, Value>>(extra).unwrap());
+        GenerationConfig::from_json(json, &WhisperConfig::default())
+    }
+
+    /// Expected prompts computed with transformers 5.23's `_retrieve_init_tokens`.
+    #[test]
+    fn prompts_match_transformers() {
+        let hub = generation(serde_json::json!({"forced_decoder_ids": [[1, null], [2, 50359]]}));
+        let p = |g: &GenerationConfig, l, t| g.prompt_ids(l, t).unwrap();
+        assert_eq!(p(&hub, Some("zh"), None), [50258, 50260, 50359, 50363]);
+        assert_eq!(
+            p(&hub, Some("en"), Some("translate")),
+            [50258, 50259, 50358, 50363]
+        );
+        assert_eq!(
+            p(&hub, Some("<|zh|>"), Some("translate")),
+            [50258, 50260, 50358, 50363]
+        );
+        // No language given and none forced: transformers would detect it; an error here.
+        let err = hub.prompt_ids(None, None).unwrap_err().to_string();
+        assert!(
+            err.contains("pass a language") && err.contains("zh"),
+            "{err}"
+        );
+        let forced =
+            generation(serde_json::json!({"forced_decoder_ids": [[1, 50260], [2, 50358]]}));
+        assert_eq!(p(&forced, None, None), [50258, 50260, 50358, 50363]);
+        assert_eq!(p(&forced, Some("en"), None), [50258, 50259, 50359, 50363]);
+        let english = GenerationConfig::from_json(
+            serde_json::from_value(serde_json::json!({
+                "decoder_start_token_id": 50257, "forced_decoder_ids": [[1, 50362]],
+                "no_timestamps_token_id": 50362,
+            }))
+            .unwrap(),
+            &WhisperConfig::default(),
+        );
+        assert_eq!(p(&english, None, None), [50257, 50362]);
+    }
+
+    #[test]
+    fn length_cap_follows_transformers() {
+        let g = generation(serde_json::json!({}));
+        // max_length 448 + a 4-token prompt, capped at 448 decoder positions.
+        assert_eq!(g.length_cap(4, 448), 448);
+        let short = generation(serde_json::json!({"max_length": 10}));
+        assert_eq!(short.length_cap(4, 448), 14);
+        let new = generation(serde_json::json!({"max_new_tokens": 500}));
+        assert_eq!(new.length_cap(4, 448), 448);
+    }
+
+    #[test]
+    fn saved_json_drops_from_model_config() {
+        let g = generation(serde_json::json!({"_from_model_config": true}));
+        let saved: Value = serde_json::from_str(&g.to_json_string()).unwrap();
+        assert!(saved.get("_from_model_config").is_none());
+        assert_eq!(saved["lang_to_id"]["<|zh|>"], 50260);
     }
 }
