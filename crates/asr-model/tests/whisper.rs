@@ -225,8 +225,8 @@ fn save_pretrained_copies_the_processor_files() {
     assert!(source.path().join("tokenizer.json").is_file());
 }
 
-/// Checkpoints as users have them: sharded safetensors, a `pytorch_model.bin`-free
-/// folder with a bare `WhisperModel` state dict plus a stored `proj_out.weight`.
+/// Checkpoints as users have them: sharded safetensors (large-v2), a bare
+/// `WhisperModel` state dict plus a stored `proj_out.weight`, and fp16 weights.
 #[test]
 fn sharded_and_bare_checkpoints_load() {
     let exp = expected("mel128");
@@ -290,6 +290,22 @@ fn sharded_and_bare_checkpoints_load() {
     let model = WhisperModel::from_pretrained(bare.path(), Device::Cpu).unwrap();
     assert_eq!(max_abs_diff(&logits(&model), &want), 0.0);
     assert_eq!(model.load_report().unwrap().ignored, ["proj_out.weight"]);
+
+    // A half-precision checkpoint loads into the float32 model.
+    let half = tempfile::tempdir().unwrap();
+    std::fs::copy(source.join("config.json"), half.path().join("config.json")).unwrap();
+    let fp16: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(n, t)| (n.clone(), t.to_kind(Kind::Half)))
+        .collect();
+    write_safetensors(&half.path().join("model.safetensors"), &fp16).unwrap();
+    let model = WhisperModel::from_pretrained(half.path(), Device::Cpu).unwrap();
+    let weight = model
+        .params()
+        .get("model.decoder.embed_tokens.weight")
+        .unwrap();
+    assert_eq!(weight.kind(), Kind::Float);
+    assert!(max_abs_diff(&logits(&model), &want) < 0.05);
 }
 
 /// `pytorch_model.bin` from `torch.save(model.state_dict())`: an OrderedDict whose tied
