@@ -226,7 +226,7 @@ fn save_pretrained_copies_the_processor_files() {
 }
 
 /// Checkpoints as users have them: sharded safetensors (large-v2), a bare
-/// `WhisperModel` state dict plus a stored `proj_out.weight`, and fp16 weights.
+/// `WhisperModel` state dict plus a stored `proj_out.weight`.
 #[test]
 fn sharded_and_bare_checkpoints_load() {
     let exp = expected("mel128");
@@ -290,8 +290,19 @@ fn sharded_and_bare_checkpoints_load() {
     let model = WhisperModel::from_pretrained(bare.path(), Device::Cpu).unwrap();
     assert_eq!(max_abs_diff(&logits(&model), &want), 0.0);
     assert_eq!(model.load_report().unwrap().ignored, ["proj_out.weight"]);
+}
 
-    // A half-precision checkpoint loads into the float32 model.
+/// A half-precision checkpoint loads into the float32 model.
+#[test]
+fn fp16_checkpoint_loads_as_float32() {
+    let exp = expected("mel128");
+    let source = fixtures().join("mel128");
+    let tensors = read_weights(&source.join("model.safetensors")).unwrap();
+    let logits = |m: &WhisperModel| {
+        tch::no_grad(|| m.forward_t(&features(&exp), &exp["decoder_input_ids"], None, false))
+            .unwrap()
+    };
+    let want = logits(&load("mel128"));
     let half = tempfile::tempdir().unwrap();
     std::fs::copy(source.join("config.json"), half.path().join("config.json")).unwrap();
     let fp16: Vec<(String, Tensor)> = tensors
