@@ -15,7 +15,7 @@ away from its init, so that a swapped, misnamed or recomputed tensor cannot matc
                 <|transcribe|> <|notimestamps|>, generation capped by max_length
   mel128        128 mels (large-v3), a small vocabulary (96), d_model 16, 1 + 2 layers,
                 100 encoder positions, 12 decoder positions: generation capped by
-                max_target_positions, erf GELU replaced by nothing (activation "gelu")
+                max_target_positions, a pad (== EOS) token inside a label row
 
 mel128-bin/ holds mel128's weights as pytorch_model.bin (`torch.save(model.state_dict())`,
 with the tied proj_out.weight sharing the embedding's storage).
