@@ -16,7 +16,7 @@ pub enum ModelError {
         source: std::io::Error,
     },
     /// config.json is not valid JSON or has a key of the wrong type or value.
-    #[error("{}: not a valid wav2vec2/HuBERT config: {source}", path.display())]
+    #[error("{}: not a valid model config: {source}", path.display())]
     ConfigParse {
         /// The config file.
         path: PathBuf,

@@ -1,4 +1,4 @@
-//! wav2vec2 / HuBERT CTC models in tch with Hugging Face checkpoint parity.
+//! wav2vec2 / HuBERT CTC and Whisper seq2seq models in tch with Hugging Face checkpoint parity.
 //!
 //! [`CtcModel`] is transformers' `Wav2Vec2ForCTC` / `HubertForCTC` (transformers
 //! 5.23.0) module for module, with the checkpoint's parameter names, so a local Hugging
@@ -26,28 +26,39 @@
 //! and LayerDrop; update [`CtcModel::trainable_parameters`] (HF names, state_dict
 //! order) under `tch::no_grad`. Mixed precision: [`precision::Autocast`].
 //!
+//! Whisper: [`whisper::WhisperModel`] is transformers' `WhisperForConditionalGeneration`
+//! with its parameter names (loads `model.safetensors`, sharded checkpoints and
+//! `pytorch_model.bin`; saves folders transformers loads), with the loss of
+//! `forward(labels=...)` and batched greedy generation with a KV cache
+//! ([`whisper::WhisperModel::generate_greedy`]); the fixtures under
+//! `fixtures/whisper/models/` (made by `tools/make-whisper-model-fixtures.py`) pin its
+//! logits, loss, gradients and generated ids to transformers'.
+//!
+//! One module per model family, as transformers' `models/` folder: `wav2vec2/`
+//! (wav2vec2 and HuBERT) and [`whisper`], sharing the layers of `layers.rs`.
+//!
 //! Only this crate and asr-train link libtorch; see [`device`] for how the CPU-linked
 //! binaries use CUDA.
 
-mod config;
-mod decode;
 pub mod device;
 mod error;
-mod hf_files;
+mod layers;
 pub mod masking;
-mod model;
-mod modeling;
 mod params;
 mod pickle;
 pub mod precision;
+mod wav2vec2;
 mod weights;
+pub mod whisper;
 
-pub use config::{Activation, Config, CtcLossReduction, FeatExtractNorm, ModelType, Preset};
-pub use decode::{greedy_decode, greedy_ids};
 pub use error::{DeviceError, ModelError};
-pub use hf_files::SAMPLE_RATE_HZ;
-pub use model::{read_vocab, BatchPadding, CtcModel, CtcOutput, ModelSpec, IGNORE_LABEL};
 pub use params::{NamedTensor, ParamStore, Role};
+pub use wav2vec2::config::{
+    Activation, Config, CtcLossReduction, FeatExtractNorm, ModelType, Preset,
+};
+pub use wav2vec2::decode::{greedy_decode, greedy_ids};
+pub use wav2vec2::hf_files::SAMPLE_RATE_HZ;
+pub use wav2vec2::model::{read_vocab, BatchPadding, CtcModel, CtcOutput, ModelSpec, IGNORE_LABEL};
 pub use weights::{write_safetensors, LoadReport, WEIGHT_FILES};
 
 /// The `rand` version the masking API takes generators from (the one tch uses).

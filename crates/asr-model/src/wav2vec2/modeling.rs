@@ -12,84 +12,9 @@
 //! `g = |v|` and a zero bias; `masked_spec_embed` uniform(0, 1).
 use tch::{Device, Kind, Tensor};
 
-use crate::config::{Activation, Config, FeatExtractNorm, ModelType};
+use super::config::{Activation, Config, FeatExtractNorm, ModelType};
+use crate::layers::{merge_heads, split_heads, LayerNorm, Linear, TORCH_NORM_EPS};
 use crate::params::{init, Init, Scope};
-
-impl Activation {
-    /// Applies the activation (transformers' `ACT2FN[name]`).
-    pub(crate) fn apply(self, x: &Tensor) -> Tensor {
-        match self {
-            Activation::Gelu => x.gelu("none"),
-            Activation::GeluNew | Activation::GeluPytorchTanh => x.gelu("tanh"),
-            Activation::Relu => x.relu(),
-            Activation::Selu => x.selu(),
-            Activation::Silu | Activation::Swish => x.silu(),
-            Activation::Tanh => x.tanh(),
-        }
-    }
-}
-
-/// `nn.Linear`.
-pub(crate) struct Linear {
-    pub(crate) weight: Tensor,
-    pub(crate) bias: Tensor,
-}
-
-impl Linear {
-    /// A linear layer with transformers' generic init: normal(0, std) weight, zero bias.
-    pub(crate) fn new(scope: &Scope, in_dim: i64, out_dim: i64, std: f64) -> Linear {
-        Linear {
-            weight: scope.param("weight", &[out_dim, in_dim], Init::Normal(std)),
-            bias: scope.param("bias", &[out_dim], Init::Zeros),
-        }
-    }
-
-    /// A linear layer with uniform(+-1/sqrt(in)) weight and bias (wav2vec2's feature projection).
-    fn new_uniform(scope: &Scope, in_dim: i64, out_dim: i64) -> Linear {
-        let k = (1.0 / in_dim as f64).sqrt();
-        Linear {
-            weight: scope.param("weight", &[out_dim, in_dim], Init::Uniform(-k, k)),
-            bias: scope.param("bias", &[out_dim], Init::Uniform(-k, k)),
-        }
-    }
-
-    pub(crate) fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, Some(&self.bias))
-    }
-}
-
-/// `nn.LayerNorm(dim, eps)` over the last dimension.
-struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    dim: i64,
-    eps: f64,
-}
-
-impl LayerNorm {
-    fn new(scope: &Scope, dim: i64, eps: f64) -> LayerNorm {
-        LayerNorm {
-            weight: scope.param("weight", &[dim], Init::Ones),
-            bias: scope.param("bias", &[dim], Init::Zeros),
-            dim,
-            eps,
-        }
-    }
-
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.layer_norm(
-            [self.dim],
-            Some(&self.weight),
-            Some(&self.bias),
-            self.eps,
-            true,
-        )
-    }
-}
-
-/// PyTorch's default eps of `nn.LayerNorm` / `nn.GroupNorm` / `nn.BatchNorm1d`, used
-/// where transformers does not pass `config.layer_norm_eps`.
-const TORCH_NORM_EPS: f64 = 1e-5;
 
 /// The norm of one feature-encoder conv layer.
 enum ConvNorm {
@@ -516,23 +441,14 @@ impl Attention {
 
     /// `mask`: boolean `[B, 1, 1, F]`, true for frames that may be attended to.
     fn forward(&self, x: &Tensor, mask: Option<&Tensor>, config: &Config, train: bool) -> Tensor {
-        let size = x.size();
-        let (batch, frames) = (size[0], size[1]);
-        let split = |t: Tensor| {
-            t.view([batch, frames, self.num_heads, self.head_dim])
-                .transpose(1, 2)
-        };
-        let q = split(self.q_proj.forward(x));
-        let k = split(self.k_proj.forward(x));
-        let v = split(self.v_proj.forward(x));
+        let q = split_heads(&self.q_proj.forward(x), self.num_heads);
+        let k = split_heads(&self.k_proj.forward(x), self.num_heads);
+        let v = split_heads(&self.v_proj.forward(x), self.num_heads);
         let scale = (self.head_dim as f64).powf(-0.5);
         let dropout = if train { config.attention_dropout } else { 0.0 };
         let out =
             Tensor::scaled_dot_product_attention(&q, &k, &v, mask, dropout, false, scale, false);
-        let out = out
-            .transpose(1, 2)
-            .reshape([batch, frames, self.num_heads * self.head_dim]);
-        self.out_proj.forward(&out)
+        self.out_proj.forward(&merge_heads(&out))
     }
 }
 

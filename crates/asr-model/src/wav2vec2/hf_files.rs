@@ -10,7 +10,7 @@
 use asr_text::Vocab;
 use serde_json::{json, Value};
 
-use crate::config::Config;
+use super::config::Config;
 
 /// Audio rate the feature extractor declares; wav2vec2/HuBERT checkpoints are 16 kHz.
 pub const SAMPLE_RATE_HZ: u32 = 16_000;

@@ -7,10 +7,11 @@ use asr_text::Vocab;
 use rand::RngCore;
 use tch::{Device, Kind, Reduction, Tensor};
 
-use crate::config::{Config, CtcLossReduction, ModelType, Preset};
+use super::config::{Config, CtcLossReduction, ModelType, Preset};
+use super::modeling::{Encoder, FeatureEncoder, FeatureProjection};
 use crate::error::ModelError;
+use crate::layers::Linear;
 use crate::masking::compute_mask_indices;
-use crate::modeling::{Encoder, FeatureEncoder, FeatureProjection, Linear};
 use crate::params::{Init, ParamStore, Role, Scope};
 use crate::weights::{self, LoadReport};
 
@@ -321,8 +322,8 @@ impl CtcModel {
             reason,
         };
         config.validate().map_err(invalid)?;
-        let before = crate::config::architecture(&self.config);
-        let after = crate::config::architecture(&config);
+        let before = super::config::architecture(&self.config);
+        let after = super::config::architecture(&config);
         if let Some((name, _)) = before
             .iter()
             .zip(&after)
@@ -385,7 +386,10 @@ impl CtcModel {
             .set_requires_grad(true);
         self.store.replace("lm_head.weight", weight.shallow_clone());
         self.store.replace("lm_head.bias", bias.shallow_clone());
-        self.lm_head = Linear { weight, bias };
+        self.lm_head = Linear {
+            weight,
+            bias: Some(bias),
+        };
         self.config.vocab_size = vocab_size;
         self.config.pad_token_id = Some(i64::from(vocab.blank_id()));
     }
@@ -709,7 +713,7 @@ impl CtcModel {
     /// Greedy CTC transcripts of a forward output (argmax per frame within
     /// `output_lengths`, repeats collapsed, blanks dropped, `|` to spaces).
     pub fn greedy_decode(&self, output: &CtcOutput, vocab: &Vocab) -> Vec<String> {
-        crate::decode::greedy_decode(&output.logits, &output.output_lengths, vocab)
+        super::decode::greedy_decode(&output.logits, &output.output_lengths, vocab)
     }
 
     /// Writes a Hugging Face folder that transformers loads with
@@ -732,7 +736,7 @@ impl CtcModel {
         )?;
         write("config.json", self.config.to_json_string())?;
         vocab.write_json(&dir.join("vocab.json"))?;
-        let files = crate::hf_files::processor_files(&self.config, vocab);
+        let files = super::hf_files::processor_files(&self.config, vocab);
         for (name, value) in files {
             write(
                 name,
