@@ -120,6 +120,7 @@ impl TextFacts {
             &NormalizePolicy {
                 case: CaseFold::Lower,
                 fold_apostrophes: true,
+                ..NormalizePolicy::default()
             },
         );
         let stripped: String = lower
