@@ -15,8 +15,8 @@ use asr_audio::resample::TARGET_SAMPLE_RATE_HZ;
 use asr_audio::{DecodeError, ProbeError};
 use asr_corpus::{SplitRole, Utterance};
 use asr_shards::{
-    part_tag, quantize_i16_into, AudioDtype, Manifest, NormalizationInfo, Samples,
-    SamplesRowRef, ShardWriter, ShardWriterOptions, SKIPPED_FILE,
+    part_tag, quantize_i16_into, AudioDtype, Manifest, NormalizationInfo, Samples, SamplesRowRef,
+    ShardWriter, ShardWriterOptions, SKIPPED_FILE,
 };
 use asr_text::{CaseFold, EncodeError, LetterCase, UnkPolicy, Vocab};
 use asr_validate::{Code, Severity, ValidateOptions};

@@ -416,7 +416,11 @@ pub fn merge_parts(dir: &Path) -> Result<Manifest, ShardError> {
     let count = merged_part_count(&found)?;
     let skipped = concat_part_files(dir, count, Manifest::skipped_file_name_for)?;
     write_atomically(&dir.join(SKIPPED_FILE), &skipped)?;
-    if merged.normalization.as_ref().is_some_and(|n| n.file.is_some()) {
+    if merged
+        .normalization
+        .as_ref()
+        .is_some_and(|n| n.file.is_some())
+    {
         let normalized = concat_part_files(dir, count, Manifest::normalized_file_name_for)?;
         write_atomically(&dir.join(NORMALIZED_FILE), &normalized)?;
     }

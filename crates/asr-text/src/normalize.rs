@@ -358,7 +358,13 @@ pub fn normalize(text: &str, policy: &NormalizePolicy) -> String {
     let folded = if policy.fold_apostrophes {
         composed
             .chars()
-            .map(|c| if is_typographic_apostrophe(c) { '\'' } else { c })
+            .map(|c| {
+                if is_typographic_apostrophe(c) {
+                    '\''
+                } else {
+                    c
+                }
+            })
             .collect()
     } else {
         composed
@@ -469,7 +475,10 @@ mod tests {
             ),
             "HE SAID DON'T STOP NOW TIS $5 OR 50%"
         );
-        assert_eq!(normalize("'quoted' words' end", &policy), "QUOTED WORDS END");
+        assert_eq!(
+            normalize("'quoted' words' end", &policy),
+            "QUOTED WORDS END"
+        );
         assert_eq!(normalize("U.S. well-known", &policy), "US WELL KNOWN");
         assert_eq!(normalize(" ... ", &policy), "");
     }
@@ -538,6 +547,9 @@ mod tests {
             assert_eq!(back, policy, "{json}");
         }
         let bad = serde_json::from_str::<NormalizePolicy>(r#"{"ignore_regex": "["}"#);
-        assert!(bad.unwrap_err().to_string().contains("invalid regular expression"));
+        assert!(bad
+            .unwrap_err()
+            .to_string()
+            .contains("invalid regular expression"));
     }
 }
