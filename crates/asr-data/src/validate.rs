@@ -159,10 +159,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             report.ctc_vocab().len()
         )?;
     }
-    if !args.normalize.spec().is_default() {
+    let spec = args.normalize.spec();
+    if !spec.is_default() {
+        let preset_only = spec
+            == asr_text::NormalizeSpec {
+                preset: spec.preset,
+                ..asr_text::NormalizeSpec::default()
+            };
         outln!(
-            "Text normalization: --normalize {} and the options given; findings and vocabulary are of the text `pack` stores with the same options",
-            args.normalize.normalize
+            "Text normalization: findings and vocabulary are of the text `pack --normalize {}`{} stores",
+            spec.preset,
+            if preset_only { "" } else { " with the same options" }
         )?;
     }
     let code = if report.has_errors() { 1 } else { 0 };
