@@ -306,6 +306,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    print_counts(&args, &summary)?;
+    print_notes(&args, &summary)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The summary's first lines: rows and hours per split, the vocabulary, rows in and
+/// skipped.
+fn print_counts(args: &Args, summary: &asr_pack::PackSummary) -> anyhow::Result<()> {
     let m = &summary.manifest;
     outln!(
         "packed {} rows, {:.2} h of 16 kHz {} audio, into {}",
@@ -358,6 +366,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.out.join(&m.skipped.file).display()
         )?;
     }
+    Ok(())
+}
+
+/// The summary's last lines: normalization, unknown characters, resume, speed, timings
+/// and the merge hint.
+fn print_notes(args: &Args, summary: &asr_pack::PackSummary) -> anyhow::Result<()> {
+    let m = &summary.manifest;
     if let Some(n) = &m.normalization {
         match &n.file {
             Some(file) => outln!(
@@ -415,5 +430,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.out.display()
         )?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -446,3 +446,23 @@ fn merged_parts_keep_the_policy_and_join_the_changed_rows() {
     want.sort();
     assert_eq!(after, want);
 }
+
+#[test]
+fn a_packed_row_stays_listed_when_a_later_row_of_its_id_is_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = make_corpus(dir.path());
+    // The same clip again with another text: a duplicate id, whose later row is skipped.
+    let mut tsv = fs::read_to_string(&corpus).unwrap();
+    tsv.push_str("clips/cv_01.wav\tHello again.\n");
+    fs::write(&corpus, tsv).unwrap();
+    let out = dir.path().join("packed");
+    pack(&corpus, &out, &["--normalize", "upper"]);
+    let skipped = fs::read_to_string(out.join("skipped.jsonl")).unwrap();
+    assert!(skipped.contains("duplicate_id"), "{skipped}");
+    let changed = changed_rows(&out);
+    assert_eq!(changed.len(), 5, "{changed:?}");
+    assert!(changed
+        .iter()
+        .any(|(_, before, after)| before == "Hello, World." && after == "HELLO WORLD"));
+    assert_eq!(manifest_json(&out)["normalization"]["changed_rows"], 5);
+}

@@ -786,16 +786,17 @@ fn finish_outputs(
         manifest.splits.insert(name, info);
     }
     skipped.sort_by_key(|(order, _)| *order);
+    // Rows left out while decoding were not packed: their text is not in the shards. (By
+    // position, not id: a duplicated id's later row is skipped while its first is packed.)
+    let left_out: HashSet<usize> = skipped.iter().map(|(order, _)| *order).collect();
+    lists
+        .normalized
+        .retain(|(order, _)| !left_out.contains(order));
     let skipped: Vec<SkippedRow> = skipped.into_iter().map(|(_, s)| s).collect();
     for row in &skipped {
         manifest.skipped.add(&row.code);
     }
     write_jsonl(&out.join(&manifest.skipped.file), &skipped)?;
-    // Rows left out while decoding were not packed: their text is not in the shards.
-    let left_out: HashSet<&str> = skipped.iter().map(|row| row.id.as_str()).collect();
-    lists
-        .normalized
-        .retain(|(_, row)| !left_out.contains(row.id.as_str()));
     let info = normalization_info(vocab, options);
     manifest.normalization = Some(write_text_lists(&lists, &info, out, part)?);
     manifest.write(out)?;
