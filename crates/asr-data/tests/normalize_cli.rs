@@ -445,6 +445,27 @@ fn merged_parts_keep_the_policy_and_join_the_changed_rows() {
     let mut want: Vec<String> = expected("upper").map(String::from).into();
     want.sort();
     assert_eq!(after, want);
+
+    // Parts packed under two policies (same vocabulary) do not merge.
+    let mixed = dir.path().join("mixed");
+    pack(&corpus, &mixed, &["--normalize", "upper", "--part", "0/2"]);
+    pack(
+        &corpus,
+        &mixed,
+        &[
+            "--normalize",
+            "upper",
+            "--ignore-regex",
+            "ZZZ",
+            "--part",
+            "1/2",
+        ],
+    );
+    let refused = run(&["merge", mixed.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("another text normalization"), "{stderr}");
+    assert!(!mixed.join("manifest.json").exists());
 }
 
 #[test]

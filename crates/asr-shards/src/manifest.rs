@@ -360,10 +360,12 @@ impl Manifest {
 }
 
 /// Joins the part manifests `manifest-K-of-N.json` found in `dir` into `manifest.json`
-/// (and their `skipped-K-of-N.jsonl` into `skipped.jsonl`), both written atomically.
+/// (and their `skipped-K-of-N.jsonl` into `skipped.jsonl`, their
+/// `normalized-K-of-N.jsonl` into `normalized.jsonl`), all written atomically.
 ///
-/// Every part `0..N` must be present, all with the same N, format, dtype and vocabulary,
-/// and every shard they list must exist with its recorded size (`verify` checks sha256).
+/// Every part `0..N` must be present, all with the same N, format, dtype, vocabulary and
+/// text normalization, and every shard they list must exist with its recorded size
+/// (`verify` checks sha256).
 /// Shards keep their part-tagged names; each split lists part 0's shards, then part 1's...
 /// The part files stay, so a merge can be re-run.
 pub fn merge_parts(dir: &Path) -> Result<Manifest, ShardError> {
