@@ -214,7 +214,7 @@ pub(crate) fn check(ctx: &Ctx<'_>) -> Vec<Finding> {
             Code::Punctuation,
             Severity::Warning,
             format!(
-                "{punct_utts} transcripts contain punctuation ({}); each mark becomes a CTC label the audio never says: strip it, or keep only what the model's vocabulary has",
+                "{punct_utts} transcripts contain punctuation ({}); each mark becomes a CTC label the audio never says: strip it (pack --normalize upper|lower|cjk does), or keep only what the model's vocabulary has",
                 chars.join(", ")
             ),
             punct_utts,
@@ -267,7 +267,7 @@ pub(crate) fn check(ctx: &Ctx<'_>) -> Vec<Finding> {
             Code::MixedCase,
             Severity::Warning,
             format!(
-                "transcripts mix letter case ({} upper case, {} lower case, {} both, of {cased}): 'A' and 'a' become two CTC labels; fold case to the model vocabulary's (pack does, for a vocabulary of one case)",
+                "transcripts mix letter case ({} upper case, {} lower case, {} both, of {cased}): 'A' and 'a' become two CTC labels; fold case to the model vocabulary's (pack does, for a vocabulary of one case, or with --normalize upper|lower)",
                 upper_only.len(),
                 lower_only.len(),
                 both.len()
