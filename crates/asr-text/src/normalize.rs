@@ -4,17 +4,19 @@
 //! 1. Unicode NFC, so that a precomposed `é` and `e` + combining acute become one
 //!    character (and one CTC label); or NFKC, which also folds compatibility forms
 //!    (full-width `Ａ１，` to `A1,`, ligatures, `…` to `...`);
-//! 2. typographic apostrophes (`’`, `‘`, `ʼ`, `` ` ``) become `'` when the policy asks
-//!    for it (the default for vocabularies that have `'` but not `’`, such as
-//!    wav2vec2-base-960h's): Common Voice sentences mix both;
-//! 3. removal of every match of [`NormalizePolicy::ignore_regex`] (Hugging Face's
+//! 2. removal of every match of [`NormalizePolicy::ignore_regex`] (Hugging Face's
 //!    `chars_to_ignore_regex`: matches are deleted, not replaced by a space);
-//! 4. removal of the characters to ignore: [`NormalizePolicy::ignore_chars`], and with
+//! 3. removal of the characters to ignore: [`NormalizePolicy::ignore_chars`], and with
 //!    [`NormalizePolicy::ignore_punctuation`] every Unicode punctuation mark (`P*`: both
 //!    widths, `.,?!"“”—` and `。，？！、「」`) except apostrophes and the marks that are
 //!    read aloud (`% & @ # ‰`, see [`is_ignorable_punctuation`]). Removed characters
 //!    vanish (`U.S.` becomes `US`), except dashes under
-//!    [`NormalizePolicy::dashes_to_spaces`], which become a space (`well—I` is two words);
+//!    [`NormalizePolicy::dashes_to_spaces`], which become a space (`well—I` is two words).
+//!    Both removals see the text as written, like Hugging Face's: a `’` listed in
+//!    `ignore_chars` is removed, not folded first;
+//! 4. typographic apostrophes (`’`, `‘`, `ʼ`, `` ` ``) become `'` when the policy asks
+//!    for it (the default for vocabularies that have `'` but not `’`, such as
+//!    wav2vec2-base-960h's): Common Voice sentences mix both;
 //! 5. case folding;
 //! 6. every run of whitespace (tabs, newlines, no-break spaces, ...) becomes one space,
 //!    and leading and trailing whitespace is removed; with
@@ -355,23 +357,9 @@ pub fn normalize(text: &str, policy: &NormalizePolicy) -> String {
         UnicodeForm::Nfc => text.nfc().collect(),
         UnicodeForm::Nfkc => text.nfkc().collect(),
     };
-    let folded = if policy.fold_apostrophes {
-        composed
-            .chars()
-            .map(|c| {
-                if is_typographic_apostrophe(c) {
-                    '\''
-                } else {
-                    c
-                }
-            })
-            .collect()
-    } else {
-        composed
-    };
     let kept = match &policy.ignore_regex {
-        Some(regex) => regex.0.replace_all(&folded, "").into_owned(),
-        None => folded,
+        Some(regex) => regex.0.replace_all(&composed, "").into_owned(),
+        None => composed,
     };
     let mut spaced = String::with_capacity(kept.len());
     for c in kept.chars() {
@@ -381,6 +369,11 @@ pub fn normalize(text: &str, policy: &NormalizePolicy) -> String {
             }
             continue;
         }
+        let c = if policy.fold_apostrophes && is_typographic_apostrophe(c) {
+            '\''
+        } else {
+            c
+        };
         match policy.case {
             CaseFold::Keep => spaced.push(c),
             CaseFold::Upper => spaced.extend(c.to_uppercase()),
@@ -519,6 +512,16 @@ mod tests {
         assert_eq!(
             normalize("Ｈi, there? [noise] Yes.", &policy),
             "Hi there Yes."
+        );
+        // Listed characters are removed as written, before apostrophes are folded.
+        let quotes = NormalizeSpec {
+            preset: Preset::Upper,
+            ignore_chars: Some("\u{2018}".into()),
+            ..NormalizeSpec::default()
+        };
+        assert_eq!(
+            normalize("\u{2018}Tis don\u{2019}t.", &quotes.policy(None)),
+            "TIS DON'T."
         );
     }
 
