@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod inspect;
 mod merge;
+mod normalize_args;
 mod out;
 mod pack;
 mod validate;

@@ -19,7 +19,7 @@ use crate::validate::FormatArg;
 /// Arguments of `asr-data pack`.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Output: SHARDS/<split>/shard-NNNNN.arrow (Arrow IPC streams, schemas/shard-format.md), SHARDS/skipped.jsonl, SHARDS/manifest.json (written last).\nRe-running with the same inputs resumes an interrupted pack and gives byte-identical files; shards whose rows' inputs (text, audio file size and times) changed are rewritten. A finished pack (manifest written) is not resumed: packing into it again needs --overwrite.\nExit status: 0 packed, 1 transcripts with characters outside the vocabulary under --unk error (nothing written), 2 usage or I/O failure."
+    after_help = "Output: SHARDS/<split>/shard-NNNNN.arrow (Arrow IPC streams, schemas/shard-format.md), SHARDS/skipped.jsonl, SHARDS/normalized.jsonl (rows whose text normalization changed: id, before, after), SHARDS/manifest.json (written last, with the normalization policy).\nRe-running with the same inputs resumes an interrupted pack and gives byte-identical files; shards whose rows' inputs (text, audio file size and times) changed are rewritten. A finished pack (manifest written) is not resumed: packing into it again needs --overwrite.\nExit status: 0 packed, 1 transcripts with characters outside the vocabulary under --unk error (nothing written), 2 usage or I/O failure."
 )]
 pub struct Args {
     /// Dataset: anything `asr-data validate` reads.
@@ -91,6 +91,10 @@ pub struct Args {
     /// writer's busy and waiting time; the decoding threads' busy time), on stderr.
     #[arg(long)]
     pub timings: bool,
+    /// Text normalization (recorded in the manifest; the rows it changed are listed in
+    /// normalized.jsonl with their text before and after).
+    #[command(flatten)]
+    pub normalize: crate::normalize_args::NormalizeArgs,
 }
 
 fn format_of(arg: FormatArg) -> Option<Format> {
@@ -213,6 +217,7 @@ fn pack_options(args: &Args, corpus: &asr_corpus::Corpus) -> anyhow::Result<Pack
     options.shard_size_bytes = args.shard_size;
     options.audio_dtype = args.audio_dtype;
     options.unk = args.unk;
+    options.normalize = args.normalize.spec();
     options.threads = args.threads.map_or(0, usize::from);
     options.in_flight = args.in_flight;
     options.part = args.part;
@@ -301,6 +306,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e.into()),
     };
+    print_counts(&args, &summary)?;
+    print_notes(&args, &summary)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The summary's first lines: rows and hours per split, the vocabulary, rows in and
+/// skipped.
+fn print_counts(args: &Args, summary: &asr_pack::PackSummary) -> anyhow::Result<()> {
     let m = &summary.manifest;
     outln!(
         "packed {} rows, {:.2} h of 16 kHz {} audio, into {}",
@@ -353,6 +366,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.out.join(&m.skipped.file).display()
         )?;
     }
+    Ok(())
+}
+
+/// The summary's last lines: normalization, unknown characters, resume, speed, timings
+/// and the merge hint.
+fn print_notes(args: &Args, summary: &asr_pack::PackSummary) -> anyhow::Result<()> {
+    let m = &summary.manifest;
+    if let Some(n) = &m.normalization {
+        match &n.file {
+            Some(file) => outln!(
+                "normalization {}: {} rows changed, listed with their text before and after in {}",
+                n.preset,
+                n.changed_rows,
+                args.out.join(file).display()
+            )?,
+            None => outln!("normalization {}: no row changed", n.preset)?,
+        }
+    }
     if !summary.unknown_chars.is_empty() {
         outln!(
             "characters outside the vocabulary ({}): {} rows, listed in unknown_chars.jsonl",
@@ -399,5 +430,5 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             args.out.display()
         )?;
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -86,6 +86,10 @@ pub struct Args {
     /// Only the counts line and the result, no statistics.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Text normalization: the same options as `pack`, so that the findings, statistics
+    /// and --vocab-out preview what pack will store.
+    #[command(flatten)]
+    pub normalize: crate::normalize_args::NormalizeArgs,
 }
 
 /// Runs `asr-data validate`.
@@ -104,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         deep: args.deep,
         min_duration_s: args.min_duration,
         max_duration_s: args.max_duration,
+        normalize: args.normalize.spec().policy(None),
         ..ValidateOptions::default()
     };
     let bar = progress_bar(corpus.utterances.len() as u64, args.deep);
@@ -152,6 +157,19 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "Vocabulary: {} ({} tokens)",
             path.display(),
             report.ctc_vocab().len()
+        )?;
+    }
+    let spec = args.normalize.spec();
+    if !spec.is_default() {
+        let preset_only = spec
+            == asr_text::NormalizeSpec {
+                preset: spec.preset,
+                ..asr_text::NormalizeSpec::default()
+            };
+        outln!(
+            "Text normalization: findings and vocabulary are of the text `pack --normalize {}`{} stores",
+            spec.preset,
+            if preset_only { "" } else { " with the same options" }
         )?;
     }
     let code = if report.has_errors() { 1 } else { 0 };

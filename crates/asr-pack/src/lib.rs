@@ -7,11 +7,17 @@
 //!    is left out with that code; so are rows shorter/longer than `--min-duration` /
 //!    `--max-duration` (`too_short`, `too_long`), rows in `--exclude` (`excluded`), and
 //!    rows with no split when the dataset has splits (`no_split`).
-//! 2. **Text**: each transcript is normalized by the policy that fits the vocabulary
+//! 2. **Text**: each transcript is normalized ([`PackOptions::normalize`]) and encoded.
+//!    By default (`--normalize none`) the policy fits the vocabulary
 //!    ([`asr_text::NormalizePolicy::for_vocab`]: NFC, case folded to the vocabulary's
-//!    case, typographic apostrophes folded, whitespace collapsed) and encoded. The
+//!    case, typographic apostrophes folded, whitespace collapsed) and removes nothing; a
+//!    preset (`upper`, `lower`, `cjk`) also removes punctuation and folds case (see
+//!    [`asr_text::Preset`]). The policy is recorded in the manifest (`normalization`),
+//!    and every packed row whose text it changed is listed with its text before and
+//!    after in `normalized.jsonl`. Validation (phase 1) sees the same normalized text, so
+//!    a transcript normalized to nothing is left out as `empty_transcript`. The
 //!    vocabulary is `--vocab FILE` (e.g. a pretrained model's `vocab.json`) or built from
-//!    the packed rows' characters. Characters outside it follow `--unk`: `error` stops
+//!    the packed rows' normalized characters. Characters outside it follow `--unk`: `error` stops
 //!    before anything is written and lists every affected row; `map` encodes them as the
 //!    unknown token; `drop` removes them. Under `map`/`drop` every affected row is listed
 //!    in `unknown_chars.jsonl`.
@@ -25,7 +31,8 @@
 //!    with the corpus. A file that fails to decode is left out (`undecodable_audio`,
 //!    `empty_audio`).
 //! 5. **Output**: shards per split, `skipped.jsonl` (one object per left-out row: `id`,
-//!    `code`, `message`, `source`, `file`, `line`), then `manifest.json` last. Rows the
+//!    `code`, `message`, `source`, `file`, `line`), `normalized.jsonl` (when normalization
+//!    changed a packed row), then `manifest.json` last. Rows the
 //!    reader could not read (ragged or non-UTF-8 lines, a later row of a duplicated id)
 //!    and files it could not read at all are listed too: every input row is packed or
 //!    listed ([`PackSummary::rows_in`]).
@@ -49,7 +56,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use asr_shards::{AudioDtype, Manifest, PartSpec, ShardError};
-use asr_text::{UnkPolicy, Vocab};
+use asr_text::{NormalizeSpec, UnkPolicy, Vocab};
 use serde::{Deserialize, Serialize};
 
 pub use plan::{split_of_id, stable_hash, SplitPlan};
@@ -77,6 +84,8 @@ pub struct PackOptions {
     pub vocab: Option<Vocab>,
     /// What to do with characters outside the vocabulary.
     pub unk: UnkPolicy,
+    /// Text normalization (`--normalize` and its overrides); the default is `none`.
+    pub normalize: NormalizeSpec,
     /// How rows are assigned to splits.
     pub split: SplitPlan,
     /// Rows shorter than this (seconds) are left out as `too_short` (0: no limit).
@@ -109,6 +118,7 @@ impl PackOptions {
             audio_dtype: AudioDtype::Int16,
             vocab: None,
             unk: UnkPolicy::Error,
+            normalize: NormalizeSpec::default(),
             split: SplitPlan::FromDataset,
             min_duration_s: 0.0,
             max_duration_s: f64::INFINITY,
@@ -160,6 +170,17 @@ pub struct UnknownCharRow {
     pub normalized: String,
 }
 
+/// A packed row whose transcript normalization changed: a line of `normalized.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NormalizedRow {
+    /// Utterance id.
+    pub id: String,
+    /// The transcript as read.
+    pub before: String,
+    /// The transcript as normalized (what is encoded, before `--unk map`/`drop`).
+    pub after: String,
+}
+
 /// What a pack run did.
 #[derive(Debug, Clone)]
 pub struct PackSummary {
@@ -169,6 +190,8 @@ pub struct PackSummary {
     pub skipped: Vec<SkippedRow>,
     /// Rows whose characters were mapped or dropped.
     pub unknown_chars: Vec<UnknownCharRow>,
+    /// Packed rows whose text normalization changed, in corpus order.
+    pub normalized: Vec<NormalizedRow>,
     /// Input rows (of this part): the corpus's utterances plus the rows its reader could
     /// not read, each listed in `skipped`. Packed rows plus skipped rows equal it, with
     /// one more skipped entry per file or folder that could not be read at all.

@@ -15,10 +15,10 @@ use asr_audio::resample::TARGET_SAMPLE_RATE_HZ;
 use asr_audio::{DecodeError, ProbeError};
 use asr_corpus::{SplitRole, Utterance};
 use asr_shards::{
-    part_tag, quantize_i16_into, AudioDtype, Manifest, Samples, SamplesRowRef, ShardWriter,
-    ShardWriterOptions, SKIPPED_FILE,
+    part_tag, quantize_i16_into, AudioDtype, Manifest, NormalizationInfo, Samples, SamplesRowRef,
+    ShardWriter, ShardWriterOptions, SKIPPED_FILE,
 };
-use asr_text::{EncodeError, NormalizePolicy, UnkPolicy, Vocab};
+use asr_text::{CaseFold, EncodeError, LetterCase, UnkPolicy, Vocab};
 use asr_validate::{Code, Severity, ValidateOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -26,7 +26,8 @@ use sha2::{Digest, Sha256};
 use crate::plan::{assign, data_vocab, in_part};
 use crate::resume::{self, RowInputs};
 use crate::{
-    PackError, PackOptions, PackSummary, PackTimings, Progress, SkippedRow, UnknownCharRow,
+    NormalizedRow, PackError, PackOptions, PackSummary, PackTimings, Progress, SkippedRow,
+    UnknownCharRow,
 };
 
 /// A row that will be decoded and written.
@@ -141,6 +142,7 @@ pub(crate) fn run(
         vocab,
         candidates,
         unknown_chars,
+        normalized,
     } = encode_transcripts(kept, vocab, options, &mut skipped)?;
     for _ in 0..skipped.len() {
         progress.row_done(0.0);
@@ -170,13 +172,18 @@ pub(crate) fn run(
         progress,
     )?;
     let finish_start = Instant::now();
-    let (manifest, skipped) =
-        finish_outputs(opened.writers, &vocab, options, skipped, &unknown_chars)?;
+    let lists = TextLists {
+        unknown_chars,
+        normalized,
+    };
+    let (manifest, skipped, lists) =
+        finish_outputs(opened.writers, &vocab, options, skipped, lists)?;
     timings.finish_s = finish_start.elapsed().as_secs_f64();
     Ok(PackSummary {
         manifest,
         skipped,
-        unknown_chars,
+        unknown_chars: lists.unknown_chars,
+        normalized: lists.normalized.into_iter().map(|(_, row)| row).collect(),
         rows_in,
         resumed_rows: opened.resumed_rows,
         replaced_finished: opened.replaced_finished,
@@ -199,6 +206,7 @@ fn validate_for_pack(
         } else {
             f64::MAX
         },
+        normalize: options.normalize.policy(None),
         ..ValidateOptions::default()
     };
     let (report, _) = asr_validate::validate(corpus, &validate_options, &|_| {})?;
@@ -283,6 +291,15 @@ struct Encoded<'a> {
     vocab: Vocab,
     candidates: Vec<Candidate<'a>>,
     unknown_chars: Vec<UnknownCharRow>,
+    /// Rows whose text normalization changed, with their corpus order.
+    normalized: Vec<(usize, NormalizedRow)>,
+}
+
+/// The per-row lists written beside the shards: `unknown_chars.jsonl` and
+/// `normalized.jsonl`.
+struct TextLists {
+    unknown_chars: Vec<UnknownCharRow>,
+    normalized: Vec<(usize, NormalizedRow)>,
 }
 
 /// The vocabulary: `--vocab`, or the characters of every row that passes the filters, in
@@ -302,6 +319,7 @@ fn pack_vocab(
                 .iter()
                 .filter(|u| assign(u, options, reasons, dataset_has_splits).is_ok())
                 .map(|u| u.transcript.as_str()),
+            &options.normalize.policy(None),
         ),
     }
 }
@@ -314,8 +332,9 @@ fn encode_transcripts<'a>(
     options: &PackOptions,
     skipped: &mut Skipped,
 ) -> Result<Encoded<'a>, PackError> {
-    let policy = NormalizePolicy::for_vocab(&vocab);
+    let policy = options.normalize.policy(Some(&vocab));
     let mut unknown_chars = Vec::new();
+    let mut normalized_rows = Vec::new();
     let mut refused = Vec::new();
     let mut candidates = Vec::with_capacity(kept.len());
     for (order, u, split) in kept {
@@ -339,6 +358,15 @@ fn encode_transcripts<'a>(
                         ),
                     ));
                     continue;
+                }
+                let after = asr_text::normalize(&u.transcript, &policy);
+                if after != u.transcript {
+                    let row = NormalizedRow {
+                        id: u.id.clone(),
+                        before: u.transcript.clone(),
+                        after,
+                    };
+                    normalized_rows.push((order, row));
                 }
                 candidates.push(Candidate {
                     order,
@@ -371,6 +399,7 @@ fn encode_transcripts<'a>(
         vocab,
         candidates,
         unknown_chars,
+        normalized: normalized_rows,
     })
 }
 
@@ -725,8 +754,8 @@ fn finish_outputs(
     vocab: &Vocab,
     options: &PackOptions,
     mut skipped: Skipped,
-    unknown_chars: &[UnknownCharRow],
-) -> Result<(Manifest, Vec<SkippedRow>), PackError> {
+    mut lists: TextLists,
+) -> Result<(Manifest, Vec<SkippedRow>, TextLists), PackError> {
     let part = options.part;
     let out = &options.out_dir;
     // Each split's last shard is flushed, fsynced and renamed, and its folder and journal
@@ -757,26 +786,89 @@ fn finish_outputs(
         manifest.splits.insert(name, info);
     }
     skipped.sort_by_key(|(order, _)| *order);
+    // Rows left out while decoding were not packed: their text is not in the shards. (By
+    // position, not id: a duplicated id's later row is skipped while its first is packed.)
+    let left_out: HashSet<usize> = skipped.iter().map(|(order, _)| *order).collect();
+    lists
+        .normalized
+        .retain(|(order, _)| !left_out.contains(order));
     let skipped: Vec<SkippedRow> = skipped.into_iter().map(|(_, s)| s).collect();
     for row in &skipped {
         manifest.skipped.add(&row.code);
     }
     write_jsonl(&out.join(&manifest.skipped.file), &skipped)?;
+    let info = normalization_info(vocab, options);
+    manifest.normalization = Some(write_text_lists(&lists, &info, out, part)?);
+    manifest.write(out)?;
+    debug_assert!(manifest.skipped.file == SKIPPED_FILE || part.is_some());
+    Ok((manifest, skipped, lists))
+}
+
+/// The manifest's record of the normalization applied, without its counts.
+fn normalization_info(vocab: &Vocab, options: &PackOptions) -> NormalizationInfo {
+    NormalizationInfo {
+        preset: options.normalize.preset.name().to_string(),
+        policy: options.normalize.policy(Some(vocab)),
+        changed_rows: 0,
+        file: None,
+    }
+}
+
+/// Writes `unknown_chars.jsonl` and `normalized.jsonl` (part-tagged for a part), or
+/// removes a stale one when its list is empty; returns `info` with the changed rows.
+fn write_text_lists(
+    lists: &TextLists,
+    info: &NormalizationInfo,
+    out: &Path,
+    part: Option<asr_shards::PartSpec>,
+) -> Result<NormalizationInfo, PackError> {
     let unknown_file = out.join(match part {
         Some(p) => format!("unknown_chars-{}.jsonl", part_tag(p)),
         None => "unknown_chars.jsonl".to_string(),
     });
-    if unknown_chars.is_empty() {
+    if lists.unknown_chars.is_empty() {
         let _ = fs::remove_file(&unknown_file);
     } else {
-        write_jsonl(&unknown_file, unknown_chars)?;
+        write_jsonl(&unknown_file, &lists.unknown_chars)?;
     }
-    manifest.write(out)?;
-    debug_assert!(manifest.skipped.file == SKIPPED_FILE || part.is_some());
-    Ok((manifest, skipped))
+    let name = Manifest::normalized_file_name_for(part);
+    let normalized_file = out.join(&name);
+    let rows: Vec<&NormalizedRow> = lists.normalized.iter().map(|(_, row)| row).collect();
+    if rows.is_empty() {
+        let _ = fs::remove_file(&normalized_file);
+    } else {
+        write_jsonl(&normalized_file, &rows)?;
+    }
+    Ok(NormalizationInfo {
+        changed_rows: rows.len() as u64,
+        file: (!rows.is_empty()).then_some(name),
+        ..info.clone()
+    })
+}
+
+/// A case folding against a `--vocab` of the other case would turn every letter into an
+/// unknown character: refused before anything is read.
+fn check_normalize_fits_vocab(options: &PackOptions) -> Result<(), PackError> {
+    let Some(vocab) = &options.vocab else {
+        return Ok(());
+    };
+    let case = options.normalize.policy(Some(vocab)).case;
+    let clash = match (case, vocab.letter_case()) {
+        (CaseFold::Upper, LetterCase::Lower) => Some(("upper", "lower")),
+        (CaseFold::Lower, LetterCase::Upper) => Some(("lower", "upper")),
+        _ => None,
+    };
+    match clash {
+        Some((folded, vocab_case)) => Err(PackError::Options(format!(
+            "--normalize {} folds transcripts to {folded} case, but the --vocab is {vocab_case} case: every letter would be unknown; use --case {vocab_case} (or --normalize {vocab_case})",
+            options.normalize.preset
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn check_options(options: &PackOptions) -> Result<(), PackError> {
+    check_normalize_fits_vocab(options)?;
     if options.shard_size_bytes == 0 {
         return Err(PackError::Options("--shard-size must be positive".into()));
     }

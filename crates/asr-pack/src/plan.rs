@@ -41,13 +41,15 @@ pub(crate) fn assign(
 }
 
 /// The vocabulary built from the data: `[PAD] [UNK] |` and every non-space character of
-/// the transcripts, case kept.
-pub(crate) fn data_vocab<'a>(transcripts: impl Iterator<Item = &'a str>) -> Vocab {
-    let keep_case = NormalizePolicy::default();
+/// the transcripts normalized by `policy` (by default NFC, case kept).
+pub(crate) fn data_vocab<'a>(
+    transcripts: impl Iterator<Item = &'a str>,
+    policy: &NormalizePolicy,
+) -> Vocab {
     let mut chars = BTreeSet::new();
     for text in transcripts {
         chars.extend(
-            asr_text::normalize(text, &keep_case)
+            asr_text::normalize(text, policy)
                 .chars()
                 .filter(|c| !c.is_whitespace()),
         );

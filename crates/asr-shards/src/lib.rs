@@ -32,8 +32,8 @@ mod writer;
 
 pub use error::ShardError;
 pub use manifest::{
-    merge_manifests, merge_parts, part_tag, Manifest, PartSpec, ShardInfo, SkippedCounts,
-    SplitInfo, MANIFEST_FILE, SKIPPED_FILE,
+    merge_manifests, merge_parts, part_tag, Manifest, NormalizationInfo, PartSpec, ShardInfo,
+    SkippedCounts, SplitInfo, MANIFEST_FILE, NORMALIZED_FILE, SKIPPED_FILE,
 };
 pub use reader::{RowIndex, ShardReader};
 pub use schema::{

@@ -92,6 +92,26 @@ impl SkippedCounts {
     }
 }
 
+/// The transcript normalization a pack applied (`asr-data pack --normalize`), and the rows
+/// it changed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NormalizationInfo {
+    /// The preset asked for: `none`, `upper`, `lower` or `cjk`.
+    pub preset: String,
+    /// The policy applied, the preset's with the command line's overrides (under `none`,
+    /// case and apostrophes follow `--vocab`).
+    pub policy: asr_text::NormalizePolicy,
+    /// Packed rows whose stored text differs from the transcript as read.
+    pub changed_rows: u64,
+    /// The JSON-lines file listing each of them (`id`, `before`, `after`), relative to the
+    /// pack folder; absent when no row changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+}
+
+/// File name of the list of rows whose text normalization changed.
+pub const NORMALIZED_FILE: &str = "normalized.jsonl";
+
 /// Which of N disjoint parts a pack is (`--part K/N`, K counted from 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartSpec {
@@ -162,6 +182,10 @@ pub struct Manifest {
     pub splits: BTreeMap<String, SplitInfo>,
     /// Rows left out.
     pub skipped: SkippedCounts,
+    /// The text normalization applied; absent in manifests written before it was
+    /// recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<NormalizationInfo>,
     /// Set in a part manifest (`--part K/N`); absent once merged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub part: Option<PartSpec>,
@@ -185,8 +209,17 @@ impl Manifest {
                 file: Self::skipped_file_name_for(part),
                 ..SkippedCounts::default()
             },
+            normalization: None,
             part,
             dir: PathBuf::new(),
+        }
+    }
+
+    /// `normalized.jsonl`, or `normalized-K-of-N.jsonl` for a part.
+    pub fn normalized_file_name_for(part: Option<PartSpec>) -> String {
+        match part {
+            None => NORMALIZED_FILE.to_string(),
+            Some(part) => format!("normalized-{}.jsonl", part_tag(part)),
         }
     }
 
@@ -327,10 +360,12 @@ impl Manifest {
 }
 
 /// Joins the part manifests `manifest-K-of-N.json` found in `dir` into `manifest.json`
-/// (and their `skipped-K-of-N.jsonl` into `skipped.jsonl`), both written atomically.
+/// (and their `skipped-K-of-N.jsonl` into `skipped.jsonl`, their
+/// `normalized-K-of-N.jsonl` into `normalized.jsonl`), all written atomically.
 ///
-/// Every part `0..N` must be present, all with the same N, format, dtype and vocabulary,
-/// and every shard they list must exist with its recorded size (`verify` checks sha256).
+/// Every part `0..N` must be present, all with the same N, format, dtype, vocabulary and
+/// text normalization, and every shard they list must exist with its recorded size
+/// (`verify` checks sha256).
 /// Shards keep their part-tagged names; each split lists part 0's shards, then part 1's...
 /// The part files stay, so a merge can be re-run.
 pub fn merge_parts(dir: &Path) -> Result<Manifest, ShardError> {
@@ -381,23 +416,73 @@ pub fn merge_parts(dir: &Path) -> Result<Manifest, ShardError> {
     }
     // Concatenate the parts' skipped rows in part order.
     let count = merged_part_count(&found)?;
-    let mut skipped = Vec::new();
+    let skipped = concat_part_files(dir, count, Manifest::skipped_file_name_for)?;
+    write_atomically(&dir.join(SKIPPED_FILE), &skipped)?;
+    if merged
+        .normalization
+        .as_ref()
+        .is_some_and(|n| n.file.is_some())
+    {
+        let normalized = concat_part_files(dir, count, Manifest::normalized_file_name_for)?;
+        write_atomically(&dir.join(NORMALIZED_FILE), &normalized)?;
+    }
+    merged.write(dir)?;
+    Ok(merged)
+}
+
+/// The JSON-lines files of parts `0..count` (named by `name_for`) joined in part order;
+/// a part without the file adds nothing.
+fn concat_part_files(
+    dir: &Path,
+    count: u32,
+    name_for: fn(Option<PartSpec>) -> String,
+) -> Result<Vec<u8>, ShardError> {
+    let mut joined = Vec::new();
     for index in 0..count {
-        let name = Manifest::skipped_file_name_for(Some(PartSpec { index, count }));
-        let path = dir.join(&name);
+        let path = dir.join(name_for(Some(PartSpec { index, count })));
         match fs::read(&path) {
             Ok(bytes) => {
-                skipped.extend_from_slice(&bytes);
+                joined.extend_from_slice(&bytes);
                 if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-                    skipped.push(b'\n');
+                    joined.push(b'\n');
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(ShardError::io(&path, e)),
         }
     }
-    write_atomically(&dir.join(SKIPPED_FILE), &skipped)?;
-    merged.write(dir)?;
+    Ok(joined)
+}
+
+/// The normalization of merged parts: all parts must have applied the same policy; the
+/// changed rows add up, listed in `normalized.jsonl`.
+fn merge_normalization(parts: &[Manifest]) -> Result<Option<NormalizationInfo>, ShardError> {
+    let Some(first) = parts.first() else {
+        return Ok(None);
+    };
+    let mut merged = first.normalization.clone();
+    for part in &parts[1..] {
+        let same = match (&merged, &part.normalization) {
+            (Some(a), Some(b)) => a.preset == b.preset && a.policy == b.policy,
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            return Err(ShardError::Merge {
+                message: format!(
+                    "part {} was packed with another text normalization (--normalize and its options) than part {}",
+                    part.part.map_or(String::new(), |p| p.to_string()),
+                    first.part.map_or(String::new(), |p| p.to_string())
+                ),
+            });
+        }
+        if let (Some(m), Some(b)) = (&mut merged, &part.normalization) {
+            m.changed_rows += b.changed_rows;
+        }
+    }
+    if let Some(m) = &mut merged {
+        m.file = (m.changed_rows > 0).then(|| NORMALIZED_FILE.to_string());
+    }
     Ok(merged)
 }
 
@@ -470,6 +555,7 @@ pub fn merge_manifests(mut parts: Vec<Manifest>) -> Result<Manifest, ShardError>
         });
     }
     parts.sort_by_key(|p| p.part.map_or(0, |s| s.index));
+    let normalization = merge_normalization(&parts)?;
     let mut shards_by_split: BTreeMap<String, Vec<ShardInfo>> = BTreeMap::new();
     let mut skipped = SkippedCounts {
         file: SKIPPED_FILE.to_string(),
@@ -510,6 +596,7 @@ pub fn merge_manifests(mut parts: Vec<Manifest>) -> Result<Manifest, ShardError>
             })
             .collect(),
         skipped,
+        normalization,
         part: None,
         dir,
     })

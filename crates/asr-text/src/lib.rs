@@ -16,6 +16,9 @@ mod vocab;
 pub use ctc::{ctc_min_frames, ctc_min_frames_text, wav2vec2_num_frames, SAMPLES_PER_FRAME};
 pub use error::{EncodeError, TextError};
 pub use metrics::{char_edits, word_edits, EditCounts, ErrorRates};
-pub use normalize::{normalize, CaseFold, NormalizePolicy};
+pub use normalize::{
+    is_apostrophe, is_ignorable_punctuation, normalize, CaseFold, IgnoreRegex, NormalizePolicy,
+    NormalizeSpec, Preset, UnicodeForm,
+};
 pub use script::prefers_cer;
 pub use vocab::{LetterCase, Prepared, UnkPolicy, Vocab, VocabDiff};

@@ -57,6 +57,10 @@ pub struct ValidateOptions {
     pub clipped_fraction: f64,
     /// Examples named by a dataset-level finding.
     pub max_examples: usize,
+    /// How transcripts are normalized before the text checks, the statistics and the
+    /// vocabulary (`--normalize`): the policy `asr-data pack` will apply, so that the
+    /// report previews the pack. The default is NFC with whitespace collapsed.
+    pub normalize: asr_text::NormalizePolicy,
 }
 
 impl Default for ValidateOptions {
@@ -73,6 +77,7 @@ impl Default for ValidateOptions {
             silence_dbfs: -60.0,
             clipped_fraction: 0.001,
             max_examples: 5,
+            normalize: asr_text::NormalizePolicy::default(),
         }
     }
 }
@@ -112,7 +117,7 @@ pub fn validate(
         .utterances
         .par_iter()
         .with_min_len(256)
-        .map(|u| checks::text::TextFacts::of(&u.transcript))
+        .map(|u| checks::text::TextFacts::of(&u.transcript, &opts.normalize))
         .collect();
     let ctx = checks::Ctx {
         corpus,
@@ -164,6 +169,8 @@ pub fn validate(
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect(),
+            normalization: (opts.normalize != asr_text::NormalizePolicy::default())
+                .then(|| opts.normalize.clone()),
         },
         summary,
         findings,

@@ -25,6 +25,10 @@ pub struct DatasetInfo {
     /// shard folders).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored: Vec<String>,
+    /// The normalization the transcripts were checked under (`--normalize` and its
+    /// options); absent for the default (NFC, whitespace collapsed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalization: Option<asr_text::NormalizePolicy>,
 }
 
 /// Counts of findings.
@@ -55,8 +59,8 @@ pub struct Report {
     pub findings: Vec<Finding>,
     /// Corpus statistics.
     pub stats: Stats,
-    /// Characters of the (NFC, whitespace-normalized) transcripts with their counts;
-    /// whitespace is not counted.
+    /// Characters of the normalized transcripts (NFC and whitespace collapsed, or the
+    /// policy in `dataset.normalization`) with their counts; whitespace is not counted.
     pub vocab: BTreeMap<String, u64>,
 }
 

@@ -19,7 +19,8 @@ use crate::finding::{Code, Finding, Severity};
 /// What the checks need to know about one transcript, computed once.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TextFacts {
-    /// NFC, whitespace collapsed and trimmed (the default normalization policy).
+    /// Normalized by the run's policy ([`crate::ValidateOptions::normalize`]; by default
+    /// NFC, whitespace collapsed and trimmed).
     pub(crate) normalized: String,
     /// Lower case, punctuation removed, whitespace collapsed: equal keys are the same
     /// sentence for split leakage.
@@ -81,9 +82,9 @@ pub(crate) fn is_unusual(c: char) -> bool {
 }
 
 impl TextFacts {
-    /// Analyses one raw transcript.
-    pub(crate) fn of(raw: &str) -> TextFacts {
-        let normalized = normalize(raw, &NormalizePolicy::default());
+    /// Analyses one raw transcript, normalized by `policy`.
+    pub(crate) fn of(raw: &str, policy: &NormalizePolicy) -> TextFacts {
+        let normalized = normalize(raw, policy);
         let mut facts = TextFacts {
             chars: normalized.chars().filter(|c| *c != ' ').count(),
             ..TextFacts::default()
@@ -120,6 +121,7 @@ impl TextFacts {
             &NormalizePolicy {
                 case: CaseFold::Lower,
                 fold_apostrophes: true,
+                ..NormalizePolicy::default()
             },
         );
         let stripped: String = lower
@@ -189,7 +191,7 @@ pub(crate) fn check(ctx: &Ctx<'_>) -> Vec<Finding> {
         }
         if !t.punctuation.is_empty() {
             punct_utts += 1;
-            for c in u.transcript.chars().filter(|&c| is_punctuation(c)) {
+            for c in t.normalized.chars().filter(|&c| is_punctuation(c)) {
                 *punct_counts.entry(c).or_default() += 1;
             }
             if punct_examples.len() < max {
@@ -212,7 +214,7 @@ pub(crate) fn check(ctx: &Ctx<'_>) -> Vec<Finding> {
             Code::Punctuation,
             Severity::Warning,
             format!(
-                "{punct_utts} transcripts contain punctuation ({}); each mark becomes a CTC label the audio never says: strip it, or keep only what the model's vocabulary has",
+                "{punct_utts} transcripts contain punctuation ({}); each mark becomes a CTC label the audio never says: strip it (pack --normalize upper|lower|cjk does), or keep only what the model's vocabulary has",
                 chars.join(", ")
             ),
             punct_utts,
@@ -265,7 +267,7 @@ pub(crate) fn check(ctx: &Ctx<'_>) -> Vec<Finding> {
             Code::MixedCase,
             Severity::Warning,
             format!(
-                "transcripts mix letter case ({} upper case, {} lower case, {} both, of {cased}): 'A' and 'a' become two CTC labels; fold case to the model vocabulary's (pack does, for a vocabulary of one case)",
+                "transcripts mix letter case ({} upper case, {} lower case, {} both, of {cased}): 'A' and 'a' become two CTC labels; fold case to the model vocabulary's (pack does, for a vocabulary of one case, or with --normalize upper|lower)",
                 upper_only.len(),
                 lower_only.len(),
                 both.len()
@@ -299,7 +301,7 @@ mod tests {
 
     #[test]
     fn facts_of_a_transcript() {
-        let t = TextFacts::of("  Hello,  World ");
+        let t = TextFacts::of("  Hello,  World ", &NormalizePolicy::default());
         assert_eq!(t.normalized, "Hello, World");
         assert_eq!(t.leak_key, "hello world");
         assert!(t.has_upper && t.has_lower);
@@ -313,7 +315,7 @@ mod tests {
             ]
         );
         assert_eq!(t.chars, 11);
-        let cjk = TextFacts::of("你好，世界。");
+        let cjk = TextFacts::of("你好，世界。", &NormalizePolicy::default());
         assert!(!cjk.has_upper && !cjk.has_lower);
         assert_eq!(cjk.leak_key, "你好 世界");
     }
