@@ -41,6 +41,7 @@ mod params;
 mod pickle;
 pub mod precision;
 mod weights;
+pub mod whisper;
 
 pub use config::{Activation, Config, CtcLossReduction, FeatExtractNorm, ModelType, Preset};
 pub use decode::{greedy_decode, greedy_ids};
