@@ -11,9 +11,10 @@ that the `openai-whisper` PyPI package ships (whisper/assets/multilingual.tiktok
 fixtures/whisper/features/ (transformers 5.23 WhisperFeatureExtractor, numpy path):
   mel_filters.safetensors   the slaney mel banks (201 x 80 and 201 x 128, float64)
   <clip>.safetensors        samples_i16: the clip as an int16 shard stores it (16 kHz);
-                            features_80 / features_128: (mels, 3000) float32 log-mels of
-                            samples_i16 / 32768; frame_mask: the extractor's
-                            return_attention_mask output (3000 frames)
+                            features_<mels>: (mels, 3000) float32 log-mels of
+                            samples_i16 / 32768 (80 mels for libri-21s, 128 for
+                            cv48k-cut: one of each keeps the files small); frame_mask:
+                            the extractor's return_attention_mask output (3000 frames)
   clips: libri-21s  one 21.3 s LibriSpeech-layout flac at 16 kHz (padded to 30 s);
          cv48k-cut  the Common Voice fixture's mp3 clips (48 kHz, one 8 kHz, one stereo;
                     not the truncated one) each resampled, joined (about 46 s); the
@@ -95,21 +96,22 @@ def make_features():
         "libri-21s": pcm16([REPO / LIBRI_CLIP]),
         "cv48k-cut": pcm16(cv)[: N_SAMPLES + SAMPLE_RATE // 2],
     }
+    mel_bins = {"libri-21s": 80, "cv48k-cut": 128}
     waves = {name: (s.astype(np.float32) / np.float32(32768.0)) for name, s in clips.items()}
     for name, samples in clips.items():
-        tensors = {"samples_i16": samples}
-        for mels in (80, 128):
-            got = extractor(mels)(
-                waves[name], sampling_rate=SAMPLE_RATE, return_tensors="np", return_attention_mask=True
-            )
-            tensors[f"features_{mels}"] = got["input_features"][0].astype(np.float32)
-            tensors["frame_mask"] = got["attention_mask"][0].astype(np.int32)
+        mels = mel_bins[name]
+        got = extractor(mels)(waves[name], sampling_rate=SAMPLE_RATE, return_tensors="np", return_attention_mask=True)
+        tensors = {
+            "samples_i16": samples,
+            f"features_{mels}": got["input_features"][0].astype(np.float32),
+            "frame_mask": got["attention_mask"][0].astype(np.int32),
+        }
         save_file(tensors, str(out / f"{name}.safetensors"))
         print(f"{name}: {len(samples)} samples, {int(tensors['frame_mask'].sum())} valid frames")
-    check_batch_and_torch(waves, out)
+    check_batch_and_torch(waves, mel_bins, out)
 
 
-def check_batch_and_torch(waves: dict, out: Path):
+def check_batch_and_torch(waves: dict, mel_bins: dict, out: Path):
     """A batch gives each clip its own features (per-utterance max); report torch-path gaps."""
     from safetensors.numpy import load_file
 
@@ -120,6 +122,8 @@ def check_batch_and_torch(waves: dict, out: Path):
         )["input_features"]
         torch_batch = torch_path(mels, [waves[n] for n in names])
         for i, name in enumerate(names):
+            if mel_bins[name] != mels:
+                continue
             single = load_file(str(out / f"{name}.safetensors"))[f"features_{mels}"]
             assert np.array_equal(batch[i], single), f"{name}: batched numpy path differs"
             gap = float(np.abs(torch_batch[i] - single).max())
