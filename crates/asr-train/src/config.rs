@@ -144,6 +144,8 @@ pub struct TrainConfig {
     /// Blank-collapse watchdog: warn when at least this fraction of eval outputs is
     /// empty after warm-up.
     pub watchdog_blank_fraction: f64,
+    /// Write TensorBoard event files to `out/runs/` (`tensorboard --logdir out/runs`).
+    pub tensorboard: bool,
     /// Explosion handling.
     pub guard: GuardConfig,
 }
@@ -194,6 +196,7 @@ impl Default for TrainConfig {
             rank: 0,
             world_size: 1,
             watchdog_blank_fraction: 0.9,
+            tensorboard: true,
             guard: GuardConfig::default(),
         }
     }
@@ -548,6 +551,12 @@ pub struct RunArgs {
     /// Blank-collapse warning threshold [default: 0.9].
     #[arg(long)]
     pub watchdog_blank_fraction: Option<f64>,
+    /// TensorBoard event files in RUN/runs/ [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub tensorboard: Option<bool>,
+    /// No TensorBoard event files (same as `--tensorboard false`).
+    #[arg(long, conflicts_with = "tensorboard")]
+    pub no_tensorboard: bool,
     /// [guard] Skip batches whose loss is above this.
     #[arg(long, help_heading = "Explosion guard")]
     pub max_loss: Option<f64>,
@@ -672,9 +681,13 @@ impl RunArgs {
                 prefetch_batches,
                 rank,
                 world_size,
-                watchdog_blank_fraction
+                watchdog_blank_fraction,
+                tensorboard
             ]
         );
+        if a.no_tensorboard {
+            config.tensorboard = false;
+        }
         set_some!(a, config.guard, [max_loss, grad_norm_limit]);
         set!(
             a,
