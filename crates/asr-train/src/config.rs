@@ -685,9 +685,6 @@ impl RunArgs {
                 tensorboard
             ]
         );
-        if a.no_tensorboard {
-            config.tensorboard = false;
-        }
         set_some!(a, config.guard, [max_loss, grad_norm_limit]);
         set!(
             a,
@@ -706,6 +703,7 @@ impl RunArgs {
                 max_skips_in_a_row
             ]
         );
+        config.tensorboard &= !a.no_tensorboard;
         if let Some(k) = a.grad_norm_factor {
             // 0 turns the relative limit off; anything else is validated.
             config.guard.grad_norm_factor = (k != 0.0).then_some(k);
@@ -810,6 +808,21 @@ mod tests {
         let cli = Cli::parse_from(["x", "--freeze-feature-encoder=false", "--reinit-head"]);
         let config = cli.run.resolve().unwrap();
         assert!(config.freeze_feature_encoder == Some(false) && config.reinit_head);
+    }
+
+    #[test]
+    fn tensorboard_is_on_unless_turned_off() {
+        let resolve = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))?;
+            Ok::<_, clap::Error>(cli.run.resolve().unwrap().tensorboard)
+        };
+        assert!(resolve(&[]).unwrap());
+        assert!(!resolve(&["--no-tensorboard"]).unwrap());
+        assert!(!resolve(&["--tensorboard", "false"]).unwrap());
+        assert!(resolve(&["--tensorboard"]).unwrap());
+        assert!(resolve(&["--tensorboard", "--no-tensorboard"]).is_err());
+        let file: TrainConfig = toml::from_str("tensorboard = false").unwrap();
+        assert!(!file.tensorboard);
     }
 
     #[test]

@@ -116,7 +116,7 @@ fn eval_split_name(records: &[MetricsRecord]) -> String {
         }
     }
     if names.is_empty() {
-        "the eval split".into()
+        "(none)".into()
     } else {
         names.join(", ")
     }
@@ -177,7 +177,7 @@ fn panels(records: &[MetricsRecord]) -> (Vec<Series>, Vec<f64>) {
             true,
         ),
         panel(
-            format!("eval on {}", eval_split_name(records)),
+            format!("eval split {}", eval_split_name(records)),
             vec![("WER", VERMILION, wer), ("CER", PURPLE, cer)],
             false,
             eval_x,
@@ -214,9 +214,9 @@ pub fn draw_run_curves(records: &[MetricsRecord], run: &str, path: &Path) -> Res
     let (top, body) = root.split_vertically(40);
     let steps = records.iter().map(|r| r.step()).max().unwrap_or(0);
     let title = if run.is_empty() {
-        format!("training curves, {steps} steps")
+        format!("training curves ({steps} steps)")
     } else {
-        format!("training curves of {run}, {steps} steps")
+        format!("training curves of run {run} ({steps} steps)")
     };
     top.draw_text(&title, &(FONT_NAME, 22).into_font().color(&BLACK), (16, 10))
         .map_err(|e| err(e.to_string()))?;
@@ -248,9 +248,9 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>;
 
 /// The panel's title at the left of its header row, the legend at its right: off the
 /// data.
-fn draw_header(area: &Area, panel: &Series, events: bool) -> Result<(), String> {
+fn draw_header(area: &Area, panel: &Series, title: &str, events: bool) -> Result<(), String> {
     let text = (FONT_NAME, 18).into_font().color(&BLACK);
-    area.draw_text(&panel.title, &text, (72, 8))
+    area.draw_text(title, &text, (72, 8))
         .map_err(|e| e.to_string())?;
     let mut entries: Vec<(&str, RGBColor)> = Vec::new();
     if panel.lines.len() > 1 {
@@ -299,10 +299,28 @@ fn y_range(panel: &Series) -> (f64, f64, bool) {
     (lo, hi, log)
 }
 
+/// The y axis of a panel: its range, whether it is logarithmic, its number format.
+fn y_axis(panel: &Series) -> (f64, f64, bool, AxisFormat) {
+    let (lo, hi, log_y) = y_range(panel);
+    if log_y {
+        let (y_lo, y_hi) = (lo / 1.2, hi * 1.2);
+        return (y_lo, y_hi, true, AxisFormat::log(y_lo, y_hi));
+    }
+    let pad = (hi - lo) * 0.05;
+    let (y_lo, y_hi) = (lo - pad, hi + pad);
+    let ticks = RangedCoordf64::from(y_lo..y_hi).key_points(Y_LABELS);
+    (y_lo, y_hi, false, AxisFormat::linear(&ticks))
+}
+
 fn draw_panel(area: &Area, panel: &Series, x_max: f64, events: &[f64]) -> Result<(), String> {
     let (header, plot) = area.split_vertically(34);
-    draw_header(&header, panel, !events.is_empty())?;
-    let (lo, hi, log_y) = y_range(panel);
+    let (y_lo, y_hi, log_y, y_format) = y_axis(panel);
+    // The scale of the values, when there is one, is part of the title.
+    let title = match y_format.describe("") {
+        scale if scale.is_empty() => panel.title.clone(),
+        scale => format!("{} ({scale})", panel.title),
+    };
+    draw_header(&header, panel, &title, !events.is_empty())?;
     let font = (FONT_NAME, 15).into_font();
     let mut builder = ChartBuilder::on(&plot);
     builder
@@ -315,12 +333,10 @@ fn draw_panel(area: &Area, panel: &Series, x_max: f64, events: &[f64]) -> Result
     let x_format = AxisFormat::linear(&RangedCoordf64::from(x_range.clone()).key_points(X_LABELS));
     let x_desc = x_format.describe(panel.x.desc());
     macro_rules! body {
-        ($chart:ident, $y_format:expr, $y_lo:expr, $y_hi:expr) => {{
-            let y_format: AxisFormat = $y_format;
+        ($chart:ident) => {{
             $chart
                 .configure_mesh()
                 .x_desc(x_desc.as_str())
-                .y_desc(y_format.describe(""))
                 .x_labels(X_LABELS)
                 .y_labels(Y_LABELS)
                 .x_label_formatter(&|v| x_format.label(*v))
@@ -334,7 +350,7 @@ fn draw_panel(area: &Area, panel: &Series, x_max: f64, events: &[f64]) -> Result
             for &step in events {
                 $chart
                     .draw_series(std::iter::once(PathElement::new(
-                        vec![(step, $y_lo), (step, $y_hi)],
+                        vec![(step, y_lo), (step, y_hi)],
                         EVENT.mix(0.35),
                     )))
                     .map_err(|e| e.to_string())?;
@@ -356,19 +372,15 @@ fn draw_panel(area: &Area, panel: &Series, x_max: f64, events: &[f64]) -> Result
         }};
     }
     if log_y {
-        let (y_lo, y_hi) = (lo / 1.2, hi * 1.2);
         let mut chart = builder
             .build_cartesian_2d(x_range, (y_lo..y_hi).log_scale())
             .map_err(|e| e.to_string())?;
-        body!(chart, AxisFormat::log(y_lo, y_hi), y_lo, y_hi);
+        body!(chart);
     } else {
-        let pad = (hi - lo) * 0.05;
-        let (y_lo, y_hi) = (lo - pad, hi + pad);
-        let ticks = RangedCoordf64::from(y_lo..y_hi).key_points(Y_LABELS);
         let mut chart = builder
             .build_cartesian_2d(x_range, y_lo..y_hi)
             .map_err(|e| e.to_string())?;
-        body!(chart, AxisFormat::linear(&ticks), y_lo, y_hi);
+        body!(chart);
     }
     Ok(())
 }

@@ -285,32 +285,96 @@ pub fn read_records(path: &Path) -> std::io::Result<Vec<Vec<u8>>> {
     Ok(records)
 }
 
+/// A field of a protocol-buffer message.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Field<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8]),
+    Fixed32(u32),
+}
+
+/// The fields of an encoded message, in order; `None` when it does not decode.
+fn fields(message: &[u8]) -> Option<Vec<(u64, Field<'_>)>> {
+    let mut rest = message;
+    let mut out = Vec::new();
+    while !rest.is_empty() {
+        let key = read_varint(&mut rest)?;
+        let field = match key & 7 {
+            0 => Field::Varint(read_varint(&mut rest)?),
+            1 => {
+                let (b, tail) = rest.split_at_checked(8)?;
+                rest = tail;
+                Field::Fixed64(u64::from_le_bytes(b.try_into().ok()?))
+            }
+            2 => {
+                let len = usize::try_from(read_varint(&mut rest)?).ok()?;
+                let (b, tail) = rest.split_at_checked(len)?;
+                rest = tail;
+                Field::Bytes(b)
+            }
+            5 => {
+                let (b, tail) = rest.split_at_checked(4)?;
+                rest = tail;
+                Field::Fixed32(u32::from_le_bytes(b.try_into().ok()?))
+            }
+            _ => return None,
+        };
+        out.push((key >> 3, field));
+    }
+    Some(out)
+}
+
 /// The `step` of an encoded `Event` (field 2, 0 when absent) and the set of its
 /// fields below 64 (bit n for field n); `None` when it does not decode.
 pub fn decode_event(event: &[u8]) -> Option<(u64, u64)> {
-    let mut rest = event;
     let mut step = 0;
-    let mut fields = 0u64;
-    while !rest.is_empty() {
-        let key = read_varint(&mut rest)?;
-        fields |= 1u64.checked_shl((key >> 3) as u32).unwrap_or(0);
-        match key & 7 {
-            0 => {
-                let v = read_varint(&mut rest)?;
-                if key >> 3 == 2 {
-                    step = v;
-                }
-            }
-            1 => rest = rest.get(8..)?,
-            2 => {
-                let len = read_varint(&mut rest)? as usize;
-                rest = rest.get(len..)?;
-            }
-            5 => rest = rest.get(4..)?,
-            _ => return None,
+    let mut set = 0u64;
+    for (number, field) in fields(event)? {
+        set |= 1u64.checked_shl(number as u32).unwrap_or(0);
+        if let (2, Field::Varint(v)) = (number, field) {
+            step = v;
         }
     }
-    Some((step, fields))
+    Some((step, set))
+}
+
+/// The scalars of an event file: (step, tag, value), in file order.
+pub fn read_scalars(path: &Path) -> std::io::Result<Vec<(u64, String, f32)>> {
+    let mut out = Vec::new();
+    for record in read_records(path)? {
+        let event = fields(&record).unwrap_or_default();
+        let step = event.iter().find_map(|f| match f {
+            (2, Field::Varint(v)) => Some(*v),
+            _ => None,
+        });
+        for (number, field) in &event {
+            let (5, Field::Bytes(summary)) = (number, field) else {
+                continue;
+            };
+            for (_, value) in fields(summary).unwrap_or_default() {
+                let Field::Bytes(value) = value else { continue };
+                let value = fields(value).unwrap_or_default();
+                let tag = value.iter().find_map(|f| match f {
+                    (1, Field::Bytes(t)) => Some(String::from_utf8_lossy(t).into_owned()),
+                    _ => None,
+                });
+                let simple = value.iter().find_map(|f| match f {
+                    (2, Field::Fixed32(v)) => Some(f32::from_bits(*v)),
+                    _ => None,
+                });
+                if let (Some(tag), Some(v)) = (tag, simple) {
+                    out.push((step.unwrap_or(0), tag, v));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The event files of a run's `runs/` folder, by name.
+pub fn run_event_files(run: &Path) -> std::io::Result<Vec<PathBuf>> {
+    event_files(&run.join(RUNS_DIR))
 }
 
 fn read_varint(bytes: &mut &[u8]) -> Option<u64> {
@@ -495,18 +559,13 @@ mod tests {
         );
     }
 
-    /// The values of a scalar tag, in file order (a Summary.Value is its tag, field 1,
-    /// then its simple_value, field 2 as a fixed32).
+    /// The values of a scalar tag, in file order.
     fn scalar_values(dir: &Path, tag: &str) -> Vec<f64> {
         let mut values = Vec::new();
         for file in event_files(dir).unwrap() {
-            for r in read_records(&file).unwrap() {
-                let mut needle = vec![0x0a, tag.len() as u8];
-                needle.extend_from_slice(tag.as_bytes());
-                needle.push(0x15);
-                if let Some(at) = r.windows(needle.len()).position(|w| w == needle) {
-                    let b = &r[at + needle.len()..at + needle.len() + 4];
-                    values.push(f64::from(f32::from_le_bytes(b.try_into().unwrap())));
+            for (_, t, v) in read_scalars(&file).unwrap() {
+                if t == tag {
+                    values.push(f64::from(v));
                 }
             }
         }
