@@ -216,7 +216,7 @@ pub fn draw_run_curves(records: &[MetricsRecord], run: &str, path: &Path) -> Res
     let title = if run.is_empty() {
         format!("training curves ({steps} steps)")
     } else {
-        format!("training curves of run {run} ({steps} steps)")
+        format!("training curves of {run:?} ({steps} steps)")
     };
     top.draw_text(&title, &(FONT_NAME, 22).into_font().color(&BLACK), (16, 10))
         .map_err(|e| err(e.to_string()))?;
@@ -293,7 +293,9 @@ fn y_range(panel: &Series) -> (f64, f64, bool) {
         (lo, hi) = (0.0, 1.0);
     }
     if hi <= lo {
-        hi = lo + lo.abs().max(1e-9);
+        // Flat data (a WER stuck at 1) sits in the middle of the panel.
+        let d = (lo.abs() * 0.1).max(1e-9);
+        (lo, hi) = (lo - d, hi + d);
     }
     let log = panel.log_ok && lo > 0.0 && hi / lo >= 100.0;
     (lo, hi, log)
