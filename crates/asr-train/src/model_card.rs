@@ -82,12 +82,18 @@ pub fn run_name(config: &TrainConfig) -> String {
         .map_or_else(|| "asr-train-model".into(), |n| n.to_string_lossy().into())
 }
 
-/// The `--model` given, when it names weights to start from (a folder or a Hub id),
-/// not a preset or a config.json (random weights).
+/// The `--model` given, when it names weights to start from (a folder or a Hub id,
+/// without its `@revision`), not a preset or a config.json (random weights).
 pub fn base_model(config: &TrainConfig) -> Option<&str> {
     let spec = config.model.as_str();
     let random = asr_model::Preset::from_name(spec).is_some() || spec.ends_with(".json");
-    (!random && !spec.is_empty()).then_some(spec)
+    if random || spec.is_empty() {
+        return None;
+    }
+    match spec.rsplit_once('@') {
+        Some((id, _)) if !Path::new(spec).exists() && !id.is_empty() => Some(id),
+        _ => Some(spec),
+    }
 }
 
 fn base_description(config: &TrainConfig) -> String {
@@ -379,6 +385,12 @@ mod tests {
         ] {
             assert!(card.contains(line), "missing {line:?} in\n{card}");
         }
+        // A Hub id at a revision: the id.
+        let pinned = TrainConfig {
+            model: "facebook/wav2vec2-base@main".into(),
+            ..config.clone()
+        };
+        assert_eq!(base_model(&pinned), Some("facebook/wav2vec2-base"));
         // A preset starts from random weights: no base_model.
         let preset = TrainConfig {
             model: "tiny".into(),
