@@ -144,6 +144,8 @@ pub struct TrainConfig {
     /// Blank-collapse watchdog: warn when at least this fraction of eval outputs is
     /// empty after warm-up.
     pub watchdog_blank_fraction: f64,
+    /// Write TensorBoard event files to `out/runs/` (`tensorboard --logdir out/runs`).
+    pub tensorboard: bool,
     /// Explosion handling.
     pub guard: GuardConfig,
 }
@@ -194,6 +196,7 @@ impl Default for TrainConfig {
             rank: 0,
             world_size: 1,
             watchdog_blank_fraction: 0.9,
+            tensorboard: true,
             guard: GuardConfig::default(),
         }
     }
@@ -548,6 +551,12 @@ pub struct RunArgs {
     /// Blank-collapse warning threshold [default: 0.9].
     #[arg(long)]
     pub watchdog_blank_fraction: Option<f64>,
+    /// TensorBoard event files in RUN/runs/ [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    pub tensorboard: Option<bool>,
+    /// No TensorBoard event files (same as `--tensorboard false`).
+    #[arg(long, conflicts_with = "tensorboard")]
+    pub no_tensorboard: bool,
     /// [guard] Skip batches whose loss is above this.
     #[arg(long, help_heading = "Explosion guard")]
     pub max_loss: Option<f64>,
@@ -672,7 +681,8 @@ impl RunArgs {
                 prefetch_batches,
                 rank,
                 world_size,
-                watchdog_blank_fraction
+                watchdog_blank_fraction,
+                tensorboard
             ]
         );
         set_some!(a, config.guard, [max_loss, grad_norm_limit]);
@@ -693,6 +703,7 @@ impl RunArgs {
                 max_skips_in_a_row
             ]
         );
+        config.tensorboard &= !a.no_tensorboard;
         if let Some(k) = a.grad_norm_factor {
             // 0 turns the relative limit off; anything else is validated.
             config.guard.grad_norm_factor = (k != 0.0).then_some(k);
@@ -797,6 +808,21 @@ mod tests {
         let cli = Cli::parse_from(["x", "--freeze-feature-encoder=false", "--reinit-head"]);
         let config = cli.run.resolve().unwrap();
         assert!(config.freeze_feature_encoder == Some(false) && config.reinit_head);
+    }
+
+    #[test]
+    fn tensorboard_is_on_unless_turned_off() {
+        let resolve = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))?;
+            Ok::<_, clap::Error>(cli.run.resolve().unwrap().tensorboard)
+        };
+        assert!(resolve(&[]).unwrap());
+        assert!(!resolve(&["--no-tensorboard"]).unwrap());
+        assert!(!resolve(&["--tensorboard", "false"]).unwrap());
+        assert!(resolve(&["--tensorboard"]).unwrap());
+        assert!(resolve(&["--tensorboard", "--no-tensorboard"]).is_err());
+        let file: TrainConfig = toml::from_str("tensorboard = false").unwrap();
+        assert!(!file.tensorboard);
     }
 
     #[test]

@@ -278,7 +278,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
             let records =
                 asr_train::metrics::read_metrics(&run.join("metrics.jsonl")).map_err(usage)?;
             let png = out.unwrap_or_else(|| run.join("training_curves.png"));
-            asr_train::plot::draw_training_curves(&records, &png).map_err(failed)?;
+            let name = std::path::absolute(&run)
+                .ok()
+                .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .unwrap_or_default();
+            asr_train::plot::draw_run_curves(&records, &name, &png).map_err(failed)?;
             println!("{}", png.display());
             Ok(())
         }

@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::guard::GuardEvent;
+use crate::tensorboard::EventWriter;
 
 /// Serde helpers for `f64` values that may be NaN or infinite.
 pub mod float {
@@ -219,6 +220,8 @@ pub enum MetricsError {
 pub struct MetricsWriter {
     path: PathBuf,
     out: BufWriter<File>,
+    /// TensorBoard event files that receive the same records.
+    tensorboard: Option<EventWriter>,
 }
 
 impl MetricsWriter {
@@ -240,6 +243,7 @@ impl MetricsWriter {
         let mut writer = MetricsWriter {
             path: path.to_path_buf(),
             out: BufWriter::new(file),
+            tensorboard: None,
         };
         for record in &kept {
             writer.write(record)?;
@@ -248,8 +252,19 @@ impl MetricsWriter {
         Ok(writer)
     }
 
+    /// Send every record written from now on to TensorBoard event files too.
+    pub fn attach_tensorboard(&mut self, writer: EventWriter) {
+        self.tensorboard = Some(writer);
+    }
+
     /// Append one record.
     pub fn write(&mut self, record: &MetricsRecord) -> Result<(), MetricsError> {
+        if let Some(tb) = &mut self.tensorboard {
+            tb.write(record).map_err(|source| MetricsError::Io {
+                path: tb.path().to_path_buf(),
+                source,
+            })?;
+        }
         let line = serde_json::to_string(record).map_err(|e| MetricsError::Io {
             path: self.path.clone(),
             source: std::io::Error::other(e),
@@ -262,6 +277,12 @@ impl MetricsWriter {
 
     /// Flush to disk.
     pub fn flush(&mut self) -> Result<(), MetricsError> {
+        if let Some(tb) = &mut self.tensorboard {
+            tb.flush().map_err(|source| MetricsError::Io {
+                path: tb.path().to_path_buf(),
+                source,
+            })?;
+        }
         self.out.flush().map_err(|source| MetricsError::Io {
             path: self.path.clone(),
             source,

@@ -38,8 +38,9 @@ use crate::guard::{ExplosionGuard, GuardEvent, LossEvent, NonFiniteDecision, Nor
 use crate::metrics::{
     read_metrics, EvalRecord, EventRecord, MetricsRecord, MetricsWriter, Quarantine, StepRecord,
 };
+use crate::model_card::{self, CardFacts, CardResult};
 use crate::optim::{AdamW, AdamWConfig, LossScaler};
-use crate::plot::draw_training_curves;
+use crate::plot::draw_run_curves;
 
 /// The data a run trains and evaluates on.
 pub struct TrainData {
@@ -1250,6 +1251,13 @@ impl<'a> Trainer<'a> {
             elapsed_s: Some(self.clock.elapsed_s()),
         };
         self.metrics.write(&MetricsRecord::Eval(record.clone()))?;
+        if improved {
+            self.write_model_card(vec![CardResult {
+                split: record.split.clone(),
+                wer,
+                cer,
+            }])?;
+        }
         self.progress.line(&format!(
             "eval step {step}: {} WER {wer:.4} CER {cer:.4} loss {} ({} utterances){}",
             self.config.eval_split,
@@ -1283,6 +1291,45 @@ impl<'a> Trainer<'a> {
             100.0 * blank_fraction
         ));
         Ok(())
+    }
+
+    /// `best/README.md` from the records so far and `results`.
+    fn write_model_card(&mut self, results: Vec<CardResult>) -> Result<(), TrainError> {
+        self.metrics.flush()?;
+        let records = read_metrics(&self.out.join("metrics.jsonl"))?;
+        let model_type = serde_json::to_value(self.model.config().model_type)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
+        let facts = CardFacts {
+            records: &records,
+            results: &results,
+            model_type: &model_type,
+        };
+        let dir = self.best_dir();
+        model_card::write(&dir, self.config, &facts).map_err(io_err(&dir))
+    }
+
+    /// The card of the final `best/`: its results on the final splits, else those of
+    /// its evaluation on the eval split.
+    fn write_final_model_card(&mut self, results: &FinalResults) -> Result<(), TrainError> {
+        let mut card: Vec<CardResult> = results
+            .splits
+            .iter()
+            .map(|(split, r)| CardResult {
+                split: split.clone(),
+                wer: r.wer,
+                cer: r.cer,
+            })
+            .collect();
+        if let (true, Some(best)) = (card.is_empty(), self.state.best) {
+            card.push(CardResult {
+                split: self.config.eval_split.clone(),
+                wer: best.wer,
+                cer: best.cer,
+            });
+        }
+        self.write_model_card(card)
     }
 
     fn best_dir(&self) -> PathBuf {
@@ -1345,6 +1392,7 @@ impl<'a> Trainer<'a> {
         );
         let splits = self.evaluate_final_splits()?;
         let results = self.write_results(splits, &stop_reason)?;
+        self.write_final_model_card(&results)?;
         let summary = RunSummary {
             out: self.out.clone(),
             steps: step,
@@ -1457,7 +1505,8 @@ impl<'a> Trainer<'a> {
         let results_path = self.out.join("final_results.json");
         eval::write_final_results(&results_path, &results).map_err(io_err(&results_path))?;
         let records = read_metrics(&self.out.join("metrics.jsonl"))?;
-        if let Err(e) = draw_training_curves(&records, &self.out.join("training_curves.png")) {
+        let png = self.out.join("training_curves.png");
+        if let Err(e) = draw_run_curves(&records, &model_card::run_name(self.config), &png) {
             self.log(&format!("warning: {e}"));
         }
         Ok(results)
@@ -1669,19 +1718,22 @@ fn restore(
 }
 
 /// Write the resolved `config.json` and open `metrics.jsonl` (keeping the records up
-/// to `step` on resume).
+/// to `step` on resume) and, unless turned off, the TensorBoard event files.
 fn open_outputs(config: &TrainConfig, step: u64) -> Result<MetricsWriter, TrainError> {
     let config_path = config.out.join("config.json");
-    std::fs::write(
-        &config_path,
-        serde_json::to_string_pretty(config).unwrap_or_default() + "\n",
-    )
-    .map_err(io_err(&config_path))?;
+    let config_json = serde_json::to_string_pretty(config).unwrap_or_default();
+    std::fs::write(&config_path, config_json.clone() + "\n").map_err(io_err(&config_path))?;
     let metrics_path = config.out.join("metrics.jsonl");
-    Ok(MetricsWriter::open(
-        &metrics_path,
-        (step > 0).then_some(step),
-    )?)
+    let mut metrics = MetricsWriter::open(&metrics_path, (step > 0).then_some(step))?;
+    if config.tensorboard {
+        let runs = config.out.join(crate::tensorboard::RUNS_DIR);
+        let text = format!("```json\n{config_json}\n```");
+        let kept = read_metrics(&metrics_path)?;
+        let events = crate::tensorboard::EventWriter::open(&runs, step, &text, &kept)
+            .map_err(io_err(&runs))?;
+        metrics.attach_tensorboard(events);
+    }
+    Ok(metrics)
 }
 
 fn optimizer_param_count(model: &CtcModel) -> i64 {

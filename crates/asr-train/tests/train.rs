@@ -324,6 +324,8 @@ fn resume_continues_exactly() {
     );
     std::fs::copy(full.join("metrics.jsonl"), half.join("metrics.jsonl")).unwrap();
     copy_dir(&full.join("best"), &half.join("best"));
+    // Its TensorBoard files too, which hold steps 5-8 of the killed session.
+    copy_dir(&full.join("runs"), &half.join("runs"));
     let mut c2 = config(&half, 8);
     c2.save_every = Some(4);
     c2.eval_every = 4;
@@ -376,6 +378,33 @@ fn resume_continues_exactly() {
     let mb = strip(&half.join("metrics.jsonl"));
     assert!(ma.len() >= 10);
     assert_eq!(ma, mb);
+    // TensorBoard: one file, each step's loss once, equal to metrics.jsonl's.
+    let files = asr_train::tensorboard::run_event_files(&half).unwrap();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let losses: Vec<(u64, f32)> = asr_train::tensorboard::read_scalars(&files[0])
+        .unwrap()
+        .into_iter()
+        .filter(|(_, tag, _)| tag == "train/loss")
+        .map(|(step, _, v)| (step, v))
+        .collect();
+    let want: Vec<(u64, f32)> = read_metrics(&half.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .filter_map(|r| match r {
+            MetricsRecord::Step(s) => Some((s.step, s.loss? as f32)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        want.iter().map(|w| w.0).collect::<Vec<_>>(),
+        (1..=8).collect::<Vec<_>>()
+    );
+    assert_eq!(losses, want);
+    let card = std::fs::read_to_string(half.join("best/README.md")).unwrap();
+    assert!(
+        card.contains("model-index:") && card.contains("| Training Loss |"),
+        "{card}"
+    );
 }
 
 /// The weights of two runs' checkpoints at `step` are equal, tensor by tensor.
