@@ -55,9 +55,7 @@ fn write_wav(path: &Path, samples: &[f32]) {
     bytes.extend_from_slice(b"RIFF");
     bytes.extend_from_slice(&(36 + data_len).to_le_bytes());
     bytes.extend_from_slice(b"WAVEfmt ");
-    for v in [16u32] {
-        bytes.extend_from_slice(&v.to_le_bytes());
-    }
+    bytes.extend_from_slice(&16u32.to_le_bytes());
     for v in [1u16, 1] {
         bytes.extend_from_slice(&v.to_le_bytes());
     }
