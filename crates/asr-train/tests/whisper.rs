@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use asr_text::{UnkPolicy, Vocab};
 use asr_train::data::Utterance;
 use asr_train::whisper::transcribe::{join_windows, plan_windows, GenerationChoice};
-use asr_train::whisper::{ModelKind, WhisperBundle, WHISPER_TINY};
+use asr_train::whisper::{AnyModel, ModelKind, WhisperBundle, WHISPER_TINY};
 use tch::Device;
 
 #[allow(dead_code)]
@@ -92,6 +92,20 @@ fn whisper_folders_and_the_preset_are_whisper_and_the_rest_ctc() {
     assert_eq!(ModelKind::of("tiny"), ModelKind::Ctc);
     let ctc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/w2v2-base");
     assert_eq!(ModelKind::of(ctc.to_str().unwrap()), ModelKind::Ctc);
+    let _serial = serial();
+    let task = |dir: &Path| AnyModel::from_pretrained(dir, Device::Cpu).unwrap().task();
+    assert_eq!(task(&model), "seq2seq");
+    assert_eq!(task(&ctc), "ctc");
+    // A Whisper folder without tokenizer.json is refused with a hint.
+    std::fs::remove_file(model.join("tokenizer.json")).unwrap();
+    let err = WhisperBundle::from_pretrained(&model, Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("tokenizer.json") && err.contains("hint"),
+        "{err}"
+    );
 }
 
 #[test]
