@@ -278,7 +278,30 @@ fn eval(shards: &Path, model: &Path, out: &Path, extra: &[&str]) -> serde_json::
     let output = asr_train(&[&args[..], extra].concat());
     assert!(output.status.success(), "{}", stderr(&output));
     let text = std::fs::read_to_string(out.join("final_results.json")).unwrap();
-    serde_json::from_str(&text).unwrap()
+    let results: serde_json::Value = serde_json::from_str(&text).unwrap();
+    validate("train-final-results.schema.json", &results);
+    let predictions = std::fs::read_to_string(out.join("predictions_dev.jsonl")).unwrap();
+    for line in predictions.lines() {
+        validate(
+            "train-predictions.schema.json",
+            &serde_json::from_str(line).unwrap(),
+        );
+    }
+    results
+}
+
+fn validate(schema_name: &str, value: &serde_json::Value) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../schemas")
+        .join(schema_name);
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(errors.is_empty(), "{schema_name}: {errors:?}\n{value}");
 }
 
 #[test]
