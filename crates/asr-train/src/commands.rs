@@ -14,6 +14,9 @@ use crate::config::{
 use crate::eval::{self, FinalResults, LossSettings};
 use crate::trainer::{TrainData, TrainError};
 use crate::transcribe::Windowing;
+use crate::whisper::eval::MetricChoice;
+use crate::whisper::transcribe::GenerationChoice;
+use crate::whisper::{ModelKind, WhisperBundle};
 
 /// What `asr-train eval` needs.
 #[derive(Debug, Clone)]
@@ -32,6 +35,10 @@ pub struct EvalOptions {
     pub batch_seconds: f64,
     /// libtorch threads.
     pub threads: Option<usize>,
+    /// Whisper models: language and task (`--language`, `--task`).
+    pub generation: GenerationChoice,
+    /// Whisper models: the headline metric (`--metric`).
+    pub metric: MetricChoice,
 }
 
 impl EvalOptions {
@@ -54,8 +61,11 @@ pub struct TranscribeOptions {
     pub batch_seconds: f64,
     /// libtorch threads.
     pub threads: Option<usize>,
-    /// How files longer than a window are cut.
+    /// How files longer than a window are cut (CTC models; Whisper models use
+    /// consecutive 30-s windows).
     pub windowing: Windowing,
+    /// Whisper models: language and task (`--language`, `--task`).
+    pub generation: GenerationChoice,
 }
 
 impl TranscribeOptions {
@@ -115,10 +125,62 @@ pub fn load_model(dir: &Path, device: &str) -> Result<(CtcModel, Vocab, tch::Dev
     Ok((model, vocab, device))
 }
 
-/// `asr-train eval`: evaluate a model on shard splits.
+/// The split names a list of `--splits` selectors means (every split when empty); a
+/// selector that selects nothing is an error listing the splits.
+pub(crate) fn split_names(
+    data: &TrainData,
+    selectors: &[String],
+) -> Result<Vec<String>, TrainError> {
+    if selectors.is_empty() {
+        return Ok(data.splits.keys().cloned().collect());
+    }
+    if let Some(missing) = selectors.iter().find(|s| data.select(s).is_empty()) {
+        return Err(TrainError::Config(format!(
+            "{} has no split named {missing:?} and none whose role is {missing:?} (splits: {})",
+            data.origin,
+            data.describe_splits()
+        )));
+    }
+    Ok(data.select_all(selectors))
+}
+
+/// `--language`, `--task` and `--metric` are for Whisper models: an error naming them
+/// when given for a CTC model.
+fn check_ctc_options(
+    generation: &GenerationChoice,
+    metric: MetricChoice,
+) -> Result<(), TrainError> {
+    if *generation != GenerationChoice::default() || metric != MetricChoice::Auto {
+        return Err(TrainError::Config(
+            "--language, --task and --metric apply to Whisper models only; this model is a \
+             CTC model (wav2vec2 / HuBERT), which reports both WER and CER"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// A Whisper folder on the requested device.
+fn load_whisper(dir: &Path, device: &str) -> Result<WhisperBundle, TrainError> {
+    let device = asr_model::device::select(
+        device
+            .parse()
+            .map_err(|e: asr_model::DeviceError| TrainError::Config(e.to_string()))?,
+    )?;
+    WhisperBundle::from_pretrained(dir, device)
+}
+
+/// `asr-train eval`: evaluate a model (CTC or Whisper) on shard splits.
 pub fn eval_shards(data: &TrainData, options: &EvalOptions) -> Result<FinalResults, TrainError> {
     options.validate()?;
     set_threads(options.threads);
+    if ModelKind::of(&options.model.to_string_lossy()) == ModelKind::Whisper {
+        let bundle = load_whisper(&options.model, &options.device)?;
+        create_out(options)?;
+        let results = crate::whisper::eval::eval_shards(data, options, &bundle)?;
+        return write_final(options, results);
+    }
+    check_ctc_options(&options.generation, options.metric)?;
     let (model, vocab, device) = load_model(&options.model, &options.device)?;
     if let Some(diff) = vocab.diff(&data.vocab) {
         return Err(TrainError::VocabMismatch {
@@ -135,25 +197,8 @@ pub fn eval_shards(data: &TrainData, options: &EvalOptions) -> Result<FinalResul
         },
         zero_infinity: model.config().ctc_zero_infinity,
     };
-    let names: Vec<String> = if options.splits.is_empty() {
-        data.splits.keys().cloned().collect()
-    } else {
-        let names = data.select_all(&options.splits);
-        if let Some(missing) = options.splits.iter().find(|s| data.select(s).is_empty()) {
-            return Err(TrainError::Config(format!(
-                "{} has no split named {missing:?} and none whose role is {missing:?} (splits: {})",
-                data.origin,
-                data.describe_splits()
-            )));
-        }
-        names
-    };
-    if let Some(out) = &options.out {
-        std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
-            path: out.clone(),
-            source,
-        })?;
-    }
+    let names = split_names(data, &options.splits)?;
+    create_out(options)?;
     let mut splits = BTreeMap::new();
     for name in names {
         let source = data.splits.get(&name).ok_or_else(|| {
@@ -190,6 +235,21 @@ pub fn eval_shards(data: &TrainData, options: &EvalOptions) -> Result<FinalResul
         train_audio_s_per_s: None,
         data_wait_fraction: None,
     };
+    write_final(options, results)
+}
+
+fn create_out(options: &EvalOptions) -> Result<(), TrainError> {
+    match &options.out {
+        Some(out) => std::fs::create_dir_all(out).map_err(|source| TrainError::Io {
+            path: out.clone(),
+            source,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Writes `final_results.json` when `--out` was given.
+fn write_final(options: &EvalOptions, results: FinalResults) -> Result<FinalResults, TrainError> {
     if let Some(out) = &options.out {
         let path = out.join("final_results.json");
         eval::write_final_results(&path, &results)
@@ -206,6 +266,16 @@ pub fn transcribe(
 ) -> Result<Vec<Result<String, String>>, TrainError> {
     options.validate()?;
     set_threads(options.threads);
+    if ModelKind::of(&model_dir.to_string_lossy()) == ModelKind::Whisper {
+        let bundle = load_whisper(model_dir, &options.device)?;
+        return crate::whisper::transcribe::transcribe_files(
+            &bundle,
+            paths,
+            &options.generation,
+            options.batch_seconds,
+        );
+    }
+    check_ctc_options(&options.generation, MetricChoice::Auto)?;
     let (model, vocab, device) = load_model(model_dir, &options.device)?;
     let precision = precision_for(options.precision, device);
     options

@@ -58,6 +58,10 @@ pub struct SplitResult {
     pub loss: Option<f64>,
     /// Fraction of utterances decoded to nothing.
     pub blank_fraction: f64,
+    /// The split's headline metric, `wer` or `cer` (Whisper evaluation: chosen by the
+    /// references' script or `--metric`); absent for CTC, which reports both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
 }
 
 /// What an evaluation produced.
@@ -89,6 +93,7 @@ impl EvalOutput {
             reference_chars: self.rates.chars.reference_len(),
             loss: self.loss,
             blank_fraction: self.blank_fraction,
+            metric: None,
         }
     }
 }

@@ -1,4 +1,5 @@
-//! CTC fine-tuning loop with explosion handling, evaluation and checkpoints.
+//! CTC fine-tuning loop with explosion handling, evaluation and checkpoints; Whisper
+//! evaluation and transcription by generation ([`whisper`]).
 //!
 //! `asr-train run` trains a wav2vec2 / HuBERT CTC model ([`asr_model`]) on shards
 //! written by `asr-data pack`; [`trainer::run`] is the loop, [`guard`] the explosion
@@ -22,3 +23,4 @@ pub mod shards;
 pub mod tensorboard;
 pub mod trainer;
 pub mod transcribe;
+pub mod whisper;

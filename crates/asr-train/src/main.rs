@@ -8,18 +8,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use asr_model::whisper::Task;
 use asr_train::commands::error_chain;
 use asr_train::config::{PrecisionChoice, RunArgs};
 use asr_train::score::Pairing;
 use asr_train::shards::{ChecksumMode, Checksums};
 use asr_train::transcribe::Windowing;
+use asr_train::whisper::eval::MetricChoice;
+use asr_train::whisper::transcribe::GenerationChoice;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "asr-train",
     version,
-    about = "Fine-tune and evaluate CTC speech recognizers (wav2vec2 / HuBERT) on packed shards"
+    about = "Fine-tune and evaluate CTC speech recognizers (wav2vec2 / HuBERT) on packed shards; evaluate and run Whisper"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -64,6 +67,18 @@ enum Command {
         /// libtorch threads, 1 to 1024 [default: all cores].
         #[arg(long)]
         threads: Option<usize>,
+        /// Whisper models: language code of the speech (en, zh, ...) [default: from
+        /// generation_config.json; required for multilingual models without one].
+        #[arg(long, value_name = "CODE")]
+        language: Option<String>,
+        /// Whisper models: transcribe or translate (to English) [default: from
+        /// generation_config.json, else transcribe].
+        #[arg(long, value_parser = parse_task)]
+        task: Option<Task>,
+        /// Whisper models: headline metric; auto picks CER for scripts written without
+        /// spaces (Chinese, Japanese, Thai...) and WER otherwise.
+        #[arg(long, value_enum, default_value = "auto")]
+        metric: MetricChoice,
         /// Print the results as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -99,6 +114,14 @@ enum Command {
         /// stride_length_s); windows advance by chunk - 2 x stride.
         #[arg(long, default_value_t = Windowing::default().stride_length_s, value_name = "SECONDS")]
         stride_length_s: f64,
+        /// Whisper models: language code of the speech (en, zh, ...) [default: from
+        /// generation_config.json; required for multilingual models without one].
+        #[arg(long, value_name = "CODE")]
+        language: Option<String>,
+        /// Whisper models: transcribe or translate (to English) [default: from
+        /// generation_config.json, else transcribe].
+        #[arg(long, value_parser = parse_task)]
+        task: Option<Task>,
     },
     /// Redraw RUN/training_curves.png from RUN/metrics.jsonl (e.g. of a run in progress,
     /// which draws it only at the end).
@@ -125,6 +148,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+fn parse_task(value: &str) -> Result<Task, String> {
+    value.parse()
 }
 
 /// A failure and the exit code it deserves.
@@ -227,6 +254,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             no_verify_shards,
         } => {
             let config = args.resolve().map_err(usage)?;
+            asr_train::whisper::check_trainable(&config.model).map_err(train_failure)?;
             let shards = config.shards.clone().ok_or_else(|| {
                 usage(anyhow::anyhow!(
                     "no shards given: pass --shards DIR (or set shards in the --config file)"
@@ -247,6 +275,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
             precision,
             batch_seconds,
             threads,
+            language,
+            task,
+            metric,
             json,
             no_verify_shards,
         } => {
@@ -259,6 +290,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 precision,
                 batch_seconds,
                 threads,
+                generation: GenerationChoice { language, task },
+                metric,
             };
             let results = settle(
                 asr_train::commands::eval_shards(&data, &options),
@@ -271,6 +304,16 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 );
             } else {
                 print!("{}", asr_train::eval::split_table(&results.splits, false));
+                for (split, result) in &results.splits {
+                    if let Some(metric) = &result.metric {
+                        let value = if metric == "cer" {
+                            result.cer
+                        } else {
+                            result.wer
+                        };
+                        println!("{split}: {} {value:.4}", metric.to_uppercase());
+                    }
+                }
             }
             Ok(())
         }
@@ -295,6 +338,8 @@ fn run(cli: Cli) -> Result<(), Failure> {
             threads,
             chunk_length_s,
             stride_length_s,
+            language,
+            task,
         } => {
             let options = asr_train::commands::TranscribeOptions {
                 device,
@@ -305,6 +350,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
                     chunk_length_s,
                     stride_length_s,
                 },
+                generation: GenerationChoice { language, task },
             };
             transcribe(&model, &audio, &options)
         }

@@ -1,0 +1,219 @@
+//! `asr-train eval` on a Whisper folder: greedy generation on shard splits, scored by
+//! WER or CER.
+//!
+//! Each utterance's 16 kHz samples go through the model's feature extractor (a clip over
+//! 30 s is scored on its first 30 s, as the extractor cuts it; pack with
+//! `--max-duration 30` to leave such clips out), batches of `batch_seconds / 30` clips
+//! are generated with the forced prompt, and the tokens are decoded without special
+//! tokens.
+//!
+//! **Normalization** ([`metric_text`]): the reference (the shard's `text`, already
+//! normalized by the pack's policy) and the hypothesis are normalized the same way
+//! before scoring, with asr-text's `lower` preset in NFKC: full-width forms folded
+//! (`Ａ１` to `A1`), Unicode punctuation of both widths removed (apostrophes inside
+//! words and the read-aloud `% & @ #` kept, dashes become spaces), lower case,
+//! whitespace collapsed. `predictions_<split>.jsonl` holds the normalized texts, so that
+//! `asr-train score` on them gives the same rates.
+//!
+//! **Metric** ([`MetricChoice`]): both WER and CER are reported; the split's headline
+//! metric (`metric` in `final_results.json`) is CER when most letters of its references
+//! are of scripts written without spaces (Chinese, Japanese, Thai...:
+//! [`asr_text::prefers_cer`]), WER otherwise; `--metric wer|cer` overrides.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use asr_text::{char_edits, normalize, word_edits, ErrorRates, NormalizePolicy, Preset};
+
+use super::transcribe::WINDOW_SAMPLES;
+use super::WhisperBundle;
+use crate::commands::{split_names, EvalOptions};
+use crate::data::UtteranceSource;
+use crate::eval::{EvalOutput, FinalResults, Prediction};
+use crate::trainer::{TrainData, TrainError};
+
+/// Which error rate is a split's headline metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum MetricChoice {
+    /// CER for references mostly in scripts written without spaces, WER otherwise.
+    #[default]
+    Auto,
+    /// Word error rate.
+    Wer,
+    /// Character error rate.
+    Cer,
+}
+
+impl MetricChoice {
+    /// `wer` or `cer` for a split whose normalized references are `references`.
+    pub fn resolve<'a>(self, references: impl Iterator<Item = &'a str>) -> &'static str {
+        match self {
+            MetricChoice::Wer => "wer",
+            MetricChoice::Cer => "cer",
+            MetricChoice::Auto => {
+                let text: String = references.collect::<Vec<_>>().join(" ");
+                if asr_text::prefers_cer(&text) {
+                    "cer"
+                } else {
+                    "wer"
+                }
+            }
+        }
+    }
+}
+
+/// The normalization applied to references and hypotheses before scoring (see the
+/// module documentation).
+pub fn metric_policy() -> NormalizePolicy {
+    NormalizePolicy {
+        unicode: asr_text::UnicodeForm::Nfkc,
+        ..Preset::Lower.policy()
+    }
+}
+
+/// `text` normalized by [`metric_policy`].
+pub fn metric_text(text: &str) -> String {
+    normalize(text, &metric_policy())
+}
+
+/// `asr-train eval --model WHISPER_DIR`: predictions and rates of every selected split.
+pub fn eval_shards(
+    data: &TrainData,
+    options: &EvalOptions,
+    bundle: &WhisperBundle,
+) -> Result<FinalResults, TrainError> {
+    let prompt = bundle.prompt(
+        options.generation.language.as_deref(),
+        options.generation.task,
+    )?;
+    let names = split_names(data, &options.splits)?;
+    let mut splits = BTreeMap::new();
+    for name in names {
+        let source =
+            data.splits.get(&name).cloned().ok_or_else(|| {
+                TrainError::Config(format!("{} has no split {name:?}", data.origin))
+            })?;
+        let output = evaluate(bundle, source, &prompt, options.batch_seconds)?;
+        let mut result = output.result();
+        result.metric = Some(
+            options
+                .metric
+                .resolve(output.predictions.iter().map(|p| p.reference.as_str()))
+                .to_string(),
+        );
+        if let Some(out) = &options.out {
+            let path = out.join(format!("predictions_{name}.jsonl"));
+            crate::eval::write_predictions(&path, &output.predictions)
+                .map_err(|source| TrainError::Io { path, source })?;
+        }
+        splits.insert(name, result);
+    }
+    Ok(FinalResults {
+        splits,
+        model: options.model.display().to_string(),
+        best_step: None,
+        steps: None,
+        stop_reason: None,
+        events: None,
+        quarantined: None,
+        train_audio_s_per_s: None,
+        data_wait_fraction: None,
+    })
+}
+
+/// Generates every utterance of `source` in index order and scores it.
+pub fn evaluate(
+    bundle: &WhisperBundle,
+    source: Arc<dyn UtteranceSource>,
+    prompt: &[i64],
+    batch_seconds: f64,
+) -> Result<EvalOutput, TrainError> {
+    let started = Instant::now();
+    let per_batch = ((batch_seconds / 30.0).floor() as usize).max(1);
+    let count = source.index().len();
+    let mut predictions = Vec::with_capacity(count);
+    let mut cut = 0usize;
+    let indices: Vec<usize> = (0..count).collect();
+    for batch in indices.chunks(per_batch) {
+        let utterances = batch
+            .iter()
+            .map(|&i| source.load(i))
+            .collect::<Result<Vec<_>, _>>()?;
+        cut += utterances
+            .iter()
+            .filter(|u| u.audio.len() > WINDOW_SAMPLES)
+            .count();
+        let clips: Vec<&[f32]> = utterances.iter().map(|u| u.audio.as_slice()).collect();
+        let texts = bundle.generate_texts(&clips, prompt)?;
+        for (u, text) in utterances.into_iter().zip(texts) {
+            predictions.push(prediction(u.id, &u.text, &text));
+        }
+    }
+    if cut > 0 {
+        eprintln!(
+            "warning: {cut} of {count} utterances are longer than 30 s and were scored on their \
+             first 30 s (Whisper's window); pack with --max-duration 30 to leave them out"
+        );
+    }
+    Ok(scored(predictions, started.elapsed().as_secs_f64()))
+}
+
+/// One prediction, both texts normalized by [`metric_text`].
+pub fn prediction(id: String, reference: &str, hypothesis: &str) -> Prediction {
+    let reference = metric_text(reference);
+    let hypothesis = metric_text(hypothesis);
+    Prediction {
+        wer: word_edits(&reference, &hypothesis).rate(),
+        cer: char_edits(&reference, &hypothesis).rate(),
+        id,
+        reference,
+        hypothesis,
+    }
+}
+
+fn scored(predictions: Vec<Prediction>, seconds: f64) -> EvalOutput {
+    let mut rates = ErrorRates::default();
+    for p in &predictions {
+        rates.add(&p.reference, &p.hypothesis);
+    }
+    let blanks = predictions
+        .iter()
+        .filter(|p| p.hypothesis.is_empty())
+        .count();
+    EvalOutput {
+        rates,
+        loss: None,
+        blank_fraction: if predictions.is_empty() {
+            0.0
+        } else {
+            blanks as f64 / predictions.len() as f64
+        },
+        predictions,
+        seconds,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_and_hypotheses_are_normalized_alike() {
+        assert_eq!(metric_text("Hello, World!  It's"), "hello world it's");
+        assert_eq!(metric_text("今天，天气很好。"), "今天天气很好");
+        assert_eq!(metric_text("ＡＢＣ１２３"), "abc123");
+        let p = prediction("a".into(), "HELLO WORLD", "Hello, world.");
+        assert_eq!((p.wer, p.cer), (0.0, 0.0));
+    }
+
+    #[test]
+    fn the_metric_follows_the_script_unless_overridden() {
+        let zh = ["今天天气很好", "我们去公园"];
+        let en = ["the cat sat", "on the mat"];
+        assert_eq!(MetricChoice::Auto.resolve(zh.iter().copied()), "cer");
+        assert_eq!(MetricChoice::Auto.resolve(en.iter().copied()), "wer");
+        assert_eq!(MetricChoice::Wer.resolve(zh.iter().copied()), "wer");
+        assert_eq!(MetricChoice::Cer.resolve(en.iter().copied()), "cer");
+    }
+}
