@@ -34,6 +34,7 @@ mod decode;
 pub mod device;
 mod error;
 mod hf_files;
+pub mod hub;
 pub mod masking;
 mod model;
 mod modeling;
