@@ -446,11 +446,8 @@ mod tests {
         let miss = find_in_cache(cache.path(), &id("org/name")).unwrap_err();
         assert!(miss[0].ends_with(&format!("{hash}: no weights ({})", WEIGHT_FILES.join(", "))));
         std::fs::write(snapshot.join("model.safetensors"), "").unwrap();
-        for spec in [
-            "org/name",
-            "org/name@refs/pr/1",
-            &format!("org/name@{hash}"),
-        ] {
+        let by_hash = format!("org/name@{hash}");
+        for spec in ["org/name", "org/name@refs/pr/1", by_hash.as_str()] {
             assert_eq!(find_in_cache(cache.path(), &id(spec)), Ok(snapshot.clone()));
         }
         let miss = find_in_cache(cache.path(), &id("org/name@v2")).unwrap_err();

@@ -9,6 +9,8 @@ use std::process::{Command, Output};
 use asr_text::UnkPolicy;
 use serde_json::Value;
 
+// The tests here run asr-train in child processes: no libtorch state to serialize.
+#[allow(dead_code)]
 mod common;
 use common::{fixture_dir, speech, write_pack};
 
