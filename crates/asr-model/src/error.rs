@@ -89,6 +89,19 @@ pub enum ModelError {
         /// The preset names.
         known: String,
     },
+    /// A Hugging Face Hub id (`org/name[@revision]`) that is neither in the cache nor
+    /// downloadable.
+    #[error("model {id}: {why}; looked up:\n  {}\nhint: {hint}", looked_up.join("\n  "))]
+    HubModelNotFound {
+        /// The id as given.
+        id: String,
+        /// Why nothing was found.
+        why: String,
+        /// Each place looked at, with what was (not) there.
+        looked_up: Vec<String>,
+        /// What to do.
+        hint: String,
+    },
     /// A forward or loss input of the wrong shape, type or content.
     #[error("invalid model input: {0}")]
     Input(String),

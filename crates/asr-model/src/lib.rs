@@ -42,6 +42,7 @@
 
 pub mod device;
 mod error;
+pub mod hub;
 mod layers;
 pub mod masking;
 mod params;

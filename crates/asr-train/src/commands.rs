@@ -21,7 +21,7 @@ use crate::whisper::{ModelKind, WhisperBundle};
 /// What `asr-train eval` needs.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
-    /// Hugging Face model folder (e.g. `RUN/best`).
+    /// Hugging Face model folder (e.g. `RUN/best`) or Hub id (`org/name[@revision]`).
     pub model: PathBuf,
     /// Splits to evaluate (empty: every split of the shards).
     pub splits: Vec<String>,
@@ -112,13 +112,15 @@ fn precision_for(choice: PrecisionChoice, device: tch::Device) -> Precision {
     }
 }
 
-/// Load a model folder with its vocabulary on the requested device.
+/// Load a model folder (or a Hub id, resolved through the Hugging Face cache) with its
+/// vocabulary on the requested device.
 pub fn load_model(dir: &Path, device: &str) -> Result<(CtcModel, Vocab, tch::Device), TrainError> {
     let device = asr_model::device::select(
         device
             .parse()
             .map_err(|e: asr_model::DeviceError| TrainError::Config(e.to_string()))?,
     )?;
+    let dir = &asr_model::hub::resolve_folder(dir)?;
     let model = CtcModel::from_pretrained(dir, device)?;
     let vocab = asr_model::read_vocab(dir)?;
     model.check_vocab(&vocab)?;

@@ -423,7 +423,8 @@ pub struct RunArgs {
     /// Shard folder written by `asr-data pack`.
     #[arg(long, value_name = "DIR")]
     pub shards: Option<PathBuf>,
-    /// Hugging Face model folder, config.json, or preset (tiny, small, base) [default: tiny].
+    /// Hugging Face model folder, Hub id org/name[@revision], config.json, or preset
+    /// (tiny, small, base) [default: tiny].
     #[arg(long, value_name = "HF_DIR|PRESET")]
     pub model: Option<String>,
     /// Output folder [default: run].

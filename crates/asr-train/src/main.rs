@@ -46,8 +46,8 @@ enum Command {
         /// Shard folder written by `asr-data pack`.
         #[arg(long, value_name = "DIR")]
         shards: PathBuf,
-        /// Hugging Face model folder (e.g. RUN/best).
-        #[arg(long, value_name = "DIR")]
+        /// Hugging Face model folder (e.g. RUN/best), or a Hub id org/name[@revision].
+        #[arg(long, value_name = "DIR|ORG/NAME")]
         model: PathBuf,
         /// Splits to evaluate, comma-separated [default: all].
         #[arg(long, value_delimiter = ',')]
@@ -88,8 +88,8 @@ enum Command {
     },
     /// Transcribe audio files: `<path>\t<text>` per file on stdout, in input order.
     Transcribe {
-        /// Hugging Face model folder (e.g. RUN/best).
-        #[arg(long, value_name = "DIR")]
+        /// Hugging Face model folder (e.g. RUN/best), or a Hub id org/name[@revision].
+        #[arg(long, value_name = "DIR|ORG/NAME")]
         model: PathBuf,
         /// Audio files (FLAC, WAV, MP3, Ogg/Vorbis; any rate and channel count).
         #[arg(required = true, value_name = "AUDIO")]

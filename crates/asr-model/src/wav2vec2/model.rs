@@ -72,7 +72,9 @@ pub enum ModelSpec {
 
 impl ModelSpec {
     /// Resolves `spec`: an existing folder is a pretrained model, an existing `.json`
-    /// file a config, anything else must be a preset name.
+    /// file a config, `org/name[@revision]` a Hugging Face Hub model (its snapshot in
+    /// the cache, downloaded if need be: [`crate::hub`]), anything else must be a
+    /// preset name.
     pub fn parse(spec: &str) -> Result<ModelSpec, ModelError> {
         let path = Path::new(spec);
         if path.is_dir() {
@@ -87,6 +89,10 @@ impl ModelSpec {
                     known: preset_names(),
                 })
             };
+        }
+        if let Some(id) = crate::hub::HubId::parse(spec) {
+            return crate::hub::resolve(&id, &crate::hub::HubEnv::from_env())
+                .map(ModelSpec::Pretrained);
         }
         match Preset::from_name(spec) {
             Some(preset) => Ok(ModelSpec::Preset(preset)),
