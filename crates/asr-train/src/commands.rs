@@ -176,14 +176,16 @@ fn load_whisper(dir: &Path, device: &str) -> Result<WhisperBundle, TrainError> {
 pub fn eval_shards(data: &TrainData, options: &EvalOptions) -> Result<FinalResults, TrainError> {
     options.validate()?;
     set_threads(options.threads);
-    if ModelKind::of(&options.model.to_string_lossy()) == ModelKind::Whisper {
-        let bundle = load_whisper(&options.model, &options.device)?;
+    // A Hub id resolves to its snapshot folder first, so that its config decides the kind.
+    let model_dir = asr_model::hub::resolve_folder(&options.model)?;
+    if ModelKind::of(&model_dir.to_string_lossy()) == ModelKind::Whisper {
+        let bundle = load_whisper(&model_dir, &options.device)?;
         create_out(options)?;
         let results = crate::whisper::eval::eval_shards(data, options, &bundle)?;
         return write_final(options, results);
     }
     check_ctc_options(&options.generation, options.metric)?;
-    let (model, vocab, device) = load_model(&options.model, &options.device)?;
+    let (model, vocab, device) = load_model(&model_dir, &options.device)?;
     if let Some(diff) = vocab.diff(&data.vocab) {
         return Err(TrainError::VocabMismatch {
             data: data.origin.clone(),
@@ -268,6 +270,7 @@ pub fn transcribe(
 ) -> Result<Vec<Result<String, String>>, TrainError> {
     options.validate()?;
     set_threads(options.threads);
+    let model_dir = &asr_model::hub::resolve_folder(model_dir)?;
     if ModelKind::of(&model_dir.to_string_lossy()) == ModelKind::Whisper {
         let bundle = load_whisper(model_dir, &options.device)?;
         return crate::whisper::transcribe::transcribe_files(

@@ -113,7 +113,13 @@ impl AnyModel {
 /// `asr-train run` on a Whisper model: refused until the seq2seq task is wired into the
 /// training loop. `Ok` for CTC models.
 pub fn check_trainable(model: &str) -> Result<(), TrainError> {
-    match ModelKind::of(model) {
+    // A Hub id is judged by the config of the snapshot it resolves to; an id that does not
+    // resolve is left for the run to report.
+    let kind = match asr_model::ModelSpec::parse(model) {
+        Ok(asr_model::ModelSpec::Pretrained(dir)) => ModelKind::of(&dir.to_string_lossy()),
+        _ => ModelKind::of(model),
+    };
+    match kind {
         ModelKind::Ctc => Ok(()),
         ModelKind::Whisper => Err(TrainError::Config(format!(
             "--model {model} is a Whisper (sequence-to-sequence) model: seq2seq training lands \
