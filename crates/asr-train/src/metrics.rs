@@ -111,6 +111,10 @@ pub struct StepRecord {
     pub step_time_s: f64,
     /// Part of it spent waiting for the data loader (seconds).
     pub data_wait_s: f64,
+    /// Seconds of the step spent in collectives (gradient all-reduce, step totals);
+    /// absent in one-process runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_s: Option<f64>,
     /// Loss scale of fp16 dynamic loss scaling, when used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_scale: Option<f64>,
@@ -218,7 +222,8 @@ pub enum MetricsError {
 /// loses nothing and `tail -f` works.
 pub struct MetricsWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// `None`: a writer that keeps nothing (ranks other than 0 of a data-parallel run).
+    out: Option<BufWriter<File>>,
 }
 
 impl MetricsWriter {
@@ -239,7 +244,7 @@ impl MetricsWriter {
         let file = File::create(path).map_err(io)?;
         let mut writer = MetricsWriter {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
+            out: Some(BufWriter::new(file)),
         };
         for record in &kept {
             writer.write(record)?;
@@ -248,13 +253,24 @@ impl MetricsWriter {
         Ok(writer)
     }
 
+    /// A writer that writes nothing: the records of a rank that is not rank 0.
+    pub fn discard() -> Self {
+        MetricsWriter {
+            path: PathBuf::new(),
+            out: None,
+        }
+    }
+
     /// Append one record.
     pub fn write(&mut self, record: &MetricsRecord) -> Result<(), MetricsError> {
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
         let line = serde_json::to_string(record).map_err(|e| MetricsError::Io {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
-        writeln!(self.out, "{line}").map_err(|source| MetricsError::Io {
+        writeln!(out, "{line}").map_err(|source| MetricsError::Io {
             path: self.path.clone(),
             source,
         })
@@ -262,7 +278,10 @@ impl MetricsWriter {
 
     /// Flush to disk.
     pub fn flush(&mut self) -> Result<(), MetricsError> {
-        self.out.flush().map_err(|source| MetricsError::Io {
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        out.flush().map_err(|source| MetricsError::Io {
             path: self.path.clone(),
             source,
         })
