@@ -28,10 +28,15 @@
 //! - **Outputs**: only rank 0 writes (metrics.jsonl, checkpoints, best/, plots,
 //!   quarantine.txt, final results); step records add `comm_s`. Checkpoints record the
 //!   world size; `--resume` with another one is refused (the data position is per rank).
+//! - **Preemption**: SIGTERM or SIGUSR1 (Slurm's `--signal=USR1@120`) on any rank asks
+//!   for a stop; the request travels with the step's exchange, so every rank stops after
+//!   the same step, rank 0 saves a checkpoint there, and every rank exits 0. `--resume`
+//!   continues. One process does the same.
 //! - **Faults**: a collective that fails (a peer died, or hung past `--dist-timeout`)
 //!   ends the job with an error naming the step and the missing ranks.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Duration;
 
 use asr_dist::{Backend, DistError, ProcessGroup, Rendezvous};
@@ -223,6 +228,38 @@ impl Distributed {
             self.rank(),
             self.world_size()
         ))
+    }
+}
+
+/// The stop signal that arrived (0: none).
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn note_stop_signal(signal: libc::c_int) {
+    // Async-signal-safe: one atomic store.
+    STOP_SIGNAL.store(signal, Ordering::SeqCst);
+}
+
+/// SIGTERM and SIGUSR1 from now on ask for a checkpoint and a clean exit at the next step
+/// boundary instead of ending the process.
+pub(crate) fn catch_stop_signals() {
+    for signal in [libc::SIGTERM, libc::SIGUSR1] {
+        // SAFETY: installs a handler that only does an atomic store.
+        unsafe {
+            libc::signal(
+                signal,
+                note_stop_signal as extern "C" fn(libc::c_int) as libc::sighandler_t,
+            );
+        }
+    }
+}
+
+/// The name of the stop signal that arrived, if one did.
+pub(crate) fn stop_signal() -> Option<&'static str> {
+    match STOP_SIGNAL.load(Ordering::SeqCst) {
+        0 => None,
+        libc::SIGTERM => Some("SIGTERM"),
+        libc::SIGUSR1 => Some("SIGUSR1"),
+        _ => Some("a signal"),
     }
 }
 

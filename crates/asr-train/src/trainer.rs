@@ -512,6 +512,7 @@ pub fn run(
     let (config, dist) = distributed::join(config)?;
     // Rank 0 speaks for the job; the others report only their errors.
     hooks.quiet |= !dist.is_main();
+    distributed::catch_stop_signals();
     Trainer::new(&config, data, hooks, dist)?.train()
 }
 
@@ -727,6 +728,8 @@ struct Trainer<'a> {
     batches_in_epoch: usize,
     run_started: Instant,
     dist: Distributed,
+    /// A rank received SIGTERM or SIGUSR1: save and stop after this step.
+    stop_requested: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -813,6 +816,7 @@ impl<'a> Trainer<'a> {
             data,
             hooks,
             dist,
+            stop_requested: false,
         })
     }
 
@@ -851,6 +855,9 @@ impl<'a> Trainer<'a> {
                 break reason.into();
             }
             self.train_step()?;
+            if self.stop_requested {
+                return self.stop_on_signal();
+            }
             if self.evaluate_and_save()? {
                 self.progress.line(&format!(
                     "early stopping: {} evaluations without a better WER",
@@ -862,6 +869,24 @@ impl<'a> Trainer<'a> {
         self.progress.finish();
         self.loader = None;
         self.finish(stop_reason)
+    }
+
+    /// SIGTERM or SIGUSR1 reached a rank: a checkpoint of this step (rank 0), then a clean
+    /// exit on every rank; `--resume` continues the run.
+    fn stop_on_signal(mut self) -> Result<RunSummary, TrainError> {
+        self.progress.finish();
+        self.loader = None;
+        self.metrics.flush()?;
+        if self.last_saved != self.state.step {
+            self.save_checkpoint()?;
+        }
+        let signal = distributed::stop_signal().unwrap_or("a signal on another rank");
+        self.log(&format!(
+            "stopped by {signal} after step {}: checkpoint saved in {}; continue with --resume",
+            self.state.step,
+            checkpoint::checkpoints_dir(&self.out).display()
+        ));
+        Ok(self.peer_summary("signal".to_string()))
     }
 
     /// Why the loop must stop before the next step, if it must.
@@ -946,7 +971,9 @@ impl<'a> Trainer<'a> {
             acc.audio_s += batch.audio_s;
             self.micro_batch(&batch, micro, this_step, &mut acc)?;
         }
+        acc.stop = distributed::stop_signal().is_some();
         let mut acc = self.share_step(this_step, acc)?;
+        self.stop_requested = acc.stop;
         let update = self.apply_update(this_step, &mut acc);
         self.optimizer.zero_grad();
         self.state.step = this_step;

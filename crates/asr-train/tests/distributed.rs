@@ -22,9 +22,9 @@ fn shards(dir: &Path) -> PathBuf {
     shards
 }
 
-/// A short tiny-model run: one utterance per micro-batch (six per epoch), a checkpoint
-/// every step; `extra` adds the flags under test.
-fn run(shards: &Path, out: &Path, extra: &[&str]) -> Output {
+/// `asr-train run` of the tiny model on `shards` for a few steps, outside any launcher;
+/// `extra` adds the flags under test.
+fn command(shards: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(exe());
     command
         .arg("run")
@@ -32,34 +32,12 @@ fn run(shards: &Path, out: &Path, extra: &[&str]) -> Output {
         .arg(shards)
         .arg("--out")
         .arg(out)
-        .args([
-            "--model",
-            "tiny",
-            "--device",
-            "cpu",
-            "--precision",
-            "f32",
-            "--threads",
-            "1",
-            "--seed",
-            "11",
-            "--lr",
-            "3e-3",
-            "--warmup-steps",
-            "0",
-            "--batch-seconds",
-            "4",
-            "--max-batch-utterances",
-            "1",
-            "--eval-every",
-            "0",
-            "--save-every",
-            "1",
-            "--final-splits",
-            "dev",
-            "--dist-timeout",
-            "60",
-        ])
+        .args(
+            "--model tiny --device cpu --precision f32 --threads 1 --lr 3e-3 \
+             --warmup-steps 0 --batch-seconds 4 --eval-every 0 --final-splits dev \
+             --dist-timeout 60"
+                .split_whitespace(),
+        )
         .args(extra);
     for variable in [
         "RANK",
@@ -70,7 +48,11 @@ fn run(shards: &Path, out: &Path, extra: &[&str]) -> Output {
     ] {
         command.env_remove(variable);
     }
-    command.output().unwrap()
+    command
+}
+
+fn run(shards: &Path, out: &Path, extra: &[&str]) -> Output {
+    command(shards, out, extra).output().unwrap()
 }
 
 fn stderr(output: &Output) -> String {
@@ -113,12 +95,19 @@ fn two_ranks_end_with_the_weights_of_one_rank_accumulating_their_micro_batches()
     let shards = shards(dir.path());
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
 
-    let single = run(&shards, &one, &["--max-steps", "3", "--grad-accum", "2"]);
+    // One utterance per micro-batch (six per epoch), a checkpoint every step.
+    let flags = "--seed 11 --max-batch-utterances 1 --save-every 1 --max-steps 3";
+    let flags: Vec<&str> = flags.split_whitespace().collect();
+    let single = run(
+        &shards,
+        &one,
+        &[&flags[..], &["--grad-accum", "2"]].concat(),
+    );
     assert!(single.status.success(), "{}", stderr(&single));
     let pair = run(
         &shards,
         &two,
-        &["--max-steps", "3", "--nproc-per-node", "2"],
+        &[&flags[..], &["--nproc-per-node", "2"]].concat(),
     );
     // Each rank also checks at the end that the other holds the same weights.
     assert!(pair.status.success(), "{}", stderr(&pair));
@@ -147,4 +136,148 @@ fn two_ranks_end_with_the_weights_of_one_rank_accumulating_their_micro_batches()
     )
     .unwrap();
     assert_eq!(state["world_size"], 2);
+}
+
+/// The fixture pack with its first utterance poisoned (its first 0.1 s only, under its
+/// whole transcript: more labels than CTC frames), and its id.
+fn poisoned_pack(dir: &Path) -> (PathBuf, String) {
+    let shards = dir.join("shards");
+    let (mut utterances, vocab) = speech();
+    utterances[0].audio.truncate(1600);
+    write_pack(&shards, &utterances, &vocab, &vocab);
+    (shards, utterances[0].id.clone())
+}
+
+/// The batches of `rank` of two in `epoch` with two utterances a batch and `seed`.
+fn rank_batches(shards: &Path, seed: u64, rank: usize, epoch: u64) -> Vec<Vec<String>> {
+    let data = asr_train::shards::open_shards(shards).unwrap();
+    let config = asr_train::config::TrainConfig {
+        seed,
+        batch_seconds: 4.0,
+        max_batch_utterances: Some(2),
+        rank,
+        world_size: 2,
+        ..Default::default()
+    };
+    asr_train::trainer::training_batches(&config, &data, 1, epoch).unwrap()
+}
+
+fn holds(batches: &[Vec<String>], id: &str) -> bool {
+    batches.iter().any(|b| b.iter().any(|x| x == id))
+}
+
+#[test]
+fn a_poisoned_row_on_rank_1_is_masked_gathered_and_left_out_by_every_rank() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (shards, victim) = poisoned_pack(dir.path());
+    // A seed with which rank 1 meets the victim in epoch 0 (with another utterance in its
+    // batch) and rank 0 would meet it in epoch 1.
+    let seed = (1..200)
+        .find(|&seed| {
+            let first = rank_batches(&shards, seed, 1, 0);
+            first.iter().any(|b| b.len() == 2 && b.contains(&victim))
+                && holds(&rank_batches(&shards, seed, 0, 1), &victim)
+        })
+        .expect("no seed puts the victim on rank 1, then rank 0");
+    let seed = seed.to_string();
+    let out = dir.path().join("run");
+    let flags = "--max-batch-utterances 2 --max-steps 2 --quarantine-after 1 --save-every 1 \
+                 --nproc-per-node 2 --seed";
+    let mut flags: Vec<&str> = flags.split_whitespace().collect();
+    flags.push(&seed);
+    let output = run(&shards, &out, &flags);
+    // The run checks at the end that both ranks hold the same weights.
+    assert!(output.status.success(), "{}", stderr(&output));
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let masked: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["event"] == "nonfinite_loss")
+        .collect();
+    // Rank 1's event reached rank 0's metrics, once: in epoch 1 rank 0 left the row out.
+    assert_eq!(masked.len(), 1, "{records:?}");
+    assert_eq!(masked[0]["step"], 1);
+    assert_eq!(masked[0]["culprits"], serde_json::json!([victim]));
+    // Both steps updated the model (the other rows of the step went on).
+    let steps = step_records(&out);
+    assert!(steps.iter().all(|s| s["updated"] == true), "{steps:?}");
+    let quarantine = std::fs::read_to_string(out.join("quarantine.txt")).unwrap();
+    assert_eq!(
+        quarantine.lines().collect::<Vec<_>>(),
+        vec![victim.as_str()]
+    );
+}
+
+/// SIGTERM to a run mid-way: it saves a checkpoint at the next step boundary and exits
+/// 0; `--resume` completes it.
+fn sigterm_then_resume(extra: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let shards = shards(dir.path());
+    let out = dir.path().join("run");
+    let mut args = vec![
+        "--max-steps",
+        "40",
+        "--save-every",
+        "100",
+        "--max-batch-utterances",
+        "1",
+        "--seed",
+        "11",
+    ];
+    args.extend_from_slice(extra);
+    let child = command(&shards, &out, &args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = out.join("metrics.jsonl");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 2 {
+        assert!(std::time::Instant::now() < deadline, "no step after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // SAFETY: a plain kill(2) of the child we started.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let stopped = child.wait_with_output().unwrap();
+    let err = stderr(&stopped);
+    assert!(stopped.status.success(), "{err}");
+    assert!(err.contains("stopped by SIGTERM after step"), "{err}");
+    assert!(!out.join("final_results.json").exists());
+    let saved = std::fs::read_dir(out.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("step-"))
+        .collect::<Vec<_>>();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    let stopped_at: u64 = saved[0]["step-".len()..].parse().unwrap();
+    assert!((2..40).contains(&stopped_at), "{stopped_at}");
+
+    let mut resume = args.clone();
+    resume.push("--resume");
+    let resumed = run(&shards, &out, &resume);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let steps: Vec<u64> = step_records(&out)
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=40).collect::<Vec<_>>());
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("final_results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["steps"], 40);
+}
+
+#[test]
+fn sigterm_to_two_ranks_saves_a_checkpoint_exits_0_and_resume_completes() {
+    let _serial = serial();
+    sigterm_then_resume(&["--nproc-per-node", "2"]);
+}
+
+#[test]
+fn sigterm_to_one_process_saves_a_checkpoint_exits_0_and_resume_completes() {
+    let _serial = serial();
+    sigterm_then_resume(&[]);
 }
