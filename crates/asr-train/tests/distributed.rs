@@ -281,3 +281,62 @@ fn sigterm_to_one_process_saves_a_checkpoint_exits_0_and_resume_completes() {
     let _serial = serial();
     sigterm_then_resume(&[]);
 }
+
+/// The worker of `launcher` whose `RANK` is `rank`.
+fn worker_pid(launcher: u32, rank: usize) -> Option<i32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).ok()?;
+    children.split_whitespace().find_map(|pid| {
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let wanted = format!("RANK={rank}");
+        environ
+            .split(|&b| b == 0)
+            .any(|v| v == wanted.as_bytes())
+            .then(|| pid.parse().ok())?
+    })
+}
+
+#[test]
+fn kill_9_of_one_rank_ends_the_job_naming_it_and_resume_completes() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let shards = shards(dir.path());
+    let out = dir.path().join("run");
+    let args = "--seed 11 --max-batch-utterances 1 --max-steps 40 --save-every 2 \
+                --nproc-per-node 2";
+    let args: Vec<&str> = args.split_whitespace().collect();
+    let started = std::time::Instant::now();
+    let launcher = command(&shards, &out, &args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = out.join("metrics.jsonl");
+    while std::fs::read_to_string(&metrics).map_or(0, |t| t.lines().count()) < 3 {
+        assert!(started.elapsed().as_secs() < 120, "no step after 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let victim = worker_pid(launcher.id(), 1).expect("rank 1's process");
+    // SAFETY: a plain kill(2) of a process this test started (through the launcher).
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+    let killed = std::time::Instant::now();
+    let ended = launcher.wait_with_output().unwrap();
+    let err = stderr(&ended);
+    assert!(!ended.status.success(), "{err}");
+    // Within --dist-timeout (60 s), naming the rank and the step.
+    assert!(killed.elapsed().as_secs() < 60, "{err}");
+    assert!(err.contains("rank 1 of 2 failed"), "{err}");
+    assert!(
+        err.contains("rank 0 of 2 stopped at step") && err.contains("rank(s) 1 did not answer"),
+        "{err}"
+    );
+
+    let mut resume = args.clone();
+    resume.push("--resume");
+    let resumed = run(&shards, &out, &resume);
+    assert!(resumed.status.success(), "{}", stderr(&resumed));
+    let steps: Vec<u64> = step_records(&out)
+        .iter()
+        .map(|r| r["step"].as_u64().unwrap())
+        .collect();
+    assert_eq!(steps, (1..=40).collect::<Vec<_>>());
+}
