@@ -37,13 +37,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use asr_dist::{Backend, DistError, ProcessGroup, Rendezvous};
+use asr_text::ErrorRates;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
 use crate::config::TrainConfig;
+use crate::data::{DataError, Utterance, UtteranceInfo, UtteranceSource};
+use crate::eval::{EvalOutput, Prediction};
 use crate::guard::ExplosionGuard;
 use crate::metrics::EventRecord;
 use crate::optim::AdamW;
@@ -228,6 +232,114 @@ impl Distributed {
             self.rank(),
             self.world_size()
         ))
+    }
+}
+
+/// Rank r's share of an evaluation: utterances r, r + W, r + 2W... of the first `limit`
+/// of the source.
+struct ShareOfSource {
+    inner: Arc<dyn UtteranceSource>,
+    picks: Vec<usize>,
+    index: Vec<UtteranceInfo>,
+}
+
+impl UtteranceSource for ShareOfSource {
+    fn index(&self) -> &[UtteranceInfo] {
+        &self.index
+    }
+
+    fn load(&self, i: usize) -> Result<Utterance, DataError> {
+        self.inner.load(self.picks[i])
+    }
+}
+
+/// One rank's evaluation, as the ranks exchange it.
+#[derive(Serialize, Deserialize)]
+struct EvalShare {
+    /// (position in the source, prediction), in source order.
+    predictions: Vec<(usize, Prediction)>,
+    loss_sum: f64,
+    loss_count: usize,
+}
+
+impl Distributed {
+    /// Evaluation split across the ranks: each decodes its share of the first `limit`
+    /// utterances of `source` with `evaluate`, and every rank gets the whole: the
+    /// predictions in source order, WER/CER from their summed edit counts, the loss from
+    /// the summed losses. Equal to one rank's evaluation (the loss up to rounding).
+    pub fn evaluate(
+        &self,
+        step: u64,
+        source: Arc<dyn UtteranceSource>,
+        limit: Option<usize>,
+        evaluate: impl FnOnce(Arc<dyn UtteranceSource>, Option<usize>) -> Result<EvalOutput, DataError>,
+    ) -> Result<EvalOutput, TrainError> {
+        let world = self.world_size();
+        if world == 1 {
+            return Ok(evaluate(source, limit)?);
+        }
+        let started = std::time::Instant::now();
+        let count = limit.map_or(source.index().len(), |l| l.min(source.index().len()));
+        let share = share_of(source, count, self.rank(), world);
+        let picks = share.picks.clone();
+        let output = evaluate(Arc::new(share), None)?;
+        let mine = EvalShare {
+            predictions: picks.into_iter().zip(output.predictions).collect(),
+            loss_sum: output.loss_sum,
+            loss_count: output.loss_count,
+        };
+        let bytes = serde_json::to_vec(&mine)
+            .map_err(|e| TrainError::Distributed(format!("step {step}: {e}")))?;
+        let gathered = self
+            .group
+            .all_gather_i64(&pack(&bytes))
+            .map_err(|e| self.failure(e, step))?;
+        let mut predictions = Vec::with_capacity(count);
+        let (mut loss_sum, mut loss_count) = (0.0, 0);
+        for (rank, words) in gathered.iter().enumerate() {
+            let share: EvalShare = serde_json::from_slice(&unpack(words)).map_err(|e| {
+                TrainError::Distributed(format!("step {step}: rank {rank}'s evaluation: {e}"))
+            })?;
+            predictions.extend(share.predictions);
+            loss_sum += share.loss_sum;
+            loss_count += share.loss_count;
+        }
+        predictions.sort_by_key(|(i, _)| *i);
+        let predictions: Vec<Prediction> = predictions.into_iter().map(|(_, p)| p).collect();
+        let mut rates = ErrorRates::default();
+        for p in &predictions {
+            rates.add(&p.reference, &p.hypothesis);
+        }
+        let blanks = predictions
+            .iter()
+            .filter(|p| p.hypothesis.is_empty())
+            .count();
+        Ok(EvalOutput {
+            rates,
+            loss: (loss_count > 0).then(|| loss_sum / loss_count as f64),
+            loss_sum,
+            loss_count,
+            blank_fraction: blanks as f64 / predictions.len().max(1) as f64,
+            predictions,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Utterances `rank`, `rank + world`... of the first `count` of `source`.
+fn share_of(
+    source: Arc<dyn UtteranceSource>,
+    count: usize,
+    rank: usize,
+    world: usize,
+) -> ShareOfSource {
+    let count = count.min(source.index().len());
+    let picks: Vec<usize> = (rank..count).step_by(world).collect();
+    let index = picks.iter().map(|&i| source.index()[i].clone()).collect();
+    ShareOfSource {
+        inner: source,
+        picks,
+        index,
     }
 }
 

@@ -1285,16 +1285,23 @@ impl<'a> Trainer<'a> {
         let Some(source) = self.eval_source.clone() else {
             return Err(TrainError::Config("no eval split to evaluate".into()));
         };
-        let output = eval::evaluate(
-            &self.model,
-            &self.data.vocab,
+        let step = self.state.step;
+        let output = self.dist.evaluate(
+            step,
             source,
             self.config.eval_max_utterances,
-            self.plan.eval_batch_seconds,
-            self.runtime.precision,
-            self.runtime.loss,
+            |source, limit| {
+                eval::evaluate(
+                    &self.model,
+                    &self.data.vocab,
+                    source,
+                    limit,
+                    self.plan.eval_batch_seconds,
+                    self.runtime.precision,
+                    self.runtime.loss,
+                )
+            },
         )?;
-        let step = self.state.step;
         self.last_eval = step;
         let (wer, cer) = (output.rates.wer(), output.rates.cer());
         let improved = self
@@ -1410,14 +1417,15 @@ impl<'a> Trainer<'a> {
         let tensors: Vec<&tch::Tensor> = params.iter().map(|(_, t)| *t).collect();
         self.dist.check_same_weights(&tensors, step)?;
         drop(params);
+        if self.eval_source.is_some() && (self.last_eval != step || self.state.best.is_none()) {
+            self.evaluate()?;
+        }
         if !self.dist.is_main() {
             return Ok(self.peer_summary(stop_reason));
         }
         if self.eval_source.is_none() {
             // Nothing to choose with: the final weights are the best.
             save_best(&self.model, &self.data.vocab, &self.best_dir())?;
-        } else if self.last_eval != step || self.state.best.is_none() {
-            self.evaluate()?;
         }
         self.metrics.flush()?;
         if self.last_saved != step {

@@ -23,7 +23,7 @@ fn shards(dir: &Path) -> PathBuf {
 }
 
 /// `asr-train run` of the tiny model on `shards` for a few steps, outside any launcher;
-/// `extra` adds the flags under test.
+/// `extra` adds the flags under test (`--eval-every 0` unless it sets one).
 fn command(shards: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut command = Command::new(exe());
     command
@@ -34,11 +34,14 @@ fn command(shards: &Path, out: &Path, extra: &[&str]) -> Command {
         .arg(out)
         .args(
             "--model tiny --device cpu --precision f32 --threads 1 --lr 3e-3 \
-             --warmup-steps 0 --batch-seconds 4 --eval-every 0 --final-splits dev \
+             --warmup-steps 0 --batch-seconds 4 --final-splits dev \
              --dist-timeout 60"
                 .split_whitespace(),
         )
         .args(extra);
+    if !extra.contains(&"--eval-every") {
+        command.args(["--eval-every", "0"]);
+    }
     for variable in [
         "RANK",
         "WORLD_SIZE",
@@ -339,4 +342,49 @@ fn kill_9_of_one_rank_ends_the_job_naming_it_and_resume_completes() {
         .map(|r| r["step"].as_u64().unwrap())
         .collect();
     assert_eq!(steps, (1..=40).collect::<Vec<_>>());
+}
+
+#[test]
+fn an_evaluation_split_over_two_ranks_equals_one_process_evaluating() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let shards = shards(dir.path());
+    let out = dir.path().join("run");
+    // Six utterances, three per rank; one utterance per eval batch, so that no padding
+    // differs between the two evaluations.
+    let args = "--seed 11 --max-batch-utterances 1 --max-steps 2 --eval-every 2 \
+                --eval-split train --eval-batch-seconds 0.1 --nproc-per-node 2";
+    let output = run(&shards, &out, &args.split_whitespace().collect::<Vec<_>>());
+    assert!(output.status.success(), "{}", stderr(&output));
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let evals: Vec<&serde_json::Value> = records.iter().filter(|r| r["kind"] == "eval").collect();
+    assert_eq!(evals.len(), 1, "{records:?}");
+    let sharded = evals[0];
+
+    // One process evaluates best/ (the weights of that evaluation) on the same split.
+    let single = Command::new(exe())
+        .arg("eval")
+        .arg("--shards")
+        .arg(&shards)
+        .arg("--model")
+        .arg(out.join("best"))
+        .args("--splits train --device cpu --threads 1 --batch-seconds 0.1 --json".split(' '))
+        .output()
+        .unwrap();
+    assert!(single.status.success(), "{}", stderr(&single));
+    let results: serde_json::Value = serde_json::from_slice(&single.stdout).unwrap();
+    let whole = &results["splits"]["train"];
+    assert_eq!(sharded["utterances"], 6);
+    assert_eq!(whole["utterances"], 6);
+    assert_eq!(sharded["wer"], whole["wer"], "{sharded} vs {whole}");
+    assert_eq!(sharded["cer"], whole["cer"], "{sharded} vs {whole}");
+    let (a, b) = (
+        sharded["loss"].as_f64().unwrap(),
+        whole["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-6 * b.abs(), "loss {a} vs {b}");
 }
