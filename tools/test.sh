@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command of the README: sets up what the tests need on a bare machine
 # (libtorch 2.11.0 in a per-user cache, a Python venv with pyarrow/datasets for the
-# interop test) and runs every test of the workspace.
+# interop test, torch for the torchrun launch test) and runs every test of the workspace.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -9,3 +9,4 @@ cd "$repo"
 ./tools/install-libtorch.sh
 cargo test --workspace --locked
 ./tools/interop-test.sh
+./tools/dist-torchrun-test.sh
