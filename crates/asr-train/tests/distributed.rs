@@ -139,6 +139,16 @@ fn two_ranks_end_with_the_weights_of_one_rank_accumulating_their_micro_batches()
     )
     .unwrap();
     assert_eq!(state["world_size"], 2);
+
+    // The data position is per rank: one process may not resume the two ranks' run.
+    let flags = "--seed 11 --max-batch-utterances 1 --save-every 1 --max-steps 4 --resume";
+    let refused = run(&shards, &two, &flags.split_whitespace().collect::<Vec<_>>());
+    let err = stderr(&refused);
+    assert_eq!(refused.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("saved by a run of 2 rank(s)") && err.contains("--nproc-per-node 2"),
+        "{err}"
+    );
 }
 
 /// The fixture pack with its first utterance poisoned (its first 0.1 s only, under its
