@@ -70,6 +70,9 @@ pub(crate) struct StepAccumulator {
     pub high_rows: u64,
     /// This rank asks the job to stop after this step (SIGTERM, SIGUSR1).
     pub stop: bool,
+    /// This rank's clock passed `max_minutes` (the ranks' clocks differ a little: the
+    /// first to pass it stops them all after the same step).
+    pub out_of_time: bool,
 }
 
 /// This process's place in the job and its process group.
@@ -157,6 +160,7 @@ impl Distributed {
             merged.nonfinite_rows += share.nonfinite_rows;
             merged.high_rows += share.high_rows;
             merged.stop |= share.stop;
+            merged.out_of_time |= share.out_of_time;
         }
         Ok(merged)
     }

@@ -730,6 +730,8 @@ struct Trainer<'a> {
     dist: Distributed,
     /// A rank received SIGTERM or SIGUSR1: save and stop after this step.
     stop_requested: bool,
+    /// Several ranks: one's clock passed `max_minutes` at the end of the last step.
+    out_of_time: bool,
 }
 
 impl<'a> Trainer<'a> {
@@ -817,6 +819,7 @@ impl<'a> Trainer<'a> {
             hooks,
             dist,
             stop_requested: false,
+            out_of_time: false,
         })
     }
 
@@ -895,7 +898,10 @@ impl<'a> Trainer<'a> {
             return Some("max_steps");
         }
         let max_s = self.config.max_minutes.map(|m| m * 60.0);
-        if max_s.is_some_and(|limit| self.clock.elapsed_s() >= limit) {
+        // Several ranks decide on the time limit together (see `share_step`).
+        let own_clock = self.dist.world_size() == 1
+            && max_s.is_some_and(|limit| self.clock.elapsed_s() >= limit);
+        if own_clock || self.out_of_time {
             self.progress.line(&format!(
                 "time limit: {:.1} minutes of training",
                 self.clock.elapsed_s() / 60.0
@@ -972,8 +978,11 @@ impl<'a> Trainer<'a> {
             self.micro_batch(&batch, micro, this_step, &mut acc)?;
         }
         acc.stop = distributed::stop_signal().is_some();
+        let max_s = self.config.max_minutes.map(|m| m * 60.0);
+        acc.out_of_time = max_s.is_some_and(|limit| self.clock.elapsed_s() >= limit);
         let mut acc = self.share_step(this_step, acc)?;
         self.stop_requested = acc.stop;
+        self.out_of_time = acc.out_of_time;
         let update = self.apply_update(this_step, &mut acc);
         self.optimizer.zero_grad();
         self.state.step = this_step;
