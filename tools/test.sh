@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command of the README: sets up what the tests need on a bare machine
 # (libtorch 2.11.0 in a per-user cache, Python venvs with pyarrow/datasets for the
-# interop test and tensorboard/huggingface_hub for the ecosystem test) and runs every
-# test of the workspace.
+# interop test, tensorboard/huggingface_hub for the ecosystem test and torch for the
+# torchrun launch test) and runs every test of the workspace.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -11,3 +11,4 @@ cd "$repo"
 cargo test --workspace --locked
 ./tools/interop-test.sh
 ./tools/ecosystem-test.sh
+./tools/dist-torchrun-test.sh

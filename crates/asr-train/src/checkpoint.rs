@@ -52,6 +52,10 @@ pub struct TrainState {
     pub elapsed_s: f64,
     /// The seed of the run (a resumed run must use the same one).
     pub seed: u64,
+    /// Data-parallel ranks of the run (absent: 1). The data position is per rank, so a
+    /// resume must keep it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub world_size: Option<usize>,
 }
 
 /// The best evaluation so far.

@@ -141,6 +141,9 @@ pub struct TrainConfig {
     pub rank: usize,
     /// Number of processes for data parallelism (torchrun's WORLD_SIZE).
     pub world_size: usize,
+    /// Data parallelism: seconds the rendezvous and each collective may wait for the
+    /// other ranks before the job ends with an error naming the missing ones.
+    pub dist_timeout_s: f64,
     /// Blank-collapse watchdog: warn when at least this fraction of eval outputs is
     /// empty after warm-up.
     pub watchdog_blank_fraction: f64,
@@ -195,6 +198,7 @@ impl Default for TrainConfig {
             prefetch_batches: 4,
             rank: 0,
             world_size: 1,
+            dist_timeout_s: 300.0,
             watchdog_blank_fraction: 0.9,
             tensorboard: true,
             guard: GuardConfig::default(),
@@ -320,6 +324,12 @@ impl TrainConfig {
             return Err(invalid_key(key, "at least 1", "0"));
         }
         check_threads(self.threads)?;
+        if !(self.dist_timeout_s.is_finite() && self.dist_timeout_s >= 1.0) {
+            return Err(ConfigError::Invalid(format!(
+                "dist_timeout_s (--dist-timeout) must be at least 1 second, got {}",
+                self.dist_timeout_s
+            )));
+        }
         if self.rank >= self.world_size {
             return Err(ConfigError::Invalid(format!(
                 "rank {} is not below world_size {} (--rank, --world-size)",
@@ -549,6 +559,10 @@ pub struct RunArgs {
     /// Data-parallel world size [default: $WORLD_SIZE or 1].
     #[arg(long, env = "WORLD_SIZE")]
     pub world_size: Option<usize>,
+    /// Data parallelism: seconds to wait for the other ranks (rendezvous, each
+    /// collective) before failing with the missing ranks named [default: 300].
+    #[arg(long = "dist-timeout", value_name = "SECONDS")]
+    pub dist_timeout_s: Option<f64>,
     /// Blank-collapse warning threshold [default: 0.9].
     #[arg(long)]
     pub watchdog_blank_fraction: Option<f64>,
@@ -682,6 +696,7 @@ impl RunArgs {
                 prefetch_batches,
                 rank,
                 world_size,
+                dist_timeout_s,
                 watchdog_blank_fraction,
                 tensorboard
             ]

@@ -71,6 +71,9 @@ pub struct EvalOutput {
     pub rates: ErrorRates,
     /// Mean loss (see [`SplitResult::loss`]).
     pub loss: Option<f64>,
+    /// The finite losses behind `loss`: their sum and number (to merge evaluations).
+    pub loss_sum: f64,
+    pub loss_count: usize,
     /// Predictions in the source's order.
     pub predictions: Vec<Prediction>,
     /// Fraction of empty hypotheses.
@@ -391,6 +394,8 @@ pub fn evaluate(
     Ok(EvalOutput {
         rates,
         loss: (loss_count > 0).then(|| loss_sum / loss_count as f64),
+        loss_sum,
+        loss_count,
         blank_fraction: if predictions.is_empty() {
             0.0
         } else {

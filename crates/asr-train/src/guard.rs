@@ -513,6 +513,17 @@ impl ExplosionGuard {
         }
     }
 
+    /// Data parallelism: the utterance losses another rank masked out in this step
+    /// (`nonfinite` non-finite or infeasible, `high` above `max_loss`), counted as if
+    /// they were this rank's, so that every rank's guard state stays the same.
+    pub fn absorb_peer_loss_checks(&mut self, nonfinite: u64, high: u64) {
+        self.state.counts.nonfinite_loss += nonfinite;
+        self.state.counts.high_loss += high;
+        if nonfinite + high > 0 {
+            self.event();
+        }
+    }
+
     /// Ends an optimizer step that never reached [`Self::check_grad_norm`] (every
     /// micro-batch skipped, or non-finite gradients in skip mode).
     pub fn end_skipped_step(&mut self) {

@@ -40,6 +40,12 @@ enum Command {
         /// vocabularies are checked either way).
         #[arg(long)]
         no_verify_shards: bool,
+        /// Start N local training processes (data parallelism, one rank each), as
+        /// `torchrun --standalone --nproc-per-node N` does: signals are passed on, the
+        /// first failure stops the job and gives its exit status. Under torchrun or srun,
+        /// leave it out (they start the ranks).
+        #[arg(long, value_name = "N")]
+        nproc_per_node: Option<usize>,
     },
     /// WER/CER and predictions of a model on shard splits.
     Eval {
@@ -252,7 +258,11 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Run {
             args,
             no_verify_shards,
+            nproc_per_node,
         } => {
+            if let Some(nproc) = nproc_per_node {
+                return launch_workers(nproc);
+            }
             let config = args.resolve().map_err(usage)?;
             asr_train::whisper::check_trainable(&config.model).map_err(train_failure)?;
             let shards = config.shards.clone().ok_or_else(|| {
@@ -369,6 +379,46 @@ fn run(cli: Cli) -> Result<(), Failure> {
             }
             Ok(())
         }
+    }
+}
+
+/// `asr-train run --nproc-per-node N`: this process starts N workers with the same
+/// arguments but that flag, and waits for them (see `asr_dist::launch`).
+fn launch_workers(nproc: usize) -> Result<(), Failure> {
+    if nproc == 0 {
+        return Err(usage(anyhow::anyhow!(
+            "--nproc-per-node must be at least 1"
+        )));
+    }
+    let program = std::env::current_exe()
+        .context("cannot find this program to start its workers")
+        .map_err(failed)?;
+    let mut args: Vec<std::ffi::OsString> = Vec::new();
+    let mut given = std::env::args_os().skip(1);
+    while let Some(arg) = given.next() {
+        if arg == "--nproc-per-node" {
+            given.next();
+        } else if !arg.to_string_lossy().starts_with("--nproc-per-node=") {
+            args.push(arg);
+        }
+    }
+    let outcome = asr_dist::launch::run_local_workers(
+        nproc,
+        &program,
+        &args,
+        std::time::Duration::from_secs(30),
+    )
+    .map_err(failed)?;
+    match outcome.first_failure {
+        None => Ok(()),
+        Some(failure) => Err(Failure {
+            code: outcome.exit_code.clamp(1, 255) as u8,
+            error: anyhow::anyhow!(
+                "rank {} of {nproc} failed ({}); the other ranks were stopped",
+                failure.rank,
+                failure.status
+            ),
+        }),
     }
 }
 

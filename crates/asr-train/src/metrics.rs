@@ -112,6 +112,10 @@ pub struct StepRecord {
     pub step_time_s: f64,
     /// Part of it spent waiting for the data loader (seconds).
     pub data_wait_s: f64,
+    /// Seconds of the step spent in collectives (gradient all-reduce, step totals);
+    /// absent in one-process runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comm_s: Option<f64>,
     /// Loss scale of fp16 dynamic loss scaling, when used.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_scale: Option<f64>,
@@ -219,7 +223,8 @@ pub enum MetricsError {
 /// loses nothing and `tail -f` works.
 pub struct MetricsWriter {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// `None`: a writer that keeps nothing (ranks other than 0 of a data-parallel run).
+    out: Option<BufWriter<File>>,
     /// TensorBoard event files that receive the same records.
     tensorboard: Option<EventWriter>,
 }
@@ -242,7 +247,7 @@ impl MetricsWriter {
         let file = File::create(path).map_err(io)?;
         let mut writer = MetricsWriter {
             path: path.to_path_buf(),
-            out: BufWriter::new(file),
+            out: Some(BufWriter::new(file)),
             tensorboard: None,
         };
         for record in &kept {
@@ -257,6 +262,15 @@ impl MetricsWriter {
         self.tensorboard = Some(writer);
     }
 
+    /// A writer that writes nothing: the records of a rank that is not rank 0.
+    pub fn discard() -> Self {
+        MetricsWriter {
+            path: PathBuf::new(),
+            out: None,
+            tensorboard: None,
+        }
+    }
+
     /// Append one record.
     pub fn write(&mut self, record: &MetricsRecord) -> Result<(), MetricsError> {
         if let Some(tb) = &mut self.tensorboard {
@@ -265,11 +279,14 @@ impl MetricsWriter {
                 source,
             })?;
         }
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
         let line = serde_json::to_string(record).map_err(|e| MetricsError::Io {
             path: self.path.clone(),
             source: std::io::Error::other(e),
         })?;
-        writeln!(self.out, "{line}").map_err(|source| MetricsError::Io {
+        writeln!(out, "{line}").map_err(|source| MetricsError::Io {
             path: self.path.clone(),
             source,
         })
@@ -283,7 +300,10 @@ impl MetricsWriter {
                 source,
             })?;
         }
-        self.out.flush().map_err(|source| MetricsError::Io {
+        let Some(out) = self.out.as_mut() else {
+            return Ok(());
+        };
+        out.flush().map_err(|source| MetricsError::Io {
             path: self.path.clone(),
             source,
         })
@@ -419,6 +439,7 @@ mod tests {
             audio_s_per_s: 100.0,
             step_time_s: 0.1,
             data_wait_s: 0.0,
+            comm_s: None,
             loss_scale: None,
             events: vec![],
             elapsed_s: None,

@@ -184,6 +184,13 @@ impl AdamW {
         });
     }
 
+    /// The flat buffer every parameter's gradient is a view of (after the backward
+    /// passes of a step): the data-parallel all-reduce averages it in place.
+    pub fn flat_grad_mut(&mut self) -> &mut Tensor {
+        self.adopt_grads();
+        &mut self.flat_grad
+    }
+
     /// Global L2 norm of all gradients (NaN or inf when any value is).
     pub fn grad_norm(&mut self) -> f64 {
         self.adopt_grads();

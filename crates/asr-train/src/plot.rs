@@ -501,6 +501,7 @@ mod tests {
                 audio_s_per_s: 80.0,
                 step_time_s: 0.1,
                 data_wait_s: 0.0,
+                comm_s: None,
                 loss_scale: None,
                 events: vec![],
                 elapsed_s: Some(step as f64 * 0.1),

@@ -30,6 +30,7 @@ use tch::{Device, Kind};
 use crate::checkpoint::{self, BestEval, TrainState, CHECKPOINT_FORMAT_VERSION};
 use crate::config::{LossReduction, PrecisionChoice, TrainConfig};
 use crate::data::{plan_epoch, Batch, Batching, DataPosition, Loader, UtteranceSource};
+use crate::distributed::{self, Distributed, StepAccumulator};
 use crate::eval::{
     self, batch_tensors, ctc_losses, normalized_losses, reduce_losses, FinalResults, LossSettings,
     SplitResult,
@@ -152,6 +153,9 @@ pub enum TrainError {
     /// utterance was left out. The outputs are written; the message says why.
     #[error("{0}")]
     NoProgress(String),
+    /// Data parallelism failed: a rank died or hung, or the ranks diverged.
+    #[error("{0}")]
+    Distributed(String),
     /// Another output file could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -498,8 +502,19 @@ pub fn training_batches(
 }
 
 /// Train as `config` says on `data`; see the module documentation.
-pub fn run(config: &TrainConfig, data: TrainData, hooks: Hooks) -> Result<RunSummary, TrainError> {
-    Trainer::new(config, data, hooks)?.train()
+pub fn run(
+    config: &TrainConfig,
+    data: TrainData,
+    mut hooks: Hooks,
+) -> Result<RunSummary, TrainError> {
+    config
+        .validate()
+        .map_err(|e| TrainError::Config(e.to_string()))?;
+    let (config, dist) = distributed::join(config)?;
+    // Rank 0 speaks for the job; the others report only their errors.
+    hooks.quiet |= !dist.is_main();
+    distributed::catch_stop_signals();
+    Trainer::new(&config, data, hooks, dist)?.train()
 }
 
 /// What a checkpoint records of the run's progress besides the model, optimizer,
@@ -655,18 +670,6 @@ impl Throughput {
     }
 }
 
-/// What the micro-batches of one optimizer step add up to.
-#[derive(Default)]
-struct StepAccumulator {
-    events: Vec<EventRecord>,
-    losses_sum: f64,
-    backward_batches: u32,
-    utterances: u64,
-    audio_s: f64,
-    /// Ids of the utterances whose loss went backward.
-    ids: Vec<String>,
-}
-
 /// Steps 4-9 of an optimizer step, as they went.
 #[derive(Default)]
 struct Update {
@@ -725,12 +728,22 @@ struct Trainer<'a> {
     last_eval: u64,
     batches_in_epoch: usize,
     run_started: Instant,
+    dist: Distributed,
+    /// A rank received SIGTERM or SIGUSR1: save and stop after this step.
+    stop_requested: bool,
+    /// Several ranks: one's clock passed `max_minutes` at the end of the last step.
+    out_of_time: bool,
 }
 
 impl<'a> Trainer<'a> {
     /// Check the configuration, prepare the run folder, build the model and plan, and
     /// restore the last checkpoint on `--resume`.
-    fn new(config: &'a TrainConfig, data: TrainData, hooks: Hooks) -> Result<Self, TrainError> {
+    fn new(
+        config: &'a TrainConfig,
+        data: TrainData,
+        hooks: Hooks,
+        dist: Distributed,
+    ) -> Result<Self, TrainError> {
         config
             .validate()
             .map_err(|e| TrainError::Config(e.to_string()))?;
@@ -743,8 +756,13 @@ impl<'a> Trainer<'a> {
         };
         let train_source = train_source(config, &data)?;
         let eval_source = eval_source(config, &data)?;
-        let checkpoints = open_run_folder(config)?;
+        let checkpoints = if dist.is_main() {
+            open_run_folder(config)?
+        } else {
+            distributed::peer_checkpoints(config)?
+        };
         let runtime = Runtime::new(config)?;
+        distributed::check_device(runtime.device, dist.world_size())?;
         let model = build_model(config, &data.vocab, &data.origin, runtime.device)?;
         let runtime = runtime.with_model(config, &model);
         let min_samples = model.config().min_num_samples().max(1) as u64;
@@ -769,7 +787,11 @@ impl<'a> Trainer<'a> {
             };
             resume_from(&checkpoints, config, &mut parts, &log)?
         };
-        let metrics = open_outputs(config, state.step)?;
+        let metrics = if dist.is_main() {
+            open_outputs(config, state.step)?
+        } else {
+            MetricsWriter::discard()
+        };
         Ok(Trainer {
             out: config.out.clone(),
             model,
@@ -796,6 +818,9 @@ impl<'a> Trainer<'a> {
             config,
             data,
             hooks,
+            dist,
+            stop_requested: false,
+            out_of_time: false,
         })
     }
 
@@ -834,6 +859,9 @@ impl<'a> Trainer<'a> {
                 break reason.into();
             }
             self.train_step()?;
+            if self.stop_requested {
+                return self.stop_on_signal();
+            }
             if self.evaluate_and_save()? {
                 self.progress.line(&format!(
                     "early stopping: {} evaluations without a better WER",
@@ -847,13 +875,34 @@ impl<'a> Trainer<'a> {
         self.finish(stop_reason)
     }
 
+    /// SIGTERM or SIGUSR1 reached a rank: a checkpoint of this step (rank 0), then a clean
+    /// exit on every rank; `--resume` continues the run.
+    fn stop_on_signal(mut self) -> Result<RunSummary, TrainError> {
+        self.progress.finish();
+        self.loader = None;
+        self.metrics.flush()?;
+        if self.last_saved != self.state.step {
+            self.save_checkpoint()?;
+        }
+        let signal = distributed::stop_signal().unwrap_or("a signal on another rank");
+        self.log(&format!(
+            "stopped by {signal} after step {}: checkpoint saved in {}; continue with --resume",
+            self.state.step,
+            checkpoint::checkpoints_dir(&self.out).display()
+        ));
+        Ok(self.peer_summary("signal".to_string()))
+    }
+
     /// Why the loop must stop before the next step, if it must.
     fn stop_condition(&self) -> Option<&'static str> {
         if self.state.step >= self.plan.total_steps {
             return Some("max_steps");
         }
         let max_s = self.config.max_minutes.map(|m| m * 60.0);
-        if max_s.is_some_and(|limit| self.clock.elapsed_s() >= limit) {
+        // Several ranks decide on the time limit together (see `share_step`).
+        let own_clock = self.dist.world_size() == 1
+            && max_s.is_some_and(|limit| self.clock.elapsed_s() >= limit);
+        if own_clock || self.out_of_time {
             self.progress.line(&format!(
                 "time limit: {:.1} minutes of training",
                 self.clock.elapsed_s() / 60.0
@@ -903,7 +952,9 @@ impl<'a> Trainer<'a> {
             return Ok(());
         }
         let path = self.out.join("quarantine.txt");
-        quarantine.write(&path, threshold).map_err(io_err(&path))?;
+        if self.dist.is_main() {
+            quarantine.write(&path, threshold).map_err(io_err(&path))?;
+        }
         Err(TrainError::NoProgress(format!(
             "every training utterance of {} was left out of the run after {threshold} bad losses each \
              (labels that need more CTC frames than the audio gives, or non-finite losses): {}. \
@@ -927,16 +978,41 @@ impl<'a> Trainer<'a> {
             acc.audio_s += batch.audio_s;
             self.micro_batch(&batch, micro, this_step, &mut acc)?;
         }
+        acc.stop = distributed::stop_signal().is_some();
+        let max_s = self.config.max_minutes.map(|m| m * 60.0);
+        acc.out_of_time = max_s.is_some_and(|limit| self.clock.elapsed_s() >= limit);
+        let mut acc = self.share_step(this_step, acc)?;
+        self.stop_requested = acc.stop;
+        self.out_of_time = acc.out_of_time;
         let update = self.apply_update(this_step, &mut acc);
         self.optimizer.zero_grad();
         self.state.step = this_step;
         self.record_step(started, acc, update)
     }
 
+    /// Data parallelism: every rank's step totals and events, and the gradients
+    /// averaged over the ranks (see [`crate::distributed`]); one process: `acc` as is.
+    fn share_step(
+        &mut self,
+        this_step: u64,
+        acc: StepAccumulator,
+    ) -> Result<StepAccumulator, TrainError> {
+        let acc = self.dist.share_step(acc, &mut self.guard, this_step)?;
+        if acc.backward_batches > 0 {
+            self.dist
+                .average_gradients(&mut self.optimizer, this_step)?;
+        }
+        Ok(acc)
+    }
+
     /// Forward one micro-batch (seeded from the step) and its per-utterance CTC
     /// losses.
     fn forward(&self, batch: &Batch, micro: u32) -> Result<Forward, TrainError> {
-        let seed = step_seed(self.config.seed, self.state.step, micro);
+        let seed = step_seed(
+            self.config.seed,
+            self.state.step,
+            self.dist.micro_index(micro),
+        );
         tch::manual_seed(seed as i64);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EC_A0C);
         let device = self.runtime.device;
@@ -1011,7 +1087,11 @@ impl<'a> Trainer<'a> {
         acc: &mut StepAccumulator,
     ) -> Result<(), TrainError> {
         let fwd = self.forward(batch, micro)?;
+        let before = self.guard.state().counts;
         let check = self.guard.check_losses(&fwd.normalized, &fwd.feasible);
+        let after = self.guard.state().counts;
+        acc.nonfinite_rows += after.nonfinite_loss - before.nonfinite_loss;
+        acc.high_rows += after.high_loss - before.high_loss;
         for LossEvent { event, culprits } in check.events {
             acc.events.push(EventRecord {
                 step: this_step,
@@ -1137,6 +1217,7 @@ impl<'a> Trainer<'a> {
             audio_s_per_s: acc.audio_s / elapsed.as_secs_f64().max(1e-9),
             step_time_s: elapsed.as_secs_f64(),
             data_wait_s: waited.as_secs_f64(),
+            comm_s: self.dist.take_comm_s(),
             loss_scale: self.scaler.as_ref().map(|s| s.scale),
             events: acc
                 .events
@@ -1214,16 +1295,23 @@ impl<'a> Trainer<'a> {
         let Some(source) = self.eval_source.clone() else {
             return Err(TrainError::Config("no eval split to evaluate".into()));
         };
-        let output = eval::evaluate(
-            &self.model,
-            &self.data.vocab,
+        let step = self.state.step;
+        let output = self.dist.evaluate(
+            step,
             source,
             self.config.eval_max_utterances,
-            self.plan.eval_batch_seconds,
-            self.runtime.precision,
-            self.runtime.loss,
+            |source, limit| {
+                eval::evaluate(
+                    &self.model,
+                    &self.data.vocab,
+                    source,
+                    limit,
+                    self.plan.eval_batch_seconds,
+                    self.runtime.precision,
+                    self.runtime.loss,
+                )
+            },
         )?;
-        let step = self.state.step;
         self.last_eval = step;
         let (wer, cer) = (output.rates.wer(), output.rates.cer());
         let improved = self
@@ -1233,7 +1321,9 @@ impl<'a> Trainer<'a> {
         if improved {
             self.state.best = Some(BestEval { step, wer, cer });
             self.state.evals_without_improvement = 0;
-            save_best(&self.model, &self.data.vocab, &self.best_dir())?;
+            if self.dist.is_main() {
+                save_best(&self.model, &self.data.vocab, &self.best_dir())?;
+            }
         } else {
             self.state.evals_without_improvement += 1;
         }
@@ -1295,6 +1385,9 @@ impl<'a> Trainer<'a> {
 
     /// `best/README.md` from the records so far and `results`.
     fn write_model_card(&mut self, results: Vec<CardResult>) -> Result<(), TrainError> {
+        if !self.dist.is_main() {
+            return Ok(()); // rank 0 alone writes run outputs
+        }
         self.metrics.flush()?;
         let records = read_metrics(&self.out.join("metrics.jsonl"))?;
         let model_type = serde_json::to_value(self.model.config().model_type)
@@ -1338,6 +1431,10 @@ impl<'a> Trainer<'a> {
 
     /// Write a checkpoint of the current state.
     fn save_checkpoint(&mut self) -> Result<(), TrainError> {
+        if !self.dist.is_main() {
+            self.last_saved = self.state.step;
+            return Ok(());
+        }
         let state = TrainState {
             format_version: CHECKPOINT_FORMAT_VERSION,
             step: self.state.step,
@@ -1351,6 +1448,7 @@ impl<'a> Trainer<'a> {
             train_audio_s: self.state.train_audio_s,
             elapsed_s: self.clock.elapsed_s(),
             seed: self.config.seed,
+            world_size: (self.dist.world_size() > 1).then_some(self.dist.world_size()),
         };
         let tensors = self
             .model
@@ -1374,11 +1472,19 @@ impl<'a> Trainer<'a> {
     /// splits, `quarantine.txt`, `final_results.json`, the curves and the summary.
     fn finish(mut self, stop_reason: String) -> Result<RunSummary, TrainError> {
         let step = self.state.step;
+        let params = self.model.trainable_parameters();
+        let tensors: Vec<&tch::Tensor> = params.iter().map(|(_, t)| *t).collect();
+        self.dist.check_same_weights(&tensors, step)?;
+        drop(params);
+        if self.eval_source.is_some() && (self.last_eval != step || self.state.best.is_none()) {
+            self.evaluate()?;
+        }
+        if !self.dist.is_main() {
+            return Ok(self.peer_summary(stop_reason));
+        }
         if self.eval_source.is_none() {
             // Nothing to choose with: the final weights are the best.
             save_best(&self.model, &self.data.vocab, &self.best_dir())?;
-        } else if self.last_eval != step || self.state.best.is_none() {
-            self.evaluate()?;
         }
         self.metrics.flush()?;
         if self.last_saved != step {
@@ -1415,6 +1521,31 @@ impl<'a> Trainer<'a> {
         }
         self.check_progress(updates)?;
         Ok(summary)
+    }
+
+    /// What a rank other than 0 reports: rank 0 evaluates and writes the results.
+    fn peer_summary(&self, stop_reason: String) -> RunSummary {
+        RunSummary {
+            out: self.out.clone(),
+            steps: self.state.step,
+            stop_reason,
+            best: self.state.best,
+            audio_s_per_s: self.throughput.audio_s_per_s(),
+            data_wait_fraction: self.throughput.data_wait_fraction(),
+            steps_per_s: self.throughput.steps_per_s(),
+            left_out: Vec::new(),
+            results: FinalResults {
+                splits: BTreeMap::new(),
+                model: self.best_dir().display().to_string(),
+                best_step: self.state.best.map(|b| b.step),
+                steps: Some(self.state.step),
+                stop_reason: None,
+                events: Some(self.guard.state().counts),
+                quarantined: None,
+                train_audio_s_per_s: None,
+                data_wait_fraction: None,
+            },
+        }
     }
 
     /// Fails when the model was updated in fewer than half of the run's steps (none
@@ -1687,6 +1818,7 @@ fn restore(
         scaler,
     } = parts;
     let s = &loaded.state;
+    distributed::check_resumed_world_size(s.world_size, config, &loaded.dir)?;
     if s.seed != config.seed {
         return Err(TrainError::Config(format!(
             "{} was trained with seed {}, not {}: a resumed run must keep its seed",
