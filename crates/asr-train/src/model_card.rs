@@ -317,6 +317,7 @@ mod tests {
             audio_s_per_s: 100.0,
             step_time_s: 0.1,
             data_wait_s: 0.0,
+            comm_s: None,
             loss_scale: None,
             events: vec![],
             elapsed_s: None,

@@ -3,7 +3,7 @@
 //! `Trainer`:
 //!
 //! - per optimizer step: `train/loss`, `train/learning_rate`, `train/grad_norm`,
-//!   `train/epoch`, and ours: `train/audio_s_per_s`, `train/data_wait_s`,
+//!   `train/epoch`, and ours: `train/audio_s_per_s`, `train/data_wait_s`, `train/comm_s`,
 //!   `train/lr_scale` (the explosion guard's scale), `train/loss_scale` (fp16);
 //! - per evaluation of the run's `--eval-split` (one split, named in the `config`
 //!   text): `eval/loss`, `eval/wer`, `eval/cer`, `eval/blank_fraction`;
@@ -220,6 +220,7 @@ fn step_scalars(s: &StepRecord, put: &mut impl FnMut(&str, Option<f64>)) {
     put("train/epoch", Some(s.epoch));
     put("train/audio_s_per_s", Some(s.audio_s_per_s));
     put("train/data_wait_s", Some(s.data_wait_s));
+    put("train/comm_s", s.comm_s);
     put("train/lr_scale", Some(s.lr_scale));
     put("train/loss_scale", s.loss_scale);
 }
@@ -485,6 +486,7 @@ mod tests {
             audio_s_per_s: 100.0,
             step_time_s: 0.1,
             data_wait_s: 0.0,
+            comm_s: None,
             loss_scale: None,
             events: vec![],
             elapsed_s: None,

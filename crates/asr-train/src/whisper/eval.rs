@@ -184,6 +184,8 @@ fn scored(predictions: Vec<Prediction>, seconds: f64) -> EvalOutput {
     EvalOutput {
         rates,
         loss: None,
+        loss_sum: 0.0,
+        loss_count: 0,
         blank_fraction: if predictions.is_empty() {
             0.0
         } else {
