@@ -10,7 +10,11 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 py=$(tools/venv.sh model-fixtures tools/requirements-model-fixtures.txt)
 torchrun=$(dirname "$py")/torchrun
-cargo build --quiet --locked -p asr-data -p asr-train
+# The whole workspace with every target: the unit graph `cargo test --workspace` (run
+# before this by tools/test.sh) has just built, so nothing is compiled again. Building
+# only `-p asr-data -p asr-train` would unify features differently and compile polars,
+# arrow and tch a second time (about 7 minutes here).
+cargo build --quiet --locked --workspace --all-targets
 bin=${CARGO_TARGET_DIR:-$repo/target}/debug
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

@@ -420,30 +420,42 @@ impl Quarantine {
     }
 }
 
+/// A step record for tests: an update of 4 utterances with the given step, epoch, loss
+/// and gradient norm, everything else fixed.
+#[cfg(test)]
+pub(crate) fn test_step(
+    step: u64,
+    epoch: f64,
+    loss: Option<f64>,
+    grad_norm: Option<f64>,
+) -> MetricsRecord {
+    MetricsRecord::Step(StepRecord {
+        step,
+        epoch,
+        loss,
+        lr: 1e-4,
+        grad_norm,
+        updated: true,
+        clipped: false,
+        lr_scale: 1.0,
+        utterances: 4,
+        audio_s: 10.0,
+        audio_s_per_s: 100.0,
+        step_time_s: 0.1,
+        data_wait_s: 0.0,
+        comm_s: None,
+        loss_scale: None,
+        events: vec![],
+        elapsed_s: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn step(step: u64, loss: Option<f64>) -> MetricsRecord {
-        MetricsRecord::Step(StepRecord {
-            step,
-            epoch: 0.5,
-            loss,
-            lr: 1e-4,
-            grad_norm: Some(f64::INFINITY),
-            updated: true,
-            clipped: false,
-            lr_scale: 1.0,
-            utterances: 4,
-            audio_s: 10.0,
-            audio_s_per_s: 100.0,
-            step_time_s: 0.1,
-            data_wait_s: 0.0,
-            comm_s: None,
-            loss_scale: None,
-            events: vec![],
-            elapsed_s: None,
-        })
+        test_step(step, 0.5, loss, Some(f64::INFINITY))
     }
 
     #[test]

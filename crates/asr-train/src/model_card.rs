@@ -299,29 +299,11 @@ fn results_table(records: &[MetricsRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{EvalRecord, StepRecord};
+    use crate::metrics::EvalRecord;
     use std::path::PathBuf;
 
     fn step(step: u64, loss: f64) -> MetricsRecord {
-        MetricsRecord::Step(StepRecord {
-            step,
-            epoch: step as f64 / 2.0,
-            loss: Some(loss),
-            lr: 1e-4,
-            grad_norm: Some(1.0),
-            updated: true,
-            clipped: false,
-            lr_scale: 1.0,
-            utterances: 4,
-            audio_s: 10.0,
-            audio_s_per_s: 100.0,
-            step_time_s: 0.1,
-            data_wait_s: 0.0,
-            comm_s: None,
-            loss_scale: None,
-            events: vec![],
-            elapsed_s: None,
-        })
+        crate::metrics::test_step(step, step as f64 / 2.0, Some(loss), Some(1.0))
     }
 
     fn eval(step: u64, wer: f64) -> MetricsRecord {
