@@ -348,6 +348,24 @@ pub(crate) fn state_dict(
         .collect()
 }
 
+/// `dir/config.json`, or an error naming the folder and what a model folder holds
+/// (`holds`, e.g. "config.json and model.safetensors or pytorch_model.bin").
+pub(crate) fn config_json(
+    dir: &Path,
+    family: &str,
+    holds: &str,
+) -> Result<std::path::PathBuf, ModelError> {
+    let path = dir.join("config.json");
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(ModelError::MissingFile {
+        path: dir.to_path_buf(),
+        what: "no config.json in this folder".into(),
+        hint: format!("a {family} model folder holds {holds}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -217,15 +217,11 @@ impl CtcModel {
     /// init (listed in [`CtcModel::load_report`]); unknown checkpoint tensors are an
     /// error, except the pretraining quantizer and projections.
     pub fn from_pretrained(dir: &Path, device: Device) -> Result<CtcModel, ModelError> {
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(ModelError::MissingFile {
-                path: dir.to_path_buf(),
-                what: "no config.json in this folder".into(),
-                hint: "a Hugging Face model folder holds config.json and model.safetensors or pytorch_model.bin"
-                    .into(),
-            });
-        }
+        let config_path = weights::config_json(
+            dir,
+            "Hugging Face",
+            "config.json and model.safetensors or pytorch_model.bin",
+        )?;
         let config = Config::from_json_file(&config_path)?;
         let weights_path = weights::find_weights(dir)?;
         let mut model = CtcModel::build(config, device, false)?;

@@ -95,15 +95,11 @@ impl WhisperModel {
     /// sharded `model.safetensors.index.json`, or `pytorch_model.bin`), and
     /// generation_config.json when present.
     pub fn from_pretrained(dir: &Path, device: Device) -> Result<WhisperModel, ModelError> {
-        let config_path = dir.join("config.json");
-        if !config_path.is_file() {
-            return Err(ModelError::MissingFile {
-                path: dir.to_path_buf(),
-                what: "no config.json in this folder".into(),
-                hint: "a Whisper model folder holds config.json and model.safetensors (or pytorch_model.bin)"
-                    .into(),
-            });
-        }
+        let config_path = weights::config_json(
+            dir,
+            "Whisper",
+            "config.json and model.safetensors (or pytorch_model.bin)",
+        )?;
         let config = WhisperConfig::from_json_file(&config_path)?;
         let weights_path = weights::find_weights(dir)?;
         let mut model = WhisperModel::build(config, device, false)?;
