@@ -15,7 +15,8 @@
 # 5. `asr-train eval` on every split, `asr-train transcribe` of one clip, and
 #    `asr-train score` of the training-split predictions;
 # 6. a last line a script can check, `demo result: train WER W CER C`, the training
-#    split's scores of the best model (tools/test.sh compares W with the README's range).
+#    split's scores of the best model (tools/demo-test.sh, run by tools/test.sh, checks W
+#    against the README's range).
 #
 # DEMO_SEED (default 42) and DEMO_THREADS (default 2) change the run's seed and libtorch
 # threads; DEMO_STEPS the number of optimizer steps (the README's range holds for the
@@ -68,7 +69,7 @@ say "asr-data inspect $out/shards"
 "$bin/asr-data" inspect "$out/shards" --rows 2
 
 say "asr-train run: tiny preset from random weights, $steps steps on the CPU ($threads threads, seed $seed)"
-# The recipe, measured on 5 seeds (README, "The two commands"). From random weights a CTC
+# The recipe (its measured runs: README, "The two commands"). From random weights a CTC
 # model first emits only blanks (loss ~95 per clip, WER 1); it leaves that plateau after
 # about 150 passes over the 19 clips and then fits them within ~150 more:
 # - one batch holding every clip (--batch-seconds 120): the plateau lasts a number of
