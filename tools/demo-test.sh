@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Part of CI: runs tools/demo.sh exactly as a user does (default seed, 2 threads) and
+# The demo check (not in tools/test.sh yet, see there): runs tools/demo.sh as a user does
+# (default seed, 2 threads) and
 # fails unless its `demo result: train WER W ...` line is within the README's range,
 # read from the README's marker `demo-train-wer-max: X`.
 #   tools/demo-test.sh
