@@ -32,7 +32,7 @@ use crate::eval::{
 };
 use crate::trainer::{TrainData, TrainError};
 use crate::whisper::eval::MetricChoice;
-use crate::whisper::labels::{tokenize_source, LabelSet, LabeledSource};
+use crate::whisper::labels::{tokenize_source_in, LabelSet, LabeledSource};
 use crate::whisper::{is_preset, ModelKind, WhisperBundle};
 
 /// The model of a run with what its task needs.
@@ -167,7 +167,7 @@ impl Task {
     pub fn train_source(&self, train: Arc<dyn UtteranceSource>) -> Arc<dyn UtteranceSource> {
         match self {
             Task::Ctc(_) => train,
-            Task::Seq2Seq(t) => Arc::new(LabeledSource::new(train, &t.labels)),
+            Task::Seq2Seq(t) => Arc::new(LabeledSource::new(train, &t.labels, t.window())),
         }
     }
 
@@ -420,13 +420,26 @@ impl Seq2SeqTask {
             .max_duration_s
             .map(|s| (s * f64::from(crate::data::SAMPLE_RATE_HZ)) as u64);
         let max_target = bundle.model.config().max_target_positions as usize;
-        let labels = tokenize_source(&bundle.tokenizer, &prefix, train, max_target, max_samples)?;
+        let window = bundle.features.config().n_samples() as u64;
+        let labels = tokenize_source_in(
+            &bundle.tokenizer,
+            &prefix,
+            train,
+            max_target,
+            max_samples,
+            window,
+        )?;
         Ok(Seq2SeqTask {
             bundle,
             prompt,
             labels,
             metric: config.metric,
         })
+    }
+
+    /// Samples of the model's input window (480,000: 30 s).
+    pub fn window(&self) -> u64 {
+        self.bundle.features.config().n_samples() as u64
     }
 
     /// "N of M training utterances left out: 2 audio_over_30s, 1 empty_text".

@@ -111,6 +111,24 @@ pub fn utterance_labels(
             format!("{seconds:.2} s of audio; Whisper's window is 30 s"),
         );
     }
+    utterance_text_labels(tokenizer, prefix, id, text, max_target_positions)
+}
+
+/// [`utterance_labels`] without the audio check.
+fn utterance_text_labels(
+    tokenizer: &WhisperTokenizer,
+    prefix: &[u32],
+    id: &str,
+    text: &str,
+    max_target_positions: usize,
+) -> Result<Result<Vec<i64>, Skipped>, TrainError> {
+    let skip = |reason, detail: String| {
+        Ok(Err(Skipped {
+            id: id.to_string(),
+            reason,
+            detail,
+        }))
+    };
     if text.trim().is_empty() {
         return skip(SkipReason::EmptyText, "the transcript is empty".into());
     }
@@ -140,9 +158,41 @@ pub fn tokenize_source(
     max_target_positions: usize,
     max_samples: Option<u64>,
 ) -> Result<LabelSet, TrainError> {
+    tokenize_source_in(
+        tokenizer,
+        prefix,
+        source,
+        max_target_positions,
+        max_samples,
+        WINDOW_SAMPLES as u64,
+    )
+}
+
+/// [`tokenize_source`] for a model whose input window is `window` samples (30 s for
+/// every Whisper checkpoint; shorter for the `whisper-micro` test preset).
+pub fn tokenize_source_in(
+    tokenizer: &WhisperTokenizer,
+    prefix: &[u32],
+    source: &dyn UtteranceSource,
+    max_target_positions: usize,
+    max_samples: Option<u64>,
+    window: u64,
+) -> Result<LabelSet, TrainError> {
     let mut set = LabelSet::default();
     let texts = source.texts()?;
     for (i, (info, text)) in source.index().iter().zip(&texts).enumerate() {
+        if info.num_samples > window {
+            set.skipped.push(Skipped {
+                id: info.id.clone(),
+                reason: SkipReason::AudioOver30s,
+                detail: format!(
+                    "{:.2} s of audio; the model's window is {:.0} s",
+                    info.num_samples as f64 / 16_000.0,
+                    window as f64 / 16_000.0
+                ),
+            });
+            continue;
+        }
         if let Some(max) = max_samples.filter(|&m| info.num_samples > m) {
             set.skipped.push(Skipped {
                 id: info.id.clone(),
@@ -155,14 +205,7 @@ pub fn tokenize_source(
             });
             continue;
         }
-        match utterance_labels(
-            tokenizer,
-            prefix,
-            &info.id,
-            info.num_samples,
-            text,
-            max_target_positions,
-        )? {
+        match utterance_text_labels(tokenizer, prefix, &info.id, text, max_target_positions)? {
             Ok(labels) => set.kept.push((i, labels)),
             Err(skipped) => set.skipped.push(skipped),
         }
@@ -183,14 +226,15 @@ pub struct LabeledSource {
 }
 
 impl LabeledSource {
-    /// The kept utterances of `labels` (tokenized from `inner`).
-    pub fn new(inner: Arc<dyn UtteranceSource>, labels: &LabelSet) -> LabeledSource {
+    /// The kept utterances of `labels` (tokenized from `inner`), for a model whose
+    /// input window is `window` samples.
+    pub fn new(inner: Arc<dyn UtteranceSource>, labels: &LabelSet, window: u64) -> LabeledSource {
         let infos = labels
             .kept
             .iter()
             .map(|(i, _)| UtteranceInfo {
                 id: inner.index()[*i].id.clone(),
-                num_samples: WINDOW_SAMPLES as u64,
+                num_samples: window,
             })
             .collect();
         LabeledSource {
