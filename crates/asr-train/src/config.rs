@@ -75,8 +75,12 @@ pub struct TrainConfig {
     /// schedule still spans `max_steps` / `epochs`: set those to what fits the time.
     pub max_minutes: Option<f64>,
     /// Cap of a batch's padded audio (utterances x longest utterance), in seconds.
+    /// Whisper models count every clip as one full input window (30 s of padded
+    /// features), so a batch holds `floor(batch_seconds / 30)` clips at most; at least
+    /// 30 is required.
     pub batch_seconds: f64,
-    /// Cap of a batch's utterance count.
+    /// Cap of a batch's utterance count. For Whisper models this is transformers'
+    /// `per_device_train_batch_size` (with `batch_seconds` >= 30 x N).
     pub max_batch_utterances: Option<usize>,
     /// Training utterances longer than this are left out (listed in the log).
     pub max_duration_s: Option<f64>,

@@ -649,7 +649,8 @@ mod tests {
             shuffle: false,
             ..batching(1.0)
         };
-        let batch = Batch::assemble(source.as_ref(), &[0, 1], DataPosition::default(), 1, true).unwrap();
+        let batch =
+            Batch::assemble(source.as_ref(), &[0, 1], DataPosition::default(), 1, true).unwrap();
         assert_eq!(batch.max_samples, 1200);
         assert_eq!(batch.lengths, vec![800, 1200]);
         assert!(batch.input_values[800..1200].iter().all(|&x| x == 0.0));

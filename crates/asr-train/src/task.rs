@@ -315,7 +315,8 @@ impl CtcTask {
             &label_lengths,
             self.loss.zero_infinity,
         )?;
-        let values = Vec::<f64>::try_from(&losses.detach().to_kind(Kind::Double).to_device(Device::Cpu))?;
+        let values =
+            Vec::<f64>::try_from(&losses.detach().to_kind(Kind::Double).to_device(Device::Cpu))?;
         let normalized = normalized_losses(&values, &label_lengths, self.loss.reduction);
         let feasible = batch
             .label_ids
@@ -549,7 +550,10 @@ fn check_whisper_options(config: &TrainConfig) -> Result<(), TrainError> {
     let refused = [
         (!config.model_set.is_empty(), "--model-set"),
         (config.reinit_head, "--reinit-head"),
-        (config.freeze_feature_encoder == Some(true), "--freeze-feature-encoder"),
+        (
+            config.freeze_feature_encoder == Some(true),
+            "--freeze-feature-encoder",
+        ),
         (config.ctc_loss_reduction.is_some(), "--ctc-loss-reduction"),
         (config.ctc_zero_infinity.is_some(), "--ctc-zero-infinity"),
     ];
@@ -562,7 +566,11 @@ fn check_whisper_options(config: &TrainConfig) -> Result<(), TrainError> {
             config.batch_seconds
         )));
     }
-    let given: Vec<&str> = refused.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+    let given: Vec<&str> = refused
+        .iter()
+        .filter(|(on, _)| *on)
+        .map(|(_, n)| *n)
+        .collect();
     if given.is_empty() {
         return Ok(());
     }

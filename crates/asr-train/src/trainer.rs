@@ -487,7 +487,13 @@ pub fn training_batches(
     let source = train_source(config, data)?;
     let batching = train_batching(config, true);
     let max_samples = max_duration_samples(config);
-    Ok(plan_ids(source.as_ref(), min_samples, max_samples, &batching, epoch))
+    Ok(plan_ids(
+        source.as_ref(),
+        min_samples,
+        max_samples,
+        &batching,
+        epoch,
+    ))
 }
 
 /// [`training_batches`] for the model of `task` (as [`build_task`] builds it): for a
@@ -501,7 +507,13 @@ pub fn task_training_batches(
     let source = task.train_source(train_source(config, data)?);
     let batching = train_batching(config, task.normalize_audio());
     let max_samples = plan_max_samples(config, task);
-    Ok(plan_ids(source.as_ref(), task.min_samples(), max_samples, &batching, epoch))
+    Ok(plan_ids(
+        source.as_ref(),
+        task.min_samples(),
+        max_samples,
+        &batching,
+        epoch,
+    ))
 }
 
 /// The model of `config` with its task, for training on `data` (see [`Task::build`]).
@@ -1049,8 +1061,7 @@ impl<'a> Trainer<'a> {
         );
         tch::manual_seed(seed as i64);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EC_A0C);
-        self.task
-            .forward(batch, self.runtime.precision, &mut rng)
+        self.task.forward(batch, self.runtime.precision, &mut rng)
     }
 
     /// One micro-batch: forward, the per-utterance loss check (step 2: bad losses are
@@ -1088,7 +1099,9 @@ impl<'a> Trainer<'a> {
         let scale = self.scaler.as_ref().map_or(1.0, |s| s.scale);
         let scaled = loss * (scale / f64::from(self.config.grad_accum));
         scaled.backward();
-        if let (Some(hook), Some(model)) = (self.hooks.after_backward.as_mut(), self.task.ctc_model()) {
+        if let (Some(hook), Some(model)) =
+            (self.hooks.after_backward.as_mut(), self.task.ctc_model())
+        {
             hook(this_step, model);
         }
         acc.losses_sum += batch_loss;
@@ -1816,8 +1829,7 @@ fn open_outputs(config: &TrainConfig, step: u64) -> Result<MetricsWriter, TrainE
 }
 
 fn optimizer_param_count(task: &Task) -> i64 {
-    task
-        .trainable_parameters()
+    task.trainable_parameters()
         .iter()
         .map(|(_, t)| t.numel() as i64)
         .sum()

@@ -183,7 +183,11 @@ fn run_on_whisper_names_the_options_it_needs() {
         ];
         let output = asr_train(&[&args[..], extra].concat());
         assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-        assert!(stderr(&output).contains(named), "{named}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains(named),
+            "{named}: {}",
+            stderr(&output)
+        );
         let _ = std::fs::remove_dir_all(&out);
     }
 }

@@ -41,7 +41,8 @@ fn ten_clips() -> (Vec<Utterance>, Vec<Utterance>) {
         .take(5)
         .map(|line| {
             let (file, text) = line.split_once(',').unwrap();
-            let audio = asr_audio::decode_file(&repo().join("fixtures/csv/cjk").join(file)).unwrap();
+            let audio =
+                asr_audio::decode_file(&repo().join("fixtures/csv/cjk").join(file)).unwrap();
             assert_eq!(audio.sample_rate_hz, 16_000);
             Utterance {
                 id: file.trim_end_matches(".flac").replace('/', "-"),
@@ -119,14 +120,56 @@ fn step_losses(run: &Path) -> Vec<f64> {
 
 /// The overfit run's flags (`--lr` can be changed to check that the test fails when
 /// training does not happen).
-fn overfit_args<'a>(shards: &'a str, out: &'a str, tokenizer: &'a str, lr: &'a str) -> Vec<&'a str> {
+fn overfit_args<'a>(
+    shards: &'a str,
+    out: &'a str,
+    tokenizer: &'a str,
+    lr: &'a str,
+) -> Vec<&'a str> {
     vec![
-        "run", "--shards", shards, "--out", out, "--model", WHISPER_MICRO, "--tokenizer",
-        tokenizer, "--language", "zh", "--task", "transcribe", "--device", "cpu",
-        "--precision", "f32", "--threads", "2", "--seed", "3", "--batch-seconds", "300",
-        "--max-batch-utterances", "10", "--max-steps", "120", "--lr", lr, "--warmup-steps",
-        "10", "--weight-decay", "0", "--eval-every", "60", "--train-split", "train",
-        "--eval-split", "zh", "--final-splits", "zh,en", "--log-every", "20",
+        "run",
+        "--shards",
+        shards,
+        "--out",
+        out,
+        "--model",
+        WHISPER_MICRO,
+        "--tokenizer",
+        tokenizer,
+        "--language",
+        "zh",
+        "--task",
+        "transcribe",
+        "--device",
+        "cpu",
+        "--precision",
+        "f32",
+        "--threads",
+        "2",
+        "--seed",
+        "3",
+        "--batch-seconds",
+        "300",
+        "--max-batch-utterances",
+        "10",
+        "--max-steps",
+        "120",
+        "--lr",
+        lr,
+        "--warmup-steps",
+        "10",
+        "--weight-decay",
+        "0",
+        "--eval-every",
+        "60",
+        "--train-split",
+        "train",
+        "--eval-split",
+        "zh",
+        "--final-splits",
+        "zh,en",
+        "--log-every",
+        "20",
     ]
 }
 
@@ -142,7 +185,10 @@ fn a_toy_whisper_overfits_ten_clips_in_mandarin_and_english() {
     let all: Vec<Utterance> = english.iter().chain(&mandarin).cloned().collect();
     let dir = tempfile::tempdir().unwrap();
     let shards = dir.path().join("shards");
-    write_splits(&shards, &[("train", &all), ("zh", &mandarin), ("en", &english)]);
+    write_splits(
+        &shards,
+        &[("train", &all), ("zh", &mandarin), ("en", &english)],
+    );
     let out = dir.path().join("run");
     let (shards_s, out_s) = (shards.to_str().unwrap(), out.to_str().unwrap());
     let lr = std::env::var("WHISPER_OVERFIT_LR").unwrap_or_else(|_| "3e-3".into());
@@ -173,15 +219,33 @@ fn a_toy_whisper_overfits_ten_clips_in_mandarin_and_english() {
         assert!(best.join(file).is_file(), "best/ has no {file}");
     }
     let card = std::fs::read_to_string(best.join("README.md")).unwrap();
-    assert!(card.contains("- \"whisper\"") && card.contains("- \"seq2seq\""), "{card}");
+    assert!(
+        card.contains("- \"whisper\"") && card.contains("- \"seq2seq\""),
+        "{card}"
+    );
     assert!(out.join("training_curves.png").is_file());
     // best/ is a Whisper folder that eval loads, with the same result.
     let again = dir.path().join("eval");
     let output = asr_train(&[
-        "eval", "--shards", shards_s, "--model", best.to_str().unwrap(), "--out",
-        again.to_str().unwrap(), "--device", "cpu", "--splits", "zh", "--language", "zh",
+        "eval",
+        "--shards",
+        shards_s,
+        "--model",
+        best.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "--splits",
+        "zh",
+        "--language",
+        "zh",
     ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let evaluated = read_json(&again.join("final_results.json"));
     assert_eq!(evaluated["splits"]["zh"]["cer"], zh["cer"]);
 }
@@ -235,7 +299,13 @@ fn utterances_that_do_not_fit_whisper_are_left_out_and_counted_by_reason() {
     let _serial = serial();
     let (english, mandarin) = ten_clips();
     let mut train: Vec<Utterance> = english[..2].to_vec();
-    let long_audio: Vec<f32> = english[0].audio.iter().cycle().take(16_000 * 31).copied().collect();
+    let long_audio: Vec<f32> = english[0]
+        .audio
+        .iter()
+        .cycle()
+        .take(16_000 * 31)
+        .copied()
+        .collect();
     train.push(Utterance {
         id: "long-audio".into(),
         audio: long_audio,
@@ -357,7 +427,12 @@ fn the_step_loss_is_the_token_mean_cross_entropy_of_the_batch() {
     let mut c = whisper_config(&out, 10);
     c.lr = 5e-3;
     c.save_every = Some(9);
-    run(&c, memory_data(train.clone(), english[..1].to_vec()), quiet()).unwrap();
+    run(
+        &c,
+        memory_data(train.clone(), english[..1].to_vec()),
+        quiet(),
+    )
+    .unwrap();
     let recorded = step_losses(&out)[9];
     // The weights step 10 started from.
     tch::manual_seed(0);
@@ -377,7 +452,12 @@ fn the_step_loss_is_the_token_mean_cross_entropy_of_the_batch() {
         let logits = tch::no_grad(|| {
             bundle
                 .model
-                .forward_t(&features, &Tensor::from_slice(&inputs).view([1, -1]), None, false)
+                .forward_t(
+                    &features,
+                    &Tensor::from_slice(&inputs).view([1, -1]),
+                    None,
+                    false,
+                )
                 .unwrap()
         });
         let log_probs = logits.to_kind(Kind::Double).log_softmax(-1, Kind::Double);

@@ -196,7 +196,10 @@ impl GenerationConfig {
             self.begin_suppress_tokens.clone().into(),
         );
         // The prompt's token tables (a preset sets them from its tokenizer).
-        for (key, map) in [("lang_to_id", &self.lang_to_id), ("task_to_id", &self.task_to_id)] {
+        for (key, map) in [
+            ("lang_to_id", &self.lang_to_id),
+            ("task_to_id", &self.task_to_id),
+        ] {
             if !map.is_empty() {
                 let entries = map.iter().map(|(k, v)| (k.clone(), Value::from(*v)));
                 json.insert(key.into(), Value::Object(entries.collect()));

@@ -203,9 +203,9 @@ impl WhisperBundle {
         generation.no_timestamps_token_id = Some(i64::from(special.no_timestamps));
         model.set_generation_config(generation);
         let mut feature_config = FeatureConfig::with_mel_bins(model.config().num_mel_bins);
-        feature_config.chunk_length = 2 * model.config().max_source_positions
-            * feature_config.hop_length
-            / i64::from(feature_config.sampling_rate);
+        feature_config.chunk_length =
+            2 * model.config().max_source_positions * feature_config.hop_length
+                / i64::from(feature_config.sampling_rate);
         let features = WhisperFeatureExtractor::new(feature_config)
             .map_err(|e| TrainError::Config(e.to_string()))?;
         Ok(WhisperBundle {
