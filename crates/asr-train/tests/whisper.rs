@@ -178,8 +178,6 @@ fn run_on_whisper_names_the_options_it_needs() {
             out.to_str().unwrap(),
             "--device",
             "cpu",
-            "--batch-seconds",
-            "60",
         ];
         let output = asr_train(&[&args[..], extra].concat());
         assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
