@@ -195,6 +195,19 @@ impl GenerationConfig {
             "begin_suppress_tokens".into(),
             self.begin_suppress_tokens.clone().into(),
         );
+        // The prompt's token tables (a preset sets them from its tokenizer).
+        for (key, map) in [
+            ("lang_to_id", &self.lang_to_id),
+            ("task_to_id", &self.task_to_id),
+        ] {
+            if !map.is_empty() {
+                let entries = map.iter().map(|(k, v)| (k.clone(), Value::from(*v)));
+                json.insert(key.into(), Value::Object(entries.collect()));
+            }
+        }
+        if let Some(id) = self.no_timestamps_token_id {
+            json.insert("no_timestamps_token_id".into(), id.into());
+        }
         serde_json::to_string_pretty(&Value::Object(json)).unwrap_or_default()
     }
 
