@@ -281,6 +281,17 @@ impl ShardReader {
         Ok(out)
     }
 
+    /// The `text` of every row, in order, decoding that column alone (no audio read).
+    pub fn texts(&self) -> Result<Vec<String>, ShardError> {
+        let mut out = Vec::with_capacity(self.num_rows);
+        for index in 0..self.blocks.len() {
+            let batch = self.decode_batch(index, Some(&[COL_TEXT]))?;
+            let texts = batch.column(0).as_string::<i32>();
+            out.extend((0..batch.num_rows()).map(|row| texts.value(row).to_string()));
+        }
+        Ok(out)
+    }
+
     /// Row `i`, decoded (audio as f32 in [-1, 1]).
     pub fn row(&self, i: usize) -> Result<ShardRow, ShardError> {
         if i >= self.num_rows {

@@ -226,7 +226,7 @@ pub fn load(dir: &Path) -> Result<Loaded, CheckpointError> {
 /// Copy `tensors` into the model's tensors of the same names (every model tensor must
 /// be there with its shape).
 pub fn restore_model(
-    model: &asr_model::CtcModel,
+    params: &asr_model::ParamStore,
     tensors: &[(String, Tensor)],
     origin: &Path,
 ) -> Result<(), CheckpointError> {
@@ -236,7 +236,7 @@ pub fn restore_model(
     };
     let find = |name: &str| tensors.iter().find(|(n, _)| n == name).map(|(_, t)| t);
     tch::no_grad(|| {
-        for entry in model.params().entries() {
+        for entry in params.entries() {
             let src = find(&entry.name)
                 .ok_or_else(|| invalid(format!("no tensor {} for the model", entry.name)))?;
             if src.size() != entry.tensor.size() {

@@ -238,6 +238,7 @@ pub fn eval_shards(data: &TrainData, options: &EvalOptions) -> Result<FinalResul
         quarantined: None,
         train_audio_s_per_s: None,
         data_wait_fraction: None,
+        left_out: None,
     };
     write_final(options, results)
 }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::guard::{ClipMode, GuardConfig, NonFiniteGrads};
 use crate::schedule::DecayKind;
+use crate::whisper::eval::MetricChoice;
 
 /// Numeric precision of the forward pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -115,6 +116,20 @@ pub struct TrainConfig {
     /// shape the network (sizes, norms, vocabulary) are refused. VALUE is read as JSON
     /// (a number, `true`, `"mean"`), or as a string when it is not JSON.
     pub model_set: Vec<String>,
+    /// Whisper models: the language code of the speech (`zh`, `en`), which puts its
+    /// token in the labels and in the generation prompt (default: from the model's
+    /// generation_config.json; a multilingual model needs one).
+    pub language: Option<String>,
+    /// Whisper models: `transcribe` or `translate` (default: `transcribe` when a language
+    /// is given, else from generation_config.json).
+    pub task: Option<String>,
+    /// Whisper models: the headline metric that picks `best/` and drives early
+    /// stopping: `auto` (CER for scripts written without spaces, WER otherwise), `wer`
+    /// or `cer`. CTC runs keep WER.
+    pub metric: MetricChoice,
+    /// Whisper presets (`whisper-tiny`, `whisper-micro`): the multilingual
+    /// `tokenizer.json` the random-weight model uses (a Whisper folder brings its own).
+    pub tokenizer: Option<PathBuf>,
     /// CTC loss reduction (default: the model's `ctc_loss_reduction`).
     pub ctc_loss_reduction: Option<LossReduction>,
     /// Zero infinite CTC losses (default: the model's `ctc_zero_infinity`).
@@ -185,6 +200,10 @@ impl Default for TrainConfig {
             freeze_feature_encoder: None,
             reinit_head: false,
             model_set: Vec::new(),
+            language: None,
+            task: None,
+            metric: MetricChoice::Auto,
+            tokenizer: None,
             ctc_loss_reduction: None,
             ctc_zero_infinity: None,
             eval_every: 500,
@@ -520,6 +539,20 @@ pub struct RunArgs {
     /// replaces the config file's list).
     #[arg(long, value_name = "KEY=VALUE", value_delimiter = ',')]
     pub model_set: Option<Vec<String>>,
+    /// Whisper models: language code of the speech (zh, en, ...) [default: from
+    /// generation_config.json].
+    #[arg(long)]
+    pub language: Option<String>,
+    /// Whisper models: transcribe or translate [default: transcribe].
+    #[arg(long)]
+    pub task: Option<String>,
+    /// Whisper models: metric that picks best/ and drives early stopping; auto picks
+    /// CER for scripts written without spaces [default: auto].
+    #[arg(long, value_enum)]
+    pub metric: Option<MetricChoice>,
+    /// Whisper presets: the multilingual tokenizer.json to use.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
     /// CTC loss reduction [default: the model's].
     #[arg(long, value_enum)]
     pub ctc_loss_reduction: Option<LossReduction>,
@@ -656,6 +689,9 @@ impl RunArgs {
                 warmup_steps,
                 ctc_loss_reduction,
                 ctc_zero_infinity,
+                language,
+                task,
+                tokenizer,
                 eval_max_utterances,
                 eval_batch_seconds,
                 patience,
@@ -690,6 +726,7 @@ impl RunArgs {
                 adam_eps,
                 reinit_head,
                 model_set,
+                metric,
                 eval_every,
                 keep_checkpoints,
                 log_every,

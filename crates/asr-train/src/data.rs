@@ -67,6 +67,13 @@ pub trait UtteranceSource: Send + Sync {
     fn index(&self) -> &[UtteranceInfo];
     /// Read utterance `i` of [`UtteranceSource::index`].
     fn load(&self, i: usize) -> Result<Utterance, DataError>;
+    /// Every utterance's transcript, in index order (by default through
+    /// [`UtteranceSource::load`]; shards read the text column alone).
+    fn texts(&self) -> Result<Vec<String>, DataError> {
+        (0..self.index().len())
+            .map(|i| self.load(i).map(|u| u.text))
+            .collect()
+    }
 }
 
 /// Utterances held in memory (tests, `transcribe`).
@@ -143,6 +150,13 @@ impl UtteranceSource for ConcatSource {
             .ok_or_else(|| DataError(format!("no utterance {i}")))?;
         self.parts[part].load(local)
     }
+    fn texts(&self) -> Result<Vec<String>, DataError> {
+        let mut texts = Vec::with_capacity(self.infos.len());
+        for part in &self.parts {
+            texts.extend(part.texts()?);
+        }
+        Ok(texts)
+    }
 }
 
 /// How batches are cut.
@@ -160,6 +174,10 @@ pub struct Batching {
     pub rank: usize,
     /// Number of processes.
     pub world_size: usize,
+    /// Normalize each clip to zero mean and unit variance (wav2vec2's feature
+    /// extractor); `false` keeps the samples as read (Whisper computes log-mel features
+    /// from the raw samples).
+    pub normalize: bool,
 }
 
 /// Where the loader is: the epoch and the index of the next batch of that epoch's plan
@@ -343,12 +361,13 @@ impl Batch {
         })
     }
 
-    /// Read, normalize and pad the utterances `members` of `source`.
+    /// Read, normalize (when `normalize`) and pad the utterances `members` of `source`.
     pub fn assemble(
         source: &dyn UtteranceSource,
         members: &[usize],
         position: DataPosition,
         batches_in_epoch: usize,
+        normalize: bool,
     ) -> Result<Batch, DataError> {
         let utterances = members
             .iter()
@@ -361,7 +380,12 @@ impl Batch {
         let mut labels = vec![PAD_LABEL; b * max_labels];
         for (row, u) in utterances.iter().enumerate() {
             let start = row * max_samples;
-            normalize_into(&u.audio, &mut input_values[start..start + u.audio.len()]);
+            let samples = &mut input_values[start..start + u.audio.len()];
+            if normalize {
+                normalize_into(&u.audio, samples);
+            } else {
+                samples.copy_from_slice(&u.audio);
+            }
             for (j, &l) in u.labels.iter().enumerate() {
                 labels[row * max_labels + j] = i64::from(l);
             }
@@ -431,6 +455,7 @@ impl Loader {
                                 batch: b,
                             },
                             plan.len(),
+                            batching.normalize,
                         );
                         let failed = batch.is_err();
                         if tx.send(batch).is_err() || failed {
@@ -497,6 +522,7 @@ mod tests {
             seed: 7,
             rank: 0,
             world_size: 1,
+            normalize: true,
         }
     }
 
@@ -564,6 +590,7 @@ mod tests {
                     &Batching {
                         rank,
                         world_size: 3,
+                        normalize: true,
                         ..batching(6.0)
                     },
                     3,
@@ -622,7 +649,7 @@ mod tests {
             shuffle: false,
             ..batching(1.0)
         };
-        let batch = Batch::assemble(source.as_ref(), &[0, 1], DataPosition::default(), 1).unwrap();
+        let batch = Batch::assemble(source.as_ref(), &[0, 1], DataPosition::default(), 1, true).unwrap();
         assert_eq!(batch.max_samples, 1200);
         assert_eq!(batch.lengths, vec![800, 1200]);
         assert!(batch.input_values[800..1200].iter().all(|&x| x == 0.0));
@@ -634,7 +661,7 @@ mod tests {
         let without_b = batch.clone().retain(|id| id != "b").unwrap();
         assert_eq!(
             without_b,
-            Batch::assemble(source.as_ref(), &[0], DataPosition::default(), 1).unwrap()
+            Batch::assemble(source.as_ref(), &[0], DataPosition::default(), 1, true).unwrap()
         );
         assert!(batch.clone().retain(|_| false).is_none());
         assert_eq!(batch.clone().retain(|_| true).unwrap(), batch);

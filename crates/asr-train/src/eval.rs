@@ -152,6 +152,10 @@ pub struct FinalResults {
     /// Fraction of training step time spent waiting for data (training runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_wait_fraction: Option<f64>,
+    /// Training utterances left out before training, by reason (`audio_over_30s`,
+    /// `labels_too_long`, `empty_text`, `over_max_duration`: seq2seq runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_out: Option<BTreeMap<String, usize>>,
 }
 
 /// How evaluation computes its loss.
@@ -310,6 +314,7 @@ pub fn evaluate(
             seed: 0,
             rank: 0,
             world_size: 1,
+            normalize: true,
         },
         0,
     );
@@ -335,6 +340,7 @@ pub fn evaluate(
                     &members,
                     DataPosition { epoch: 0, batch: b },
                     plan.len(),
+                    true,
                 );
                 let failed = batch.is_err();
                 if tx.send(batch.map(|x| (members, x))).is_err() || failed {

@@ -22,6 +22,7 @@ pub mod runtime;
 pub mod schedule;
 pub mod score;
 pub mod shards;
+pub mod task;
 pub mod tensorboard;
 pub mod trainer;
 pub mod transcribe;

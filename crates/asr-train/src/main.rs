@@ -264,7 +264,6 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 return launch_workers(nproc);
             }
             let config = args.resolve().map_err(usage)?;
-            asr_train::whisper::check_trainable(&config.model).map_err(train_failure)?;
             let shards = config.shards.clone().ok_or_else(|| {
                 usage(anyhow::anyhow!(
                     "no shards given: pass --shards DIR (or set shards in the --config file)"

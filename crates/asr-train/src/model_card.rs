@@ -29,8 +29,10 @@ pub struct CardFacts<'a> {
     pub records: &'a [MetricsRecord],
     /// The model's results, one per evaluated split.
     pub results: &'a [CardResult],
-    /// `model_type` of the model (`wav2vec2`, `hubert`).
+    /// `model_type` of the model (`wav2vec2`, `hubert`, `whisper`).
     pub model_type: &'a str,
+    /// The task trained (`ctc` or `seq2seq`), a tag of the card.
+    pub task: &'a str,
 }
 
 /// Write `dir/README.md`.
@@ -86,7 +88,9 @@ pub fn run_name(config: &TrainConfig) -> String {
 /// without its `@revision`), not a preset or a config.json (random weights).
 pub fn base_model(config: &TrainConfig) -> Option<&str> {
     let spec = config.model.as_str();
-    let random = asr_model::Preset::from_name(spec).is_some() || spec.ends_with(".json");
+    let random = asr_model::Preset::from_name(spec).is_some()
+        || crate::whisper::is_preset(spec)
+        || spec.ends_with(".json");
     if random || spec.is_empty() {
         return None;
     }
@@ -149,7 +153,7 @@ fn front_matter(config: &TrainConfig, facts: &CardFacts) -> String {
     y.push_str("pipeline_tag: automatic-speech-recognition\ntags:\n");
     for tag in [
         "automatic-speech-recognition",
-        "ctc",
+        facts.task,
         facts.model_type,
         "asr-train",
     ] {
@@ -350,6 +354,7 @@ mod tests {
                 records: &records,
                 results: &results,
                 model_type: "wav2vec2",
+                task: "ctc",
             },
         );
         assert!(card.starts_with("---\n"), "{card}");
@@ -385,6 +390,7 @@ mod tests {
                 records: &[],
                 results: &[],
                 model_type: "wav2vec2",
+                task: "ctc",
             },
         );
         assert!(!card.contains("base_model"), "{card}");

@@ -127,6 +127,19 @@ impl UtteranceSource for ShardSource {
         &self.infos
     }
 
+    fn texts(&self) -> Result<Vec<String>, DataError> {
+        let per_reader = self
+            .readers
+            .iter()
+            .map(|r| r.texts().map_err(|e| DataError(e.to_string())))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self
+            .locations
+            .iter()
+            .map(|&(r, row)| per_reader[r as usize][row as usize].clone())
+            .collect())
+    }
+
     fn load(&self, i: usize) -> Result<Utterance, DataError> {
         if let Some(failure) = self.checksums.failure() {
             return Err(DataError(failure.to_string()));

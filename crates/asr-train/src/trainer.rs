@@ -1,12 +1,14 @@
-//! The training loop of `asr-train run`.
+//! The training loop of `asr-train run`, for every task ([`crate::task`]: CTC for
+//! wav2vec2 / HuBERT, seq2seq for Whisper; the task follows the model).
 //!
 //! Per optimizer step: for each of `grad_accum` batches, libtorch is seeded from
 //! (seed, step, batch) for dropout and LayerDrop and a ChaCha generator from the same
-//! for SpecAugment, the batch goes forward (under autocast on CUDA), per-utterance CTC
+//! for SpecAugment, the batch goes forward (under autocast on CUDA), per-utterance
 //! losses are computed, and the explosion guard's nine steps run (see
-//! [`crate::guard`]). Every `eval_every` steps the eval split is decoded greedily; a
-//! better WER saves `best/` (a Hugging Face folder); `patience` evaluations without
-//! improvement stop the run. Checkpoints every `save_every` steps allow `--resume`
+//! [`crate::guard`]). Every `eval_every` steps the eval split is decoded (CTC: greedy;
+//! Whisper: generation); a better headline metric (WER; for Whisper `--metric`, by
+//! default CER for scripts written without spaces) saves `best/` (a Hugging Face
+//! folder); `patience` evaluations without improvement stop the run. Checkpoints every `save_every` steps allow `--resume`
 //! to continue exactly (same batches, same random draws, same guard state).
 //!
 //! Outputs in the run folder: `config.json` (resolved configuration),
@@ -19,22 +21,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use asr_model::precision::{Autocast, Precision};
+use asr_model::precision::Precision;
 use asr_model::{CtcModel, ModelSpec};
-use asr_text::{ctc_min_frames, Vocab};
+use asr_text::Vocab;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tch::{Device, Kind};
+use tch::Device;
 
 use crate::checkpoint::{self, BestEval, TrainState, CHECKPOINT_FORMAT_VERSION};
-use crate::config::{LossReduction, PrecisionChoice, TrainConfig};
+use crate::config::{PrecisionChoice, TrainConfig};
 use crate::data::{plan_epoch, Batch, Batching, DataPosition, Loader, UtteranceSource};
 use crate::distributed::{self, Distributed, StepAccumulator};
-use crate::eval::{
-    self, batch_tensors, ctc_losses, normalized_losses, reduce_losses, FinalResults, LossSettings,
-    SplitResult,
-};
+use crate::eval::{self, FinalResults, SplitResult};
 use crate::guard::{ExplosionGuard, GuardEvent, LossEvent, NonFiniteDecision, NormDecision};
 use crate::metrics::{
     read_metrics, EvalRecord, EventRecord, MetricsRecord, MetricsWriter, Quarantine, StepRecord,
@@ -42,6 +41,7 @@ use crate::metrics::{
 use crate::model_card::{self, CardFacts, CardResult};
 use crate::optim::{AdamW, AdamWConfig, LossScaler};
 use crate::plot::draw_run_curves;
+use crate::task::{Forward, Task};
 
 /// The data a run trains and evaluates on.
 pub struct TrainData {
@@ -176,8 +176,8 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
 /// Test and benchmark hooks into the loop.
 #[derive(Default)]
 pub struct Hooks {
-    /// Called after each backward pass with the step (1-based) and the model; tests use
-    /// it to plant NaN gradients.
+    /// Called after each backward pass with the step (1-based) and the model (CTC
+    /// runs); tests use it to plant NaN gradients.
     #[allow(clippy::type_complexity)]
     pub after_backward: Option<Box<dyn FnMut(u64, &CtcModel)>>,
     /// Keep the run quiet on stderr (no progress bar, no log lines).
@@ -462,7 +462,7 @@ fn included_utterances(
         .collect()
 }
 
-fn train_batching(config: &TrainConfig) -> Batching {
+fn train_batching(config: &TrainConfig, normalize: bool) -> Batching {
     Batching {
         batch_seconds: config.batch_seconds,
         max_utterances: config.max_batch_utterances,
@@ -470,6 +470,7 @@ fn train_batching(config: &TrainConfig) -> Batching {
         seed: config.seed,
         rank: config.rank,
         world_size: config.world_size,
+        normalize,
     }
 }
 
@@ -484,13 +485,64 @@ pub fn training_batches(
     epoch: u64,
 ) -> Result<Vec<Vec<String>>, TrainError> {
     let source = train_source(config, data)?;
-    let max_samples = config
+    let batching = train_batching(config, true);
+    let max_samples = max_duration_samples(config);
+    Ok(plan_ids(source.as_ref(), min_samples, max_samples, &batching, epoch))
+}
+
+/// [`training_batches`] for the model of `task` (as [`build_task`] builds it): for a
+/// Whisper model, the utterances with labels, each clip counting as 30 s.
+pub fn task_training_batches(
+    config: &TrainConfig,
+    data: &TrainData,
+    task: &Task,
+    epoch: u64,
+) -> Result<Vec<Vec<String>>, TrainError> {
+    let source = task.train_source(train_source(config, data)?);
+    let batching = train_batching(config, task.normalize_audio());
+    let max_samples = plan_max_samples(config, task);
+    Ok(plan_ids(source.as_ref(), task.min_samples(), max_samples, &batching, epoch))
+}
+
+/// The model of `config` with its task, for training on `data` (see [`Task::build`]).
+pub fn build_task(
+    config: &TrainConfig,
+    data: &TrainData,
+    device: Device,
+    log: &dyn Fn(&str),
+) -> Result<Task, TrainError> {
+    let source = train_source(config, data)?;
+    Task::build(config, data, source.as_ref(), device, log)
+}
+
+/// `--max-duration-s` in samples.
+fn max_duration_samples(config: &TrainConfig) -> Option<u64> {
+    config
         .max_duration_s
-        .map(|s| (s * f64::from(crate::data::SAMPLE_RATE_HZ)) as u64);
+        .map(|s| (s * f64::from(crate::data::SAMPLE_RATE_HZ)) as u64)
+}
+
+/// The length cap of the batch plan: `--max-duration-s` for CTC; none for seq2seq,
+/// whose labels already left the longer clips out (and whose clips all count as 30 s).
+fn plan_max_samples(config: &TrainConfig, task: &Task) -> Option<u64> {
+    match task {
+        Task::Ctc(_) => max_duration_samples(config),
+        Task::Seq2Seq(_) => None,
+    }
+}
+
+/// The ids of each batch of `epoch` of the utterances of `source` within the lengths.
+fn plan_ids(
+    source: &dyn UtteranceSource,
+    min_samples: u64,
+    max_samples: Option<u64>,
+    batching: &Batching,
+    epoch: u64,
+) -> Vec<Vec<String>> {
     let index = source.index();
     let included = included_utterances(index, min_samples.max(1), max_samples);
     let lengths: Vec<u64> = included.iter().map(|&i| index[i].num_samples).collect();
-    Ok(plan_epoch(&lengths, &train_batching(config), epoch)
+    plan_epoch(&lengths, batching, epoch)
         .into_iter()
         .map(|batch| {
             batch
@@ -498,7 +550,7 @@ pub fn training_batches(
                 .map(|m| index[included[m]].id.clone())
                 .collect()
         })
-        .collect())
+        .collect()
 }
 
 /// Train as `config` says on `data`; see the module documentation.
@@ -561,14 +613,12 @@ impl TrainingPlan {
         config: &TrainConfig,
         data: &TrainData,
         source: &dyn UtteranceSource,
-        min_samples: u64,
+        task: &Task,
         log: &dyn Fn(&str),
     ) -> Result<TrainingPlan, TrainError> {
-        let max_samples = config
-            .max_duration_s
-            .map(|s| (s * f64::from(crate::data::SAMPLE_RATE_HZ)) as u64);
+        let max_samples = plan_max_samples(config, task);
         let index = source.index();
-        let included = included_utterances(index, min_samples, max_samples);
+        let included = included_utterances(index, task.min_samples(), max_samples);
         let left_out = index.len() - included.len();
         if left_out > 0 {
             log(&format!(
@@ -577,7 +627,7 @@ impl TrainingPlan {
             ));
         }
         refuse_clips_beyond_a_batch(config, &data.origin, index, &included)?;
-        let batching = train_batching(config);
+        let batching = train_batching(config, task.normalize_audio());
         let lengths: Vec<u64> = included.iter().map(|&i| index[i].num_samples).collect();
         let batches_per_epoch = plan_epoch(&lengths, &batching, 0).len();
         if batches_per_epoch == 0 {
@@ -679,25 +729,10 @@ struct Update {
     lr: f64,
 }
 
-/// One micro-batch forward: what the loss check and the backward need.
-struct Forward {
-    logits: tch::Tensor,
-    output_lengths: Vec<i64>,
-    labels: tch::Tensor,
-    label_lengths: Vec<i64>,
-    /// Per-utterance CTC losses (graph attached).
-    losses: tch::Tensor,
-    /// Each utterance's loss as the reduction counts it (per label under mean).
-    normalized: Vec<f64>,
-    /// Whether each utterance's labels fit its frames.
-    feasible: Vec<bool>,
-}
-
 /// Settings that come from the model and the device.
 struct Runtime {
     device: Device,
     precision: Precision,
-    loss: LossSettings,
     threads: usize,
 }
 
@@ -711,7 +746,7 @@ struct Trainer<'a> {
     hooks: Hooks,
     out: PathBuf,
     runtime: Runtime,
-    model: CtcModel,
+    task: Task,
     optimizer: AdamW,
     guard: ExplosionGuard,
     scaler: Option<LossScaler>,
@@ -763,11 +798,10 @@ impl<'a> Trainer<'a> {
         };
         let runtime = Runtime::new(config)?;
         distributed::check_device(runtime.device, dist.world_size())?;
-        let model = build_model(config, &data.vocab, &data.origin, runtime.device)?;
-        let runtime = runtime.with_model(config, &model);
-        let min_samples = model.config().min_num_samples().max(1) as u64;
-        let plan = TrainingPlan::new(config, &data, train_source.as_ref(), min_samples, &log)?;
-        let mut optimizer = AdamW::new(adamw_config(config), model.trainable_parameters());
+        let task = Task::build(config, &data, train_source.as_ref(), runtime.device, &log)?;
+        let train_source = task.train_source(train_source);
+        let plan = TrainingPlan::new(config, &data, train_source.as_ref(), &task, &log)?;
+        let mut optimizer = AdamW::new(adamw_config(config), task.trainable_parameters());
         let mut guard = ExplosionGuard::new(config.guard.clone());
         let mut scaler = (runtime.precision == Precision::F16).then(LossScaler::default);
         let state = if checkpoints.is_empty() {
@@ -780,7 +814,7 @@ impl<'a> Trainer<'a> {
             RunState::fresh()
         } else {
             let mut parts = Restorable {
-                model: &model,
+                params: task.params(),
                 optimizer: &mut optimizer,
                 guard: &mut guard,
                 scaler: &mut scaler,
@@ -794,7 +828,7 @@ impl<'a> Trainer<'a> {
         };
         Ok(Trainer {
             out: config.out.clone(),
-            model,
+            task,
             optimizer,
             guard,
             scaler,
@@ -834,10 +868,11 @@ impl<'a> Trainer<'a> {
     /// schedule; then [`Trainer::finish`].
     fn train(mut self) -> Result<RunSummary, TrainError> {
         self.log(&format!(
-            "training {} ({} parameters, {} trainable) on {:?} in {}, {} utterances in {} batches per epoch, {} steps ({} warm-up), {} threads",
+            "training {} ({}, {} parameters, {} trainable) on {:?} in {}, {} utterances in {} batches per epoch, {} steps ({} warm-up), {} threads",
             self.config.model,
-            self.model.params().num_parameters(),
-            optimizer_param_count(&self.model),
+            self.task.name(),
+            self.task.params().num_parameters(),
+            optimizer_param_count(&self.task),
             self.runtime.device,
             self.runtime.precision,
             self.plan.included.len(),
@@ -1005,8 +1040,7 @@ impl<'a> Trainer<'a> {
         Ok(acc)
     }
 
-    /// Forward one micro-batch (seeded from the step) and its per-utterance CTC
-    /// losses.
+    /// Forward one micro-batch (seeded from the step) and its per-utterance losses.
     fn forward(&self, batch: &Batch, micro: u32) -> Result<Forward, TrainError> {
         let seed = step_seed(
             self.config.seed,
@@ -1015,66 +1049,8 @@ impl<'a> Trainer<'a> {
         );
         tch::manual_seed(seed as i64);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EC_A0C);
-        let device = self.runtime.device;
-        let (input, labels) = batch_tensors(batch, device);
-        let label_lengths = label_lengths(batch);
-        let _autocast = Autocast::enter(device, self.runtime.precision);
-        let output = self
-            .model
-            .forward_padded(&input, &batch.lengths, true, Some(&mut rng))?;
-        let losses = ctc_losses(
-            &self.model,
-            &output.logits,
-            &output.output_lengths,
-            &labels,
-            &label_lengths,
-            self.runtime.loss.zero_infinity,
-        )?;
-        let values =
-            Vec::<f64>::try_from(&losses.detach().to_kind(Kind::Double).to_device(Device::Cpu))?;
-        let normalized = normalized_losses(&values, &label_lengths, self.runtime.loss.reduction);
-        let feasible = batch
-            .label_ids
-            .iter()
-            .zip(&output.output_lengths)
-            .map(|(labels, &frames)| ctc_min_frames(labels) <= frames.max(0) as u64)
-            .collect();
-        Ok(Forward {
-            logits: output.logits,
-            output_lengths: output.output_lengths,
-            labels,
-            label_lengths,
-            losses,
-            normalized,
-            feasible,
-        })
-    }
-
-    /// The loss to backward over the utterances `keep` (positions in the batch). When
-    /// some are masked out, the CTC loss is taken again over the logits of the others
-    /// only: the CTC gradient of an infinite loss is NaN even when multiplied by zero,
-    /// and the masked rows' logits must get an exact zero gradient.
-    fn kept_loss(&self, fwd: &Forward, keep: &[usize]) -> Result<tch::Tensor, TrainError> {
-        let reduction = self.runtime.loss.reduction;
-        if keep.len() == fwd.normalized.len() {
-            return Ok(reduce_losses(&fwd.losses, &fwd.label_lengths, reduction));
-        }
-        let device = self.runtime.device;
-        let _autocast = Autocast::enter(device, self.runtime.precision);
-        let rows: Vec<i64> = keep.iter().map(|&i| i as i64).collect();
-        let rows = tch::Tensor::from_slice(&rows).to_device(fwd.logits.device());
-        let pick = |values: &[i64]| -> Vec<i64> { keep.iter().map(|&i| values[i]).collect() };
-        let label_lengths = pick(&fwd.label_lengths);
-        let losses = ctc_losses(
-            &self.model,
-            &fwd.logits.index_select(0, &rows),
-            &pick(&fwd.output_lengths),
-            &fwd.labels
-                .index_select(0, &rows.to_device(fwd.labels.device())),
-            &label_lengths,
-            self.runtime.loss.zero_infinity,
-        )?;
-        Ok(reduce_losses(&losses, &label_lengths, reduction))
+        self.task
+            .forward(batch, self.runtime.precision, &mut rng)
     }
 
     /// One micro-batch: forward, the per-utterance loss check (step 2: bad losses are
@@ -1103,18 +1079,17 @@ impl<'a> Trainer<'a> {
         if check.keep.is_empty() {
             return Ok(());
         }
-        let loss = self.kept_loss(&fwd, &check.keep)?;
-        let kept: Vec<f64> = check.keep.iter().map(|&i| fwd.normalized[i]).collect();
-        let batch_loss = match self.runtime.loss.reduction {
-            LossReduction::Sum => kept.iter().sum::<f64>(),
-            LossReduction::Mean => kept.iter().sum::<f64>() / kept.len() as f64,
-        };
+        let loss = self
+            .task
+            .kept_loss(&fwd, &check.keep, self.runtime.precision)?;
+        // The value backwarded (before loss scaling and accumulation) is the one recorded.
+        let batch_loss = loss.double_value(&[]);
         drop(fwd);
         let scale = self.scaler.as_ref().map_or(1.0, |s| s.scale);
         let scaled = loss * (scale / f64::from(self.config.grad_accum));
         scaled.backward();
-        if let Some(hook) = self.hooks.after_backward.as_mut() {
-            hook(this_step, &self.model);
+        if let (Some(hook), Some(model)) = (self.hooks.after_backward.as_mut(), self.task.ctc_model()) {
+            hook(this_step, model);
         }
         acc.losses_sum += batch_loss;
         acc.backward_batches += 1;
@@ -1290,7 +1265,8 @@ impl<'a> Trainer<'a> {
         Ok(stop_early)
     }
 
-    /// Decode the eval split, keep `best/` when the WER improved, record it.
+    /// Decode the eval split, keep `best/` when the headline metric improved (see
+    /// [`Task::metric`]), record it.
     fn evaluate(&mut self) -> Result<EvalRecord, TrainError> {
         let Some(source) = self.eval_source.clone() else {
             return Err(TrainError::Config("no eval split to evaluate".into()));
@@ -1301,28 +1277,26 @@ impl<'a> Trainer<'a> {
             source,
             self.config.eval_max_utterances,
             |source, limit| {
-                eval::evaluate(
-                    &self.model,
-                    &self.data.vocab,
+                self.task.evaluate(
                     source,
                     limit,
                     self.plan.eval_batch_seconds,
                     self.runtime.precision,
-                    self.runtime.loss,
                 )
             },
         )?;
         self.last_eval = step;
         let (wer, cer) = (output.rates.wer(), output.rates.cer());
+        let metric = self.task.metric(&output);
         let improved = self
             .state
             .best
-            .is_none_or(|b| wer < b.wer || (wer == b.wer && cer < b.cer));
+            .is_none_or(|b| improves(metric, (wer, cer), (b.wer, b.cer)));
         if improved {
             self.state.best = Some(BestEval { step, wer, cer });
             self.state.evals_without_improvement = 0;
             if self.dist.is_main() {
-                save_best(&self.model, &self.data.vocab, &self.best_dir())?;
+                save_best(&self.task, &self.best_dir())?;
             }
         } else {
             self.state.evals_without_improvement += 1;
@@ -1359,9 +1333,11 @@ impl<'a> Trainer<'a> {
         Ok(record)
     }
 
-    /// Warn (and record an event) when nearly all eval outputs are empty after warm-up.
+    /// Warn (and record an event) when nearly all eval outputs of a CTC model are empty
+    /// after warm-up.
     fn watch_blank_collapse(&mut self, blank_fraction: f64) -> Result<(), TrainError> {
-        if self.state.step <= self.plan.warmup_steps
+        if self.task.ctc_model().is_none()
+            || self.state.step <= self.plan.warmup_steps
             || blank_fraction < self.config.watchdog_blank_fraction
         {
             return Ok(());
@@ -1390,14 +1366,12 @@ impl<'a> Trainer<'a> {
         }
         self.metrics.flush()?;
         let records = read_metrics(&self.out.join("metrics.jsonl"))?;
-        let model_type = serde_json::to_value(self.model.config().model_type)
-            .ok()
-            .and_then(|v| v.as_str().map(String::from))
-            .unwrap_or_default();
+        let model_type = self.task.model_type();
         let facts = CardFacts {
             records: &records,
             results: &results,
             model_type: &model_type,
+            task: self.task.name(),
         };
         let dir = self.best_dir();
         model_card::write(&dir, self.config, &facts).map_err(io_err(&dir))
@@ -1451,7 +1425,7 @@ impl<'a> Trainer<'a> {
             world_size: (self.dist.world_size() > 1).then_some(self.dist.world_size()),
         };
         let tensors = self
-            .model
+            .task
             .params()
             .entries()
             .iter()
@@ -1472,7 +1446,7 @@ impl<'a> Trainer<'a> {
     /// splits, `quarantine.txt`, `final_results.json`, the curves and the summary.
     fn finish(mut self, stop_reason: String) -> Result<RunSummary, TrainError> {
         let step = self.state.step;
-        let params = self.model.trainable_parameters();
+        let params = self.task.trainable_parameters();
         let tensors: Vec<&tch::Tensor> = params.iter().map(|(_, t)| *t).collect();
         self.dist.check_same_weights(&tensors, step)?;
         drop(params);
@@ -1484,7 +1458,7 @@ impl<'a> Trainer<'a> {
         }
         if self.eval_source.is_none() {
             // Nothing to choose with: the final weights are the best.
-            save_best(&self.model, &self.data.vocab, &self.best_dir())?;
+            save_best(&self.task, &self.best_dir())?;
         }
         self.metrics.flush()?;
         if self.last_saved != step {
@@ -1544,6 +1518,7 @@ impl<'a> Trainer<'a> {
                 quarantined: None,
                 train_audio_s_per_s: None,
                 data_wait_fraction: None,
+                left_out: None,
             },
         }
     }
@@ -1581,25 +1556,26 @@ impl<'a> Trainer<'a> {
         let best_dir = self.best_dir();
         if best_dir.join("model.safetensors").is_file() {
             let tensors = asr_model::read_weights(&best_dir.join("model.safetensors"))?;
-            checkpoint::restore_model(&self.model, &tensors, &best_dir)?;
+            checkpoint::restore_model(self.task.params(), &tensors, &best_dir)?;
         }
         let mut splits = BTreeMap::new();
         for split in &self.data.select_all(&self.config.final_splits) {
             let Some(source) = self.data.splits.get(split) else {
                 continue;
             };
-            let output = eval::evaluate(
-                &self.model,
-                &self.data.vocab,
+            let output = self.task.evaluate(
                 source.clone(),
                 None,
                 self.plan.eval_batch_seconds,
                 self.runtime.precision,
-                self.runtime.loss,
             )?;
             let path = self.out.join(format!("predictions_{split}.jsonl"));
             eval::write_predictions(&path, &output.predictions).map_err(io_err(&path))?;
-            splits.insert(split.clone(), output.result());
+            let mut result = output.result();
+            if let Task::Seq2Seq(_) = self.task {
+                result.metric = Some(self.task.metric(&output).to_string());
+            }
+            splits.insert(split.clone(), result);
         }
         Ok(splits)
     }
@@ -1632,6 +1608,7 @@ impl<'a> Trainer<'a> {
             ),
             train_audio_s_per_s: Some(self.throughput.audio_s_per_s()),
             data_wait_fraction: Some(self.throughput.data_wait_fraction()),
+            left_out: self.task.left_out_counts(),
         };
         let results_path = self.out.join("final_results.json");
         eval::write_final_results(&results_path, &results).map_err(io_err(&results_path))?;
@@ -1645,8 +1622,7 @@ impl<'a> Trainer<'a> {
 }
 
 impl Runtime {
-    /// Threads, device and precision from the configuration (the loss settings follow
-    /// once the model is built: [`Runtime::with_model`]).
+    /// Threads, device and precision from the configuration.
     fn new(config: &TrainConfig) -> Result<Runtime, TrainError> {
         let threads = config
             .threads
@@ -1661,33 +1637,8 @@ impl Runtime {
         Ok(Runtime {
             device,
             precision: resolve_precision(config.precision, device)?,
-            loss: LossSettings {
-                reduction: LossReduction::Mean,
-                zero_infinity: false,
-            },
             threads,
         })
-    }
-
-    /// The CTC loss settings: the configuration's, else the model's.
-    fn with_model(self, config: &TrainConfig, model: &CtcModel) -> Runtime {
-        let reduction =
-            config
-                .ctc_loss_reduction
-                .unwrap_or(match model.config().ctc_loss_reduction {
-                    asr_model::CtcLossReduction::Sum => LossReduction::Sum,
-                    asr_model::CtcLossReduction::Mean => LossReduction::Mean,
-                });
-        let zero_infinity = config
-            .ctc_zero_infinity
-            .unwrap_or(model.config().ctc_zero_infinity);
-        Runtime {
-            loss: LossSettings {
-                reduction,
-                zero_infinity,
-            },
-            ..self
-        }
     }
 }
 
@@ -1713,10 +1664,6 @@ fn abbreviate<S: AsRef<str>>(ids: &[S]) -> String {
         text.push_str(&format!(" and {} more", ids.len() - SHOWN));
     }
     text
-}
-
-fn label_lengths(batch: &Batch) -> Vec<i64> {
-    batch.label_ids.iter().map(|l| l.len() as i64).collect()
 }
 
 /// Refuse a folder that holds a run unless resuming, and one whose run cannot be
@@ -1757,7 +1704,7 @@ fn open_run_folder(config: &TrainConfig) -> Result<Vec<PathBuf>, TrainError> {
 
 /// What a checkpoint is restored into.
 struct Restorable<'m> {
-    model: &'m CtcModel,
+    params: &'m asr_model::ParamStore,
     optimizer: &'m mut AdamW,
     guard: &'m mut ExplosionGuard,
     scaler: &'m mut Option<LossScaler>,
@@ -1812,7 +1759,7 @@ fn restore(
     parts: &mut Restorable,
 ) -> Result<RunState, TrainError> {
     let Restorable {
-        model,
+        params,
         optimizer,
         guard,
         scaler,
@@ -1827,7 +1774,7 @@ fn restore(
             config.seed
         )));
     }
-    checkpoint::restore_model(model, &loaded.model, &loaded.dir)?;
+    checkpoint::restore_model(params, &loaded.model, &loaded.dir)?;
     optimizer
         .load_state(&loaded.optimizer, s.optimizer_steps)
         .map_err(|reason| checkpoint::CheckpointError::Invalid {
@@ -1868,8 +1815,8 @@ fn open_outputs(config: &TrainConfig, step: u64) -> Result<MetricsWriter, TrainE
     Ok(metrics)
 }
 
-fn optimizer_param_count(model: &CtcModel) -> i64 {
-    model
+fn optimizer_param_count(task: &Task) -> i64 {
+    task
         .trainable_parameters()
         .iter()
         .map(|(_, t)| t.numel() as i64)
@@ -1885,13 +1832,23 @@ fn batch_event(step: u64, event: GuardEvent, ids: &[String]) -> EventRecord {
     }
 }
 
-fn save_best(model: &CtcModel, vocab: &Vocab, best_dir: &Path) -> Result<(), TrainError> {
+/// Whether `(wer, cer)` is better than `best` by `metric` (`wer` or `cer`; ties go to
+/// the other rate).
+fn improves(metric: &str, (wer, cer): (f64, f64), best: (f64, f64)) -> bool {
+    if metric == "cer" {
+        cer < best.1 || (cer == best.1 && wer < best.0)
+    } else {
+        wer < best.0 || (wer == best.0 && cer < best.1)
+    }
+}
+
+fn save_best(task: &Task, best_dir: &Path) -> Result<(), TrainError> {
     let parent = best_dir.parent().unwrap_or(Path::new("."));
     let tmp = parent.join(".best.tmp");
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
-    model.save_pretrained(&tmp, vocab)?;
+    task.save_pretrained(&tmp)?;
     if best_dir.exists() {
         std::fs::remove_dir_all(best_dir).map_err(io_err(best_dir))?;
     }

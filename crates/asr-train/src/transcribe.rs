@@ -335,12 +335,13 @@ fn transcribe_batched(
             seed: 0,
             rank: 0,
             world_size: 1,
+            normalize: true,
         },
         0,
     );
     let device = model.device();
     for members in plan {
-        let decoded = Batch::assemble(source.as_ref(), &members, DataPosition::default(), 1)
+        let decoded = Batch::assemble(source.as_ref(), &members, DataPosition::default(), 1, true)
             .map_err(|e| e.to_string())
             .and_then(|batch| {
                 let (input, _) = batch_tensors(&batch, device);

@@ -34,7 +34,10 @@ use crate::eval::{EvalOutput, FinalResults, Prediction};
 use crate::trainer::{TrainData, TrainError};
 
 /// Which error rate is a split's headline metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum MetricChoice {
     /// CER for references mostly in scripts written without spaces, WER otherwise.
     #[default]
@@ -94,7 +97,7 @@ pub fn eval_shards(
             data.splits.get(&name).cloned().ok_or_else(|| {
                 TrainError::Config(format!("{} has no split {name:?}", data.origin))
             })?;
-        let output = evaluate(bundle, source, &prompt, options.batch_seconds)?;
+        let output = evaluate(bundle, source, &prompt, options.batch_seconds, None)?;
         let mut result = output.result();
         result.metric = Some(
             options
@@ -119,19 +122,22 @@ pub fn eval_shards(
         quarantined: None,
         train_audio_s_per_s: None,
         data_wait_fraction: None,
+        left_out: None,
     })
 }
 
-/// Generates every utterance of `source` in index order and scores it.
+/// Generates every utterance of `source` (its first `limit` when given) in index order
+/// and scores it.
 pub fn evaluate(
     bundle: &WhisperBundle,
     source: Arc<dyn UtteranceSource>,
     prompt: &[i64],
     batch_seconds: f64,
+    limit: Option<usize>,
 ) -> Result<EvalOutput, TrainError> {
     let started = Instant::now();
     let per_batch = ((batch_seconds / 30.0).floor() as usize).max(1);
-    let count = source.index().len();
+    let count = limit.map_or(source.index().len(), |l| l.min(source.index().len()));
     let mut predictions = Vec::with_capacity(count);
     let mut cut = 0usize;
     let indices: Vec<usize> = (0..count).collect();

@@ -1,4 +1,6 @@
-//! The label side of Whisper training (not yet wired into the training loop).
+//! The label side of Whisper training: labels tokenized at load time, the utterances
+//! left out with their reason, and the training source the loop batches
+//! ([`LabeledSource`]).
 //!
 //! **Labels are tokenized at load time** from the shards' `text` column, not by
 //! `asr-data pack`: the shards stay model-independent (one pack serves CTC models and
@@ -17,11 +19,12 @@
 //! its words stay in the label) and labels over `max_target_positions` (448) tokens.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use asr_model::whisper::{strip_decoder_start, WhisperTokenizer};
 
 use super::transcribe::WINDOW_SAMPLES;
-use crate::data::UtteranceSource;
+use crate::data::{DataError, Utterance, UtteranceInfo, UtteranceSource};
 use crate::trainer::TrainError;
 
 /// The label id the loss ignores.
@@ -37,6 +40,8 @@ pub enum SkipReason {
     LabelsTooLong,
     /// The text is empty, so the label would be the prompt and `<|endoftext|>` alone.
     EmptyText,
+    /// Longer than the run's `--max-duration-s`.
+    OverMaxDuration,
 }
 
 impl SkipReason {
@@ -46,6 +51,7 @@ impl SkipReason {
             SkipReason::AudioOver30s => "audio_over_30s",
             SkipReason::LabelsTooLong => "labels_too_long",
             SkipReason::EmptyText => "empty_text",
+            SkipReason::OverMaxDuration => "over_max_duration",
         }
     }
 }
@@ -125,23 +131,36 @@ pub fn utterance_labels(
 }
 
 /// The labels of every utterance of `source` (its texts read through
-/// [`UtteranceSource::load`]).
+/// [`UtteranceSource::texts`], which reads no audio from shards); utterances longer
+/// than `max_samples` (the run's `--max-duration-s`) are left out too.
 pub fn tokenize_source(
     tokenizer: &WhisperTokenizer,
     prefix: &[u32],
     source: &dyn UtteranceSource,
     max_target_positions: usize,
+    max_samples: Option<u64>,
 ) -> Result<LabelSet, TrainError> {
     let mut set = LabelSet::default();
-    for i in 0..source.index().len() {
-        let u = source.load(i)?;
-        let num_samples = source.index()[i].num_samples;
+    let texts = source.texts()?;
+    for (i, (info, text)) in source.index().iter().zip(&texts).enumerate() {
+        if let Some(max) = max_samples.filter(|&m| info.num_samples > m) {
+            set.skipped.push(Skipped {
+                id: info.id.clone(),
+                reason: SkipReason::OverMaxDuration,
+                detail: format!(
+                    "{:.2} s of audio; --max-duration-s is {:.2} s",
+                    info.num_samples as f64 / 16_000.0,
+                    max as f64 / 16_000.0
+                ),
+            });
+            continue;
+        }
         match utterance_labels(
             tokenizer,
             prefix,
-            &u.id,
-            num_samples,
-            &u.text,
+            &info.id,
+            info.num_samples,
+            text,
             max_target_positions,
         )? {
             Ok(labels) => set.kept.push((i, labels)),
@@ -149,6 +168,55 @@ pub fn tokenize_source(
         }
     }
     Ok(set)
+}
+
+/// The utterances of a split that have labels, each with its Whisper label ids in
+/// [`Utterance::labels`] and listed in [`UtteranceSource::index`] as one full 30-s
+/// window long: every Whisper input is 30 s of (padded) features, so the batch planner
+/// counts each clip as 30 s of padded audio (`--batch-seconds 60` holds 2 clips) and its
+/// length-sorting has nothing to sort (batches are a seeded shuffle, as transformers'
+/// random sampler gives). The audio itself is returned as read (its true length).
+pub struct LabeledSource {
+    inner: Arc<dyn UtteranceSource>,
+    kept: Vec<(usize, Vec<i64>)>,
+    infos: Vec<UtteranceInfo>,
+}
+
+impl LabeledSource {
+    /// The kept utterances of `labels` (tokenized from `inner`).
+    pub fn new(inner: Arc<dyn UtteranceSource>, labels: &LabelSet) -> LabeledSource {
+        let infos = labels
+            .kept
+            .iter()
+            .map(|(i, _)| UtteranceInfo {
+                id: inner.index()[*i].id.clone(),
+                num_samples: WINDOW_SAMPLES as u64,
+            })
+            .collect();
+        LabeledSource {
+            inner,
+            kept: labels.kept.clone(),
+            infos,
+        }
+    }
+}
+
+impl UtteranceSource for LabeledSource {
+    fn index(&self) -> &[UtteranceInfo] {
+        &self.infos
+    }
+
+    fn load(&self, i: usize) -> Result<Utterance, DataError> {
+        let (at, labels) = self
+            .kept
+            .get(i)
+            .ok_or_else(|| DataError(format!("no utterance {i}")))?;
+        let utterance = self.inner.load(*at)?;
+        Ok(Utterance {
+            labels: labels.iter().map(|&l| l as i32).collect(),
+            ..utterance
+        })
+    }
 }
 
 /// Label rows padded with [`IGNORE`] to the longest: the flat `[B * L]` ids and `L`.
@@ -224,7 +292,7 @@ mod tests {
             utterance("long-text", 10.0, &"今天天气很好".repeat(200)),
             utterance("empty", 2.0, "  "),
         ]);
-        let set = tokenize_source(&tokenizer, &prefix, &source, 448).unwrap();
+        let set = tokenize_source(&tokenizer, &prefix, &source, 448, None).unwrap();
         let kept: Vec<usize> = set.kept.iter().map(|(i, _)| *i).collect();
         assert_eq!(kept, [0, 2]);
         let skipped: Vec<(&str, SkipReason)> = set

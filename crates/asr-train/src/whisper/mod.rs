@@ -2,10 +2,9 @@
 //! model ([`ModelKind`]), a Whisper folder loaded with everything generation needs
 //! ([`WhisperBundle`]: model, tokenizer, feature extractor, generation settings), the
 //! `whisper-tiny` preset, and the `transcribe` ([`transcribe`]) and `eval` ([`eval`])
-//! commands on Whisper folders. Training (`asr-train run`) is not wired yet: `run`
-//! refuses Whisper models with a clear message ([`check_trainable`]); the label side
-//! (tokenized at load time, over-long clips and labels left out and counted) is in
-//! [`labels`].
+//! commands on Whisper folders. `asr-train run` trains them in the same loop as CTC
+//! models, with the seq2seq task of [`crate::task`]; the label side (tokenized at load
+//! time, over-long clips and labels left out and counted) is in [`labels`].
 //!
 //! **Dispatch.** A folder whose `config.json` has `"model_type": "whisper"`, such a
 //! `config.json` file, or the preset name `whisper-tiny` is a Whisper model; anything
@@ -24,6 +23,8 @@
 //! Whisper checkpoint's, or the one `tools/make-whisper-fixtures.py` writes under
 //! `fixtures/whisper/tokenizer/`); the token ids of the config and generation settings
 //! (decoder start, end of text, languages, tasks) are looked up in it by name.
+//! **`whisper-micro`** is the same with a toy shape (d 64, 2 + 2 layers, 4 heads, FFN
+//! 256), for tests and quick trials on a CPU.
 
 pub mod eval;
 pub mod labels;
@@ -42,6 +43,14 @@ use crate::trainer::TrainError;
 
 /// The preset name of a random-weight Whisper model of openai/whisper-tiny's shape.
 pub const WHISPER_TINY: &str = "whisper-tiny";
+
+/// The preset name of a toy random-weight Whisper model (tests, CPU trials).
+pub const WHISPER_MICRO: &str = "whisper-micro";
+
+/// Whether `name` is a Whisper preset.
+pub fn is_preset(name: &str) -> bool {
+    name == WHISPER_TINY || name == WHISPER_MICRO
+}
 
 /// What kind of model a `--model` argument names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +72,7 @@ impl ModelKind {
             path.join("config.json")
         } else if path.is_file() {
             path.to_path_buf()
-        } else if spec == WHISPER_TINY {
+        } else if is_preset(spec) {
             return ModelKind::Whisper;
         } else {
             return ModelKind::Ctc;
@@ -110,25 +119,6 @@ impl AnyModel {
     }
 }
 
-/// `asr-train run` on a Whisper model: refused until the seq2seq task is wired into the
-/// training loop. `Ok` for CTC models.
-pub fn check_trainable(model: &str) -> Result<(), TrainError> {
-    // A Hub id is judged by the config of the snapshot it resolves to; an id that does not
-    // resolve is left for the run to report.
-    let kind = match asr_model::ModelSpec::parse(model) {
-        Ok(asr_model::ModelSpec::Pretrained(dir)) => ModelKind::of(&dir.to_string_lossy()),
-        _ => ModelKind::of(model),
-    };
-    match kind {
-        ModelKind::Ctc => Ok(()),
-        ModelKind::Whisper => Err(TrainError::Config(format!(
-            "--model {model} is a Whisper (sequence-to-sequence) model: seq2seq training lands \
-             in a later version of asr-train; `asr-train eval` and `asr-train transcribe` \
-             already work on Whisper folders, and `run` trains wav2vec2 / HuBERT CTC models"
-        ))),
-    }
-}
-
 /// A Whisper folder loaded for generation.
 pub struct WhisperBundle {
     /// The model (its generation settings inside).
@@ -139,6 +129,8 @@ pub struct WhisperBundle {
     pub features: WhisperFeatureExtractor,
     /// Where the model came from (for messages and results).
     pub origin: PathBuf,
+    /// The tokenizer file of a preset (saved beside its weights).
+    pub tokenizer_file: Option<PathBuf>,
 }
 
 impl WhisperBundle {
@@ -165,19 +157,20 @@ impl WhisperBundle {
             tokenizer,
             features,
             origin: dir.to_path_buf(),
+            tokenizer_file: None,
         })
     }
 
-    /// The `whisper-tiny` preset from random weights (seed libtorch first), with the
-    /// tokenizer at `tokenizer_json` (see the module documentation).
+    /// The `whisper-tiny` or `whisper-micro` preset from random weights (seed libtorch
+    /// first), with the tokenizer at `tokenizer_json` (see the module documentation).
     pub fn preset(
         name: &str,
         tokenizer_json: &Path,
         device: tch::Device,
     ) -> Result<WhisperBundle, TrainError> {
-        if name != WHISPER_TINY {
+        if !is_preset(name) {
             return Err(TrainError::Config(format!(
-                "unknown Whisper preset {name:?}: the preset is {WHISPER_TINY}"
+                "unknown Whisper preset {name:?}: the presets are {WHISPER_TINY} and {WHISPER_MICRO}"
             )));
         }
         let tokenizer = WhisperTokenizer::from_file(tokenizer_json)
@@ -192,6 +185,11 @@ impl WhisperBundle {
             eos_token_id: Some(eos.into()),
             begin_suppress_tokens: Some(vec![tokenizer.token_id("Ġ").map_or(220, i64::from), eos]),
             ..WhisperConfig::default()
+        };
+        let config = if name == WHISPER_MICRO {
+            micro_shape(config)
+        } else {
+            config
         };
         let mut model = WhisperModel::from_config(config, device)?;
         let mut generation = GenerationConfig::from_model_config(model.config());
@@ -209,7 +207,31 @@ impl WhisperBundle {
             tokenizer,
             features,
             origin: PathBuf::from(name),
+            tokenizer_file: Some(tokenizer_json.to_path_buf()),
         })
+    }
+
+    /// Writes a complete Hugging Face Whisper folder: the model's files (config,
+    /// generation config, weights, and the processor files of the folder it came from)
+    /// and, for a preset, its tokenizer.json and a preprocessor_config.json.
+    pub fn save_pretrained(&self, dir: &Path) -> Result<(), TrainError> {
+        self.model.save_pretrained(dir)?;
+        if let Some(file) = &self.tokenizer_file {
+            let to = dir.join("tokenizer.json");
+            std::fs::copy(file, &to).map_err(|source| TrainError::Io { path: to, source })?;
+        }
+        let path = dir.join("preprocessor_config.json");
+        if !path.is_file() {
+            let mut json = serde_json::to_value(self.features.config())
+                .map_err(|e| TrainError::Config(format!("preprocessor config: {e}")))?;
+            json["feature_extractor_type"] = "WhisperFeatureExtractor".into();
+            json["n_samples"] = self.features.config().n_samples().into();
+            json["nb_max_frames"] = self.features.config().n_frames().into();
+            json["return_attention_mask"] = false.into();
+            let text = serde_json::to_string_pretty(&json).unwrap_or_default();
+            std::fs::write(&path, text).map_err(|source| TrainError::Io { path, source })?;
+        }
+        Ok(())
     }
 
     /// The forced decoder prompt for `language` / `task` (from generation_config.json
@@ -260,6 +282,20 @@ impl WhisperBundle {
                     .map_err(|e| TrainError::Config(e.to_string()))
             })
             .collect()
+    }
+}
+
+/// The `whisper-micro` shape of a `whisper-tiny` config.
+fn micro_shape(config: WhisperConfig) -> WhisperConfig {
+    WhisperConfig {
+        d_model: 64,
+        encoder_layers: 2,
+        decoder_layers: 2,
+        encoder_attention_heads: 4,
+        decoder_attention_heads: 4,
+        encoder_ffn_dim: 256,
+        decoder_ffn_dim: 256,
+        ..config
     }
 }
 
