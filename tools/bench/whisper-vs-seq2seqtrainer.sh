@@ -17,9 +17,9 @@
 #       [--batch-seconds S] [--max-batch-utterances N] [--shards DIR] [--split NAME]
 #       [--config FILE] [--seed N] [--loss-tolerance X] [--json-out FILE]
 #
-# Defaults: 30 steps, 2 threads, 2 rounds, batches of 6 clips (--max-batch-utterances 6
-# under a --batch-seconds cap of 60 that the corpus' clips of at most 8 s never reach;
-# each clip becomes 30 s of features), seed 0 for the weights, and a 1.1 h synthetic corpus
+# Defaults: 30 steps, 2 threads, 2 rounds, batches of 6 clips (asr-train plans a Whisper
+# batch as clips of 30 s each: --batch-seconds 180 and --max-batch-utterances 6), seed 0
+# for the weights, and a 1.1 h synthetic corpus
 # generated once under ~/.cache/asr-toolkit/bench (tools/make-corpus.py --hours 1) and
 # packed with asr-data. The transformers side runs in the venv of the CTC comparison
 # (tools/bench/train-vs-transformers/requirements.txt: torch 2.11.0, transformers 5.23.0,
@@ -28,7 +28,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
 
-steps=30 threads=2 rounds=2 batch_seconds=60 batch_utterances=6 shards="" split="" json_out="" seed=0 tolerance=1e-3
+steps=30 threads=2 rounds=2 batch_seconds=180 batch_utterances=6 shards="" split="" json_out="" seed=0 tolerance=1e-3
 config=tools/bench/whisper-vs-seq2seqtrainer/model.json
 while [[ $# -gt 0 ]]; do
     case $1 in
@@ -78,7 +78,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$py" tools/bench/whisper-vs-seq2seqtrainer/make_model.py --config "$config" --seed "$seed" \
     --tokenizer fixtures/whisper/tokenizer/tokenizer.json --out "$work/model" 2>/dev/null
-"$release/examples/batch_plan" --shards "$shards" --model "$work/model" --train-split "$split" \
+"$release/examples/batch_plan" --shards "$shards" --model "$work/model" --language en --train-split "$split" \
     --batch-seconds "$batch_seconds" --max-batch-utterances "$batch_utterances" \
     --max-steps "$steps" >"$work/plan.jsonl"
 

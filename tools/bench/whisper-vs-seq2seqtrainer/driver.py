@@ -174,7 +174,7 @@ def main():
     p.add_argument("--warmup", type=int, default=3, help="untimed first steps")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--batch-seconds", type=float, default=60.0)
+    p.add_argument("--batch-seconds", type=float, default=180.0)
     p.add_argument("--max-batch-utterances", type=int, default=6)
     p.add_argument("--language", default="en")
     p.add_argument("--lr", type=float, default=1e-3)
