@@ -52,16 +52,18 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-cargo build --quiet --release -p asr-data -p asr-train --bins
+cargo build --quiet --release -p asr-train --bins
 cargo build --quiet --release -p asr-train --example loader_bench
 release="${CARGO_TARGET_DIR:-target}/release"
-for built in "$release/asr-data" "$release/asr-train" "$release/examples/loader_bench"; do
+for built in "$release/asr-train" "$release/examples/loader_bench"; do
     [[ -x $built ]] || { echo "error: cargo build did not produce $built" >&2; exit 1; }
 done
 
 if [[ -z $shards ]]; then
     cache=${ASR_BENCH_CACHE:-$HOME/.cache/asr-toolkit/bench}
     shards="$cache/train-shards-0.5"
+    # asr-data (polars) is built only when the corpus still has to be packed.
+    [[ -f $shards/manifest.json ]] || cargo build --quiet --release -p asr-data
     tools/cached-corpus.sh 0.5 "$cache/train-librispeech-0.5" "$shards"
 fi
 if [[ -z $split ]]; then
