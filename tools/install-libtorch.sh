@@ -13,8 +13,20 @@
 # Either way it then runs tools/install-dist-headers.sh: the Gloo headers that asr-dist's
 # c10d shim needs beside libtorch's own (the wheel ships none).
 #
+# `--cuda` then adds the CUDA half (libtorch_cuda, cuDNN, cuBLAS, NCCL... at the versions
+# the torch wheel pins) with tools/install-libtorch-cuda.sh; `--cuda-resolve-only` prints
+# those pins and installs nothing of them.
+#
 # Environment: ASR_TOOLKIT_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/asr-toolkit).
 set -euo pipefail
+cuda=""
+for arg in "$@"; do
+    case $arg in
+        --cuda) cuda=install ;;
+        --cuda-resolve-only) cuda=--resolve-only ;;
+        *) echo "usage: tools/install-libtorch.sh [--cuda | --cuda-resolve-only]" >&2; exit 2 ;;
+    esac
+done
 
 TORCH_VERSION=2.11.0
 CUDART_VERSION=13.0.96
@@ -27,6 +39,9 @@ dest=$cache/libtorch-$TORCH_VERSION
 link_repo() {
     ln -sfn "$dest" "$repo/.libtorch"
     "$repo/tools/install-dist-headers.sh"
+    if [[ -n $cuda ]]; then
+        "$repo/tools/install-libtorch-cuda.sh" "$dest" "$cache/wheels" "$cuda"
+    fi
 }
 
 if [[ -f $dest/build-version && $(cat "$dest/build-version") == "$TORCH_VERSION" && -f $dest/lib/libtorch_cpu.so ]]; then
