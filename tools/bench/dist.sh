@@ -30,8 +30,8 @@
 #
 # Defaults: 20 steps, 2 rounds, 20 s per rank, tools/learning-run/reference-model.json
 # (issue 7's wav2vec2: hidden 256, 4 layers), 10 loader epochs, and the 0.5 h synthetic
-# corpus of tools/cached-corpus.sh. Run it under `flock /work/wt/bench.lock` on a shared
-# machine.
+# corpus of tools/cached-corpus.sh. Run it on a quiet machine: both peers need both cores
+# (on a shared machine, serialize benchmarks with `flock LOCKFILE tools/bench/dist.sh`).
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$repo"
