@@ -4,8 +4,8 @@
 #   tools/demo.sh [OUT]        (default OUT: out/demo)
 #
 # 1. installs libtorch 2.11.0 (CPU layout, per-user cache) if needed and builds the two
-#    binaries (the dev profile and, through the workspace's feature pins, the exact
-#    artifacts `cargo test --workspace` builds: after the tests this build is a no-op);
+#    binaries (the dev profile the tests use; the test-only dependencies' features make
+#    part of the test build differ, so after the tests this build compiles some again);
 # 2. `asr-data validate`: the fixture has a planted defect for every finding code, so the
 #    summary lists them and the exit status is 1 (data errors), which the demo expects;
 # 3. `asr-data pack`: the rows with errors are left out (skipped.jsonl says why), the rest

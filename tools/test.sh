@@ -13,7 +13,6 @@ cd "$repo"
 
 ./tools/install-libtorch.sh
 cargo test --workspace --locked
-./tools/check-demo-build.sh
 ./tools/interop-test.sh
 ./tools/ecosystem-test.sh
 ./tools/dist-torchrun-test.sh
