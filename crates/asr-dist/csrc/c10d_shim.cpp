@@ -189,6 +189,12 @@ int asr_dist_close_backend(AsrDistGroup* group, char** err) {
 // `<prefix><rank>`, then polls for every rank's key until all are there or `timeout_ms`
 // has passed; present[r] becomes 1 for each rank seen. A store that is gone (its host
 // died) throws, reported as an error.
+//
+// Then a second phase: the rank sets `<prefix>done/<rank>` and waits (up to `timeout_ms`
+// again) for the done mark of every rank it saw. Without it the store's host (rank 0),
+// which may have started its roll call a moment earlier, ended its wait first and exited,
+// taking the store with it while a later rank was still polling: that rank then reported
+// "store cannot be reached" instead of the missing rank (seen in CI, 2026-12-01).
 int asr_dist_roll_call(AsrDistGroup* group, const char* prefix, int rank, int world_size,
                        int64_t timeout_ms, uint8_t* present, char** err) {
   return guarded(err, [&] {
@@ -202,6 +208,18 @@ int asr_dist_roll_call(AsrDistGroup* group, const char* prefix, int rank, int wo
         seen += present[r];
       }
       if (seen == world_size || std::chrono::steady_clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    const std::string done = base + "done/";
+    group->tcp->set(done + std::to_string(rank), std::vector<uint8_t>{1});
+    const auto done_deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < done_deadline) {
+      bool all_done = true;
+      for (int r = 0; r < world_size && all_done; ++r) {
+        if (present[r] != 0 && !group->tcp->check({done + std::to_string(r)})) all_done = false;
+      }
+      if (all_done) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });

@@ -8,6 +8,9 @@
 //! ```
 //!
 //! With `--nproc-per-node N` it starts N local workers of itself (asr_dist::launch).
+//!
+//! For tests: `ASR_DIST_CHECK_ROLL_CALL_DELAY_MS=MS` makes this rank wait MS ms after a
+//! failed round before it joins the roll call (a rank that notices the failure late).
 use asr_dist::{Backend, ProcessGroup, Rendezvous};
 use std::ffi::OsString;
 use std::process::ExitCode;
@@ -153,6 +156,12 @@ fn run(options: &Options) -> Result<(), String> {
         match round(&group, k, options.numel) {
             Ok(line) => println!("{line}"),
             Err(e) => {
+                if let Some(ms) = std::env::var("ASR_DIST_CHECK_ROLL_CALL_DELAY_MS")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
                 let who = roll_call(&group, options.timeout.min(Duration::from_secs(5)));
                 return Err(format!("{e}\n{who}"));
             }
