@@ -6,7 +6,8 @@
 # 1. The pins come from the wheels themselves (tools/libtorch-cuda-pins.py): the torch
 #    wheel's Requires-Dist gives nvidia-cudnn-cu13, -cusparselt-cu13, -nccl-cu13 and
 #    -nvshmem-cu13 at exact versions, and cuda-toolkit[cublas,cudart,...]==13.0.2, whose
-#    own METADATA (its small wheel is downloaded) pins each nvidia-* library wheel.
+#    own METADATA (its small wheel is downloaded) pins each nvidia-* library wheel, plus
+#    the header-only nvidia-cuda-crt and -cccl that the NCCL shim's build needs.
 # 2. Each of those wheels is downloaded with `pip download --no-deps` at its pin (about
 #    3 GB in all; kept in WHEELS_DIR), and the torch wheel's CUDA libraries
 #    (libtorch_cuda.so, libc10_cuda.so, libtorch_nvshmem.so, libtorch_cuda_linalg.so,
@@ -15,9 +16,11 @@
 #    libraries find each other through their run path `$ORIGIN`, and asr-model finds
 #    libtorch_cuda.so through the binaries' run path (that same lib/), so `--device cuda`
 #    needs no LD_LIBRARY_PATH. The empty libtorch.so of the CPU layout stays: the same
-#    binaries still run on machines without a GPU. The headers (CUDA runtime, NCCL's
-#    nccl.h, cuDNN...) go to LIBTORCH_DIR/cuda-include, and the pins to
+#    binaries still run on machines without a GPU. The headers (CUDA runtime, CRT, CCCL,
+#    NCCL's nccl.h, cuDNN...) go to LIBTORCH_DIR/cuda-include, and the pins to
 #    LIBTORCH_DIR/cuda-version, which makes a second run a no-op.
+# 4. tools/build-nccl-shim.sh then builds asr-dist's NCCL backend, libasr_dist_nccl.so,
+#    into LIBTORCH_DIR/lib (install-libtorch.sh runs it after this script).
 # `--resolve-only` prints the pins and stops (a few kB downloaded). Needs python3 with pip
 # and unzip; no Python environment is made.
 set -euo pipefail
@@ -85,7 +88,9 @@ for needed in libtorch_cuda.so libcudnn.so.9 libnccl.so.2 libcublas.so.13 libcub
               libcusparseLt.so.0 libnvshmem_host.so.3 libcufile.so.0; do
     [[ -e $tmp/lib/$needed ]] || { echo "error: $needed is missing after unpacking the wheels" >&2; exit 1; }
 done
-[[ -f $tmp/include/nccl.h ]] || { echo "error: nccl.h is missing after unpacking the wheels" >&2; exit 1; }
+for header in nccl.h crt/host_config.h cccl/nv/target; do
+    [[ -e $tmp/include/$header ]] || { echo "error: $header is missing after unpacking the wheels" >&2; exit 1; }
+done
 # Every library libtorch_cuda.so names must now resolve from lib/ or the system.
 # (libcuda.so.1 is the driver's, present on GPU machines only.)
 missing=$(cd "$tmp/lib" && LD_LIBRARY_PATH="$tmp/lib:$dest/lib" ldd libtorch_cuda.so \

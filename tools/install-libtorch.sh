@@ -14,8 +14,9 @@
 # c10d shim needs beside libtorch's own (the wheel ships none).
 #
 # `--cuda` then adds the CUDA half (libtorch_cuda, cuDNN, cuBLAS, NCCL... at the versions
-# the torch wheel pins) with tools/install-libtorch-cuda.sh; `--cuda-resolve-only` prints
-# those pins and installs nothing of them.
+# the torch wheel pins) with tools/install-libtorch-cuda.sh, and builds asr-dist's NCCL
+# backend (libasr_dist_nccl.so, for several ranks on CUDA) with tools/build-nccl-shim.sh;
+# `--cuda-resolve-only` prints those pins and installs nothing of them.
 #
 # Environment: ASR_TOOLKIT_CACHE (default ${XDG_CACHE_HOME:-$HOME/.cache}/asr-toolkit).
 set -euo pipefail
@@ -41,6 +42,9 @@ link_repo() {
     "$repo/tools/install-dist-headers.sh"
     if [[ -n $cuda ]]; then
         "$repo/tools/install-libtorch-cuda.sh" "$dest" "$cache/wheels" "$cuda"
+    fi
+    if [[ $cuda == install ]]; then
+        "$repo/tools/build-nccl-shim.sh" "$dest"
     fi
 }
 

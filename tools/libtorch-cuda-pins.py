@@ -8,7 +8,8 @@ With the torch wheel alone it prints the Linux `Requires-Dist` entries that carr
 libraries: the `nvidia-*` packages (cuDNN, cuSPARSELt, NCCL, NVSHMEM) and the
 `cuda-toolkit[...]==X` meta-package with its extras. Given the cuda-toolkit wheel of that
 version too, it replaces the meta-package by the `nvidia-*` pins its METADATA gives for
-those extras (cuBLAS, the CUDA runtime, cuFFT, cuRAND, ...). One requirement a line,
+those extras (cuBLAS, the CUDA runtime, cuFFT, cuRAND, ...), plus the header-only
+`crt` and `cccl` extras that the NCCL shim's build needs. One requirement a line,
 e.g. `nvidia-nccl-cu13==2.28.9`. Python-only dependencies (triton, cuda-bindings,
 sympy...) are left out: libtorch does not load them.
 """
@@ -48,6 +49,12 @@ def on_linux(marker: str) -> bool:
     if not marker:
         return True
     return "linux" in marker.lower()
+
+
+# Header-only parts of the toolkit that torch's CUDA headers include and the wheel's
+# dependencies leave out: `crt/host_config.h` (cuda_runtime.h) and CCCL's `nv/target`
+# (cuda_fp16.h). tools/build-nccl-shim.sh compiles against them; nothing loads them.
+HEADER_EXTRAS = {"crt", "cccl"}
 
 
 def torch_pins(torch_wheel: str) -> tuple[list[str], tuple[str, set[str]] | None]:
@@ -90,7 +97,7 @@ def main() -> None:
     if toolkit is None:
         sys.exit(f"error: {sys.argv[1]} does not depend on cuda-toolkit: not a CUDA wheel?")
     if len(sys.argv) == 3:
-        pins += toolkit_pins(sys.argv[2], toolkit[1])
+        pins += toolkit_pins(sys.argv[2], toolkit[1] | HEADER_EXTRAS)
     else:
         pins.append(f"{toolkit[0].replace('==', '[' + ','.join(sorted(toolkit[1])) + ']==')}")
     print("\n".join(pins))

@@ -1,5 +1,7 @@
 // C wrappers over PyTorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo), used by
-// asr_dist::group. The Rust side owns the handle and the tensors (tch's `at::Tensor*`).
+// asr_dist::group. On CUDA, a ProcessGroupNCCL made by the separate libasr_dist_nccl.so
+// (nccl_shim.cpp, dlopen'd by asr_dist) is attached beside Gloo and takes CUDA tensors,
+// as torch's "cpu:gloo,cuda:nccl" does. The Rust side owns the handle and the tensors (tch's `at::Tensor*`).
 //
 // No C++ exception may cross into Rust: every wrapper catches, returns -1 (or null) and
 // hands the message back through `err` (malloc'd; freed by asr_dist_free_string).
@@ -50,8 +52,19 @@ static_assert(sizeof(c10d::ProcessGroupGloo::Options) == 176,
 struct AsrDistGroup {
   c10::intrusive_ptr<c10d::Store> tcp;    // the job's TCPStore (roll calls)
   c10::intrusive_ptr<c10d::Store> store;  // its "asr-dist/gloo/" prefix (Gloo's keys)
-  c10::intrusive_ptr<c10d::Backend> backend;
+  c10::intrusive_ptr<c10d::Backend> backend;  // Gloo: CPU tensors, barrier
+  // ProcessGroupNCCL, made by libasr_dist_nccl.so (csrc/nccl_shim.cpp) when attached:
+  // CUDA tensors. Reached only through c10d::Backend's virtuals, whose code is
+  // libtorch_cuda's, so this file needs neither its headers nor its library.
+  c10::intrusive_ptr<c10d::Backend> cuda;
+  int rank;
+  int world_size;
+  int64_t timeout_ms;
 };
+
+// `asr_dist_nccl_new` of libasr_dist_nccl.so: (borrowed c10d::Store*, rank, world size,
+// CUDA device index, timeout in ms, err) -> an owned c10d::Backend*, or null.
+typedef void* (*AsrDistNcclNew)(void*, int, int, int, int64_t, char**);
 
 namespace {
 
@@ -100,6 +113,18 @@ c10d::Backend& backend_of(AsrDistGroup* group) {
   return *group->backend;
 }
 
+// The backend for `tensor`: NCCL for CUDA tensors (once attached), Gloo for the rest.
+c10d::Backend& backend_for(AsrDistGroup* group, const at::Tensor& tensor) {
+  if (!tensor.is_cuda()) return backend_of(group);
+  if (!group->backend) {
+    throw std::runtime_error("the process group was closed after an earlier failure");
+  }
+  if (!group->cuda) {
+    throw std::runtime_error("a CUDA tensor, but no NCCL backend is attached to the group");
+  }
+  return *group->cuda;
+}
+
 void wait_work(const c10::intrusive_ptr<c10d::Work>& work) {
   // The timeout is the process group's (Options::timeout, given to every Gloo context).
   work->wait();
@@ -132,12 +157,35 @@ AsrDistGroup* asr_dist_gloo_new(const char* host, uint16_t port, int rank, int w
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
     options->devices = make_devices(ifnames);
     auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, options);
-    group = new AsrDistGroup{tcp, store, backend};
+    group = new AsrDistGroup{tcp, store, backend, {}, rank, world_size, timeout_ms};
   });
   return group;
 }
 
+// Attaches NCCL for CUDA tensors: `make` is libasr_dist_nccl.so's asr_dist_nccl_new,
+// given the job's TCPStore (it prefixes its own keys) and this rank's CUDA device.
+int asr_dist_attach_nccl(AsrDistGroup* group, AsrDistNcclNew make, int device_index,
+                         char** err) {
+  return guarded(err, [&] {
+    char* made_err = nullptr;
+    void* made = make(group->tcp.get(), group->rank, group->world_size, device_index,
+                      group->timeout_ms, &made_err);
+    if (made == nullptr) {
+      std::string message = made_err != nullptr ? made_err : "no message from c10d";
+      std::free(made_err);
+      throw std::runtime_error(message);
+    }
+    group->cuda = c10::intrusive_ptr<c10d::Backend>::reclaim(static_cast<c10d::Backend*>(made));
+  });
+}
+
 void asr_dist_group_free(AsrDistGroup* group) {
+  try {
+    // NCCL wants its communicators destroyed before the process group (torch's
+    // destroy_process_group); pending work is already done (collectives block).
+    if (group != nullptr && group->cuda) group->cuda->shutdown();
+  } catch (...) {
+  }
   try {
     delete group;
   } catch (...) {
@@ -149,7 +197,7 @@ int asr_dist_all_reduce_sum(AsrDistGroup* group, at::Tensor* tensor, char** err)
     std::vector<at::Tensor> tensors{*tensor};
     c10d::AllreduceOptions options;
     options.reduceOp = c10d::ReduceOp(c10d::ReduceOp::SUM);
-    wait_work(backend_of(group).allreduce(tensors, options));
+    wait_work(backend_for(group, *tensor).allreduce(tensors, options));
   });
 }
 
@@ -159,7 +207,7 @@ int asr_dist_broadcast(AsrDistGroup* group, at::Tensor* tensor, int root, char**
     c10d::BroadcastOptions options;
     options.rootRank = root;
     options.rootTensor = 0;
-    wait_work(backend_of(group).broadcast(tensors, options));
+    wait_work(backend_for(group, *tensor).broadcast(tensors, options));
   });
 }
 
@@ -170,7 +218,7 @@ int asr_dist_all_gather(AsrDistGroup* group, at::Tensor* input, at::Tensor** out
     std::vector<at::Tensor> inputs{*input};
     std::vector<std::vector<at::Tensor>> output_lists(1);
     for (int i = 0; i < n_outputs; ++i) output_lists[0].push_back(*outputs[i]);
-    wait_work(backend_of(group).allgather(output_lists, inputs, c10d::AllgatherOptions()));
+    wait_work(backend_for(group, *input).allgather(output_lists, inputs, c10d::AllgatherOptions()));
   });
 }
 
@@ -178,11 +226,18 @@ int asr_dist_barrier(AsrDistGroup* group, char** err) {
   return guarded(err, [&] { wait_work(backend_of(group).barrier(c10d::BarrierOptions())); });
 }
 
-// Closes the Gloo connections (the store stays): after a failed collective, so that the
+// Closes the Gloo connections and the NCCL backend (the store stays): after a failed collective, so that the
 // ranks still waiting on this one fail at once instead of at their timeout. The queue is
 // empty then (collectives here are blocking), so the destructor only joins idle threads.
+// NCCL's communicators are aborted (a collective may be stuck on the GPU).
 int asr_dist_close_backend(AsrDistGroup* group, char** err) {
-  return guarded(err, [&] { group->backend.reset(); });
+  return guarded(err, [&] {
+    if (group->cuda) {
+      auto cuda = std::move(group->cuda);
+      cuda->abort();
+    }
+    group->backend.reset();
+  });
 }
 
 // Roll call in the job's TCPStore, which outlives the Gloo connections: this rank sets

@@ -1,7 +1,7 @@
 //! The C functions of `csrc/c10d_shim.cpp`. Tensors are tch's `at::Tensor*`
 //! (`Tensor::as_ptr`). Every function catches C++ exceptions: -1 (or null) and a
 //! malloc'd message in `err`, freed with `asr_dist_free_string`.
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int, c_void, CStr};
 use torch_sys::C_tensor;
 
 /// Opaque handle: the store and the process group.
@@ -9,6 +9,18 @@ use torch_sys::C_tensor;
 pub struct AsrDistGroup {
     _private: [u8; 0],
 }
+
+/// `asr_dist_nccl_new` of libasr_dist_nccl.so (`csrc/nccl_shim.cpp`): (borrowed
+/// `c10d::Store*`, rank, world size, CUDA device, timeout in ms, err) -> an owned
+/// `c10d::Backend*`, or null.
+pub type NcclNew = unsafe extern "C" fn(
+    store: *mut c_void,
+    rank: c_int,
+    world_size: c_int,
+    device_index: c_int,
+    timeout_ms: i64,
+    err: *mut *mut c_char,
+) -> *mut c_void;
 
 extern "C" {
     pub fn asr_dist_free_string(s: *mut c_char);
@@ -23,6 +35,12 @@ extern "C" {
         err: *mut *mut c_char,
     ) -> *mut AsrDistGroup;
     pub fn asr_dist_group_free(group: *mut AsrDistGroup);
+    pub fn asr_dist_attach_nccl(
+        group: *mut AsrDistGroup,
+        make: NcclNew,
+        device_index: c_int,
+        err: *mut *mut c_char,
+    ) -> c_int;
     pub fn asr_dist_close_backend(group: *mut AsrDistGroup, err: *mut *mut c_char) -> c_int;
     pub fn asr_dist_all_reduce_sum(
         group: *mut AsrDistGroup,

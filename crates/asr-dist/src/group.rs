@@ -13,6 +13,10 @@ use tch::{Device, Kind, Tensor};
 pub enum Backend {
     /// `ProcessGroupGloo`: CPU tensors, TCP between the ranks.
     Gloo,
+    /// Gloo for CPU tensors plus `ProcessGroupNCCL` for CUDA tensors on
+    /// `cuda:LOCAL_RANK` (torch's `"cpu:gloo,cuda:nccl"`): see
+    /// [`ProcessGroup::attach_nccl`].
+    Nccl,
 }
 
 /// One process's membership of the job's process group.
@@ -37,6 +41,8 @@ pub struct ProcessGroup {
     roll_calls: Cell<u64>,
     /// Time spent in collectives, for [`ProcessGroup::take_comm_time`].
     comm_time: Cell<Duration>,
+    /// The CUDA device of the attached NCCL backend, if any.
+    nccl_device: Option<usize>,
 }
 
 // SAFETY: the handle is owned by this value alone, and c10d's process group may be used
@@ -54,6 +60,7 @@ impl ProcessGroup {
             inner: None,
             roll_calls: Cell::new(0),
             comm_time: Cell::new(Duration::ZERO),
+            nccl_device: None,
         }
     }
 
@@ -66,11 +73,21 @@ impl ProcessGroup {
     /// Gloo's network interface is chosen as torch does: `GLOO_SOCKET_IFNAME` (a
     /// comma-separated list of interfaces) if set, else the address this machine's host
     /// name resolves to, else loopback.
+    ///
+    /// [`Backend::Nccl`] then attaches NCCL on `cuda:LOCAL_RANK`
+    /// ([`ProcessGroup::attach_nccl`]).
     pub fn new(rdzv: &Rendezvous, backend: Backend, timeout: Duration) -> Result<Self, DistError> {
+        let mut group = Self::new_gloo(rdzv, timeout)?;
+        if backend == Backend::Nccl {
+            group.attach_nccl(rdzv.local_rank)?;
+        }
+        Ok(group)
+    }
+
+    fn new_gloo(rdzv: &Rendezvous, timeout: Duration) -> Result<Self, DistError> {
         if rdzv.world_size <= 1 {
             return Ok(Self::single());
         }
-        let Backend::Gloo = backend;
         let fail = |message: String| DistError::Rendezvous {
             rank: rdzv.rank,
             world_size: rdzv.world_size,
@@ -114,8 +131,53 @@ impl ProcessGroup {
                 inner: Some(inner),
                 roll_calls: Cell::new(0),
                 comm_time: Cell::new(Duration::ZERO),
+                nccl_device: None,
             }),
             None => Err(fail(ffi::take_error(err))),
+        }
+    }
+
+    /// Attaches NCCL (`c10d::ProcessGroupNCCL`) beside Gloo: from now on CUDA tensors on
+    /// `cuda:device_index` go through NCCL, CPU tensors still through Gloo (torch's
+    /// `"cpu:gloo,cuda:nccl"`). Torch's rule is one GPU per rank, `device_index` =
+    /// `LOCAL_RANK`; it becomes this process's current CUDA device. With world size 1
+    /// nothing is attached (there is nothing to exchange).
+    ///
+    /// The process group comes from the side library `libasr_dist_nccl.so` (see the
+    /// [`crate::nccl`] module), which `tools/install-libtorch.sh --cuda` builds; without
+    /// it, or without a GPU, this returns [`DistError::Nccl`] saying why. NCCL's own
+    /// variables (`NCCL_SOCKET_IFNAME`, `NCCL_DEBUG`...) are read by NCCL itself.
+    /// `TORCH_NCCL_BLOCKING_WAIT` is set to 1 unless already set, so that a collective
+    /// blocks until done and a dead or stalled peer fails it at the group's timeout.
+    pub fn attach_nccl(&mut self, device_index: usize) -> Result<(), DistError> {
+        let Some(group) = self.inner else {
+            return Ok(());
+        };
+        let fail = |message: String| DistError::Nccl {
+            rank: self.rank,
+            world_size: self.world_size,
+            device_index,
+            message,
+        };
+        let make = crate::nccl::constructor().map_err(fail)?;
+        let mut err: *mut c_char = ptr::null_mut();
+        // SAFETY: group is live; `make` is the side library's constructor (checked ABI).
+        let status = unsafe {
+            ffi::asr_dist_attach_nccl(group.as_ptr(), make, c_int_of(device_index), &mut err)
+        };
+        if status != 0 {
+            return Err(fail(ffi::take_error(err)));
+        }
+        self.nccl_device = Some(device_index);
+        Ok(())
+    }
+
+    /// The backends this group uses: Gloo, plus NCCL once attached ([`Backend::Nccl`]).
+    pub fn backend(&self) -> Backend {
+        if self.nccl_device.is_some() {
+            Backend::Nccl
+        } else {
+            Backend::Gloo
         }
     }
 
@@ -139,7 +201,7 @@ impl ProcessGroup {
         let Some(group) = self.inner else {
             return Ok(());
         };
-        check_dense("all_reduce", tensor)?;
+        self.check_dense("all_reduce", tensor)?;
         // SAFETY: group is live; the tensor outlives the (blocking) call.
         self.call("all_reduce", |err| unsafe {
             ffi::asr_dist_all_reduce_sum(group.as_ptr(), tensor.as_ptr(), err)
@@ -220,7 +282,7 @@ impl ProcessGroup {
         let Some(group) = self.inner else {
             return Ok(());
         };
-        check_dense("broadcast", tensor)?;
+        self.check_dense("broadcast", tensor)?;
         // SAFETY: as in all_reduce_sum.
         self.call("broadcast", |err| unsafe {
             ffi::asr_dist_broadcast(group.as_ptr(), tensor.as_ptr(), c_int_of(root), err)
@@ -294,7 +356,7 @@ impl ProcessGroup {
         let Some(group) = self.inner else {
             return Ok(vec![tensor.shallow_clone()]);
         };
-        check_dense("all_gather", tensor)?;
+        self.check_dense("all_gather", tensor)?;
         let outputs: Vec<Tensor> = (0..self.world_size).map(|_| tensor.empty_like()).collect();
         let pointers: Vec<*const torch_sys::C_tensor> =
             outputs.iter().map(|t| t.as_ptr()).collect();
@@ -384,24 +446,30 @@ fn c_int_of(n: usize) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-/// Gloo works on dense contiguous tensors (CPU here).
-fn check_dense(op: &'static str, tensor: &Tensor) -> Result<(), DistError> {
-    if !tensor.is_contiguous() {
-        return Err(DistError::Tensor {
-            op,
-            problem: "the tensor is not contiguous (call .contiguous() first)".into(),
-        });
-    }
-    if tensor.device() != Device::Cpu {
-        return Err(DistError::Tensor {
-            op,
-            problem: format!(
-                "the Gloo backend here takes CPU tensors, not {:?}",
-                tensor.device()
+impl ProcessGroup {
+    /// The collectives take dense contiguous tensors: on the CPU (Gloo), or on the CUDA
+    /// device of the attached NCCL backend.
+    fn check_dense(&self, op: &'static str, tensor: &Tensor) -> Result<(), DistError> {
+        if !tensor.is_contiguous() {
+            return Err(DistError::Tensor {
+                op,
+                problem: "the tensor is not contiguous (call .contiguous() first)".into(),
+            });
+        }
+        let device = tensor.device();
+        let problem = match (device, self.nccl_device) {
+            (Device::Cpu, _) => return Ok(()),
+            (Device::Cuda(i), Some(nccl)) if i == nccl => return Ok(()),
+            (Device::Cuda(i), Some(nccl)) => {
+                format!("the tensor is on cuda:{i}, and this rank's NCCL backend on cuda:{nccl}")
+            }
+            (Device::Cuda(_), None) => format!(
+                "{device:?} tensor, but no NCCL backend is attached (ProcessGroup::attach_nccl)"
             ),
-        });
+            _ => format!("the backends here take CPU or CUDA tensors, not {device:?}"),
+        };
+        Err(DistError::Tensor { op, problem })
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -410,8 +478,12 @@ mod tests {
 
     #[test]
     fn world_size_one_collectives_are_no_ops() {
-        let group = ProcessGroup::new(&Rendezvous::single(), Backend::Gloo, Duration::from_secs(1))
-            .unwrap();
+        let mut group =
+            ProcessGroup::new(&Rendezvous::single(), Backend::Nccl, Duration::from_secs(1))
+                .unwrap();
+        // Nothing to attach with one rank: no side library is needed.
+        group.attach_nccl(0).unwrap();
+        assert_eq!(group.backend(), Backend::Gloo);
         assert_eq!(
             (group.rank(), group.world_size(), group.is_main()),
             (0, 1, true)

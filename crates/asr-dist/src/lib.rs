@@ -4,7 +4,9 @@
 //! - [`Rendezvous`]: who this process is (rank, world size, local rank) and where rank 0
 //!   waits, from torchrun's `env://` variables or Slurm's.
 //! - [`ProcessGroup`]: rendezvous through `c10d::TCPStore` (rank 0 serves it) and a Gloo
-//!   process group (`c10d::ProcessGroupGloo`, CPU tensors), with the collectives a
+//!   process group (`c10d::ProcessGroupGloo`, CPU tensors; plus `ProcessGroupNCCL` for
+//!   CUDA tensors once [`ProcessGroup::attach_nccl`]ed, from the side library of
+//!   [`nccl`]), with the collectives a
 //!   data-parallel trainer needs: [`ProcessGroup::all_reduce_sum`] (average with
 //!   [`ProcessGroup::all_reduce_mean`]), [`ProcessGroup::broadcast`],
 //!   [`ProcessGroup::barrier`], [`ProcessGroup::all_gather`], the variable-length
@@ -24,6 +26,7 @@
 mod ffi;
 mod group;
 pub mod launch;
+pub mod nccl;
 pub mod rendezvous;
 
 pub use group::{Backend, ProcessGroup};
@@ -66,6 +69,15 @@ pub enum DistError {
         rank: usize,
         world_size: usize,
         timeout: Duration,
+        message: String,
+    },
+    /// The NCCL backend could not be attached: its side library is missing, or
+    /// ProcessGroupNCCL refused (no GPU, a bad device).
+    #[error("NCCL backend of rank {rank} of {world_size} on cuda:{device_index}: {message}")]
+    Nccl {
+        rank: usize,
+        world_size: usize,
+        device_index: usize,
         message: String,
     },
     /// A tensor that the collective cannot take (the caller's mistake, nothing was sent).

@@ -397,3 +397,103 @@ fn nproc_per_node_launches_workers_that_meet() {
         .collect();
     assert_rounds(&outputs);
 }
+
+/// Two ranks of `asr-dist-check --device cuda` (NCCL on cuda:LOCAL_RANK) with `env`:
+/// each rank's status, stdout and stderr.
+fn run_cuda_job(env: &[(&str, &str)]) -> Vec<(ExitStatus, Vec<String>, String)> {
+    let port = free_port();
+    let args = ["--rounds", "3", "--timeout-secs", "60", "--device", "cuda"];
+    let ranks: Vec<Rank> = (0..2)
+        .map(|r| spawn_rank_with(r, 2, port, None, &args, env))
+        .collect();
+    ranks
+        .into_iter()
+        .map(|rank| rank.finish(Duration::from_secs(120)))
+        .collect()
+}
+
+#[test]
+fn cuda_ranks_without_the_nccl_library_name_it_and_the_command_that_builds_it() {
+    let missing = "/nonexistent/lib/libasr_dist_nccl.so";
+    for (rank, (status, stdout, stderr)) in run_cuda_job(&[("ASR_DIST_NCCL_LIB", missing)])
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(status.code(), Some(1), "rank {rank}: {status}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout:?}");
+        assert!(
+            stderr.contains(&format!("NCCL backend of rank {rank} of 2 on cuda:{rank}")),
+            "{stderr}"
+        );
+        assert!(stderr.contains(missing), "{stderr}");
+        assert!(
+            stderr.contains("tools/install-libtorch.sh --cuda"),
+            "{stderr}"
+        );
+    }
+}
+
+/// The NCCL side library to test: `ASR_DIST_NCCL_LIB`, else the one in the lib/ folder
+/// of the libtorch these tests link (present after tools/install-libtorch.sh --cuda).
+fn nccl_library() -> Option<String> {
+    if let Some(path) = std::env::var_os("ASR_DIST_NCCL_LIB").filter(|p| !p.is_empty()) {
+        return Some(path.to_string_lossy().into_owned());
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    let c10 = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|path| path.ends_with("/libc10.so"))?;
+    let lib = std::path::Path::new(c10).with_file_name("libasr_dist_nccl.so");
+    lib.is_file().then(|| lib.to_string_lossy().into_owned())
+}
+
+/// Only where the CUDA layout is installed (else skipped, with the reason printed): two
+/// ranks load the side library, which loads libtorch_cuda.so, and construct
+/// ProcessGroupNCCL. Without a GPU that must be ProcessGroupNCCL's own clean error on
+/// every rank (exit 1), not a crash; with two GPUs or more, the rounds must agree.
+#[test]
+fn cuda_ranks_construct_nccl_from_the_side_library() {
+    let Some(lib) = nccl_library() else {
+        eprintln!(
+            "skipped: no libasr_dist_nccl.so beside the linked libtorch and no \
+             ASR_DIST_NCCL_LIB (tools/install-libtorch.sh --cuda builds it)"
+        );
+        return;
+    };
+    let gpus = (0..16)
+        .filter(|i| std::path::Path::new(&format!("/dev/nvidia{i}")).exists())
+        .count();
+    if gpus == 1 {
+        eprintln!("skipped: one GPU here, and the job needs two ranks on two GPUs");
+        return;
+    }
+    let outcomes = run_cuda_job(&[("ASR_DIST_NCCL_LIB", &lib)]);
+    if gpus >= 2 {
+        let outputs: Vec<Vec<String>> = outcomes
+            .into_iter()
+            .map(|(status, stdout, stderr)| {
+                assert!(status.success(), "{status}: {stderr}\n{stdout:?}");
+                stdout
+            })
+            .collect();
+        assert_rounds(&outputs);
+        return;
+    }
+    for (rank, (status, stdout, stderr)) in outcomes.into_iter().enumerate() {
+        assert_eq!(status.code(), Some(1), "rank {rank}: {status}: {stderr}");
+        assert!(stdout.is_empty(), "{stdout:?}");
+        assert!(
+            stderr.contains(&format!("NCCL backend of rank {rank} of 2 on cuda:{rank}")),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("ProcessGroupNCCL is only supported with GPUs, no GPUs found"),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains("frame #"),
+            "C++ backtrace in the message: {stderr}"
+        );
+    }
+}

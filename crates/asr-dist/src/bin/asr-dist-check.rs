@@ -5,9 +5,13 @@
 //!
 //! ```text
 //! asr-dist-check [--rounds N] [--numel N] [--timeout-secs S] [--nproc-per-node N]
+//!                [--device cpu|cuda]
 //! ```
 //!
 //! With `--nproc-per-node N` it starts N local workers of itself (asr_dist::launch).
+//! With `--device cuda` the all-reduce, broadcast and flat mean run on `cuda:LOCAL_RANK`
+//! through NCCL (`libasr_dist_nccl.so`, built by `tools/install-libtorch.sh --cuda`); the
+//! all-gather of ids stays on the CPU (Gloo), as in training.
 //!
 //! For tests: `ASR_DIST_CHECK_ROLL_CALL_DELAY_MS=MS` makes this rank wait MS ms after a
 //! failed round before it joins the roll call (a rank that notices the failure late).
@@ -18,6 +22,8 @@ use std::time::Duration;
 use tch::{Device, Kind, Tensor};
 
 struct Options {
+    /// `--device cuda`: the tensors on cuda:LOCAL_RANK, through NCCL.
+    cuda: bool,
     rounds: usize,
     numel: i64,
     timeout: Duration,
@@ -29,6 +35,7 @@ struct Options {
 
 fn parse_options() -> Result<Options, String> {
     let mut options = Options {
+        cuda: false,
         rounds: 1,
         numel: 1024,
         timeout: Duration::from_secs(60),
@@ -38,6 +45,15 @@ fn parse_options() -> Result<Options, String> {
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        if flag == "--device" {
+            options.cuda = match value.as_str() {
+                "cpu" => false,
+                "cuda" => true,
+                _ => return Err(format!("--device {value}: cpu or cuda")),
+            };
+            options.worker_args.extend([flag.into(), value.into()]);
+            continue;
+        }
         let number = value
             .parse::<u64>()
             .map_err(|_| format!("{flag} {value}: not a whole number"))?;
@@ -52,16 +68,16 @@ fn parse_options() -> Result<Options, String> {
             "--rounds" => options.rounds = number as usize,
             "--numel" if number > 0 => options.numel = number as i64,
             "--timeout-secs" if number > 0 => options.timeout = Duration::from_secs(number),
-            _ => return Err(format!("unknown option or bad value: {flag} {value} (options: --rounds N, --numel N, --timeout-secs S, --nproc-per-node N)")),
+            _ => return Err(format!("unknown option or bad value: {flag} {value} (options: --rounds N, --numel N, --timeout-secs S, --nproc-per-node N, --device cpu|cuda)")),
         }
     }
     Ok(options)
 }
 
 /// One round of every collective; returns the line to print, or what disagreed.
-fn round(group: &ProcessGroup, k: usize, numel: i64) -> Result<String, String> {
+fn round(group: &ProcessGroup, k: usize, numel: i64, device: Device) -> Result<String, String> {
     let (rank, world) = (group.rank(), group.world_size());
-    let mut summed = Tensor::full([numel], (rank + 1) as f64, (Kind::Float, Device::Cpu));
+    let mut summed = Tensor::full([numel], (rank + 1) as f64, (Kind::Float, device));
     group
         .all_reduce_sum(&mut summed)
         .map_err(|e| e.to_string())?;
@@ -78,7 +94,7 @@ fn round(group: &ProcessGroup, k: usize, numel: i64) -> Result<String, String> {
     } else {
         -1.0
     };
-    let mut shared = Tensor::full([numel], mine, (Kind::Float, Device::Cpu));
+    let mut shared = Tensor::full([numel], mine, (Kind::Float, device));
     group
         .broadcast(&mut shared, root)
         .map_err(|e| e.to_string())?;
@@ -94,7 +110,7 @@ fn round(group: &ProcessGroup, k: usize, numel: i64) -> Result<String, String> {
     if gathered != want {
         return Err(format!("all_gather gave {gathered:?}, expected {want:?}"));
     }
-    let means = flat_mean(group)?;
+    let means = flat_mean(group, device)?;
     group.barrier().map_err(|e| e.to_string())?;
     Ok(format!(
         "rank {rank} round {k}: all_reduce={sum} broadcast={got} all_gather={gathered:?} \
@@ -105,9 +121,9 @@ fn round(group: &ProcessGroup, k: usize, numel: i64) -> Result<String, String> {
 
 /// Two "gradients" (one of them a transposed, non-contiguous view) averaged in one flat
 /// all-reduce: rank r holds r+1 and 2(r+1).
-fn flat_mean(group: &ProcessGroup) -> Result<[f64; 2], String> {
+fn flat_mean(group: &ProcessGroup, device: Device) -> Result<[f64; 2], String> {
     let (rank, world) = (group.rank() as f64, group.world_size() as f64);
-    let options = (Kind::Float, Device::Cpu);
+    let options = (Kind::Float, device);
     let mut grads = [
         Tensor::full([3], rank + 1.0, options),
         Tensor::full([2, 3], 2.0 * (rank + 1.0), options).transpose(0, 1),
@@ -146,14 +162,18 @@ fn roll_call(group: &ProcessGroup, wait: Duration) -> String {
 /// call in the job's store, which names the ranks that are gone.
 fn run(options: &Options) -> Result<(), String> {
     let rdzv = Rendezvous::from_env().map_err(|e| e.to_string())?;
-    let group =
-        ProcessGroup::new(&rdzv, Backend::Gloo, options.timeout).map_err(|e| e.to_string())?;
+    let (backend, device) = if options.cuda {
+        (Backend::Nccl, Device::Cuda(rdzv.local_rank))
+    } else {
+        (Backend::Gloo, Device::Cpu)
+    };
+    let group = ProcessGroup::new(&rdzv, backend, options.timeout).map_err(|e| e.to_string())?;
     println!(
-        "rank {} of {}: joined {}:{}",
+        "rank {} of {}: joined {}:{} ({backend:?}, {device:?})",
         rdzv.rank, rdzv.world_size, rdzv.master_addr, rdzv.master_port
     );
     for k in 0..options.rounds {
-        match round(&group, k, options.numel) {
+        match round(&group, k, options.numel, device) {
             Ok(line) => println!("{line}"),
             Err(e) => {
                 if let Some(ms) = std::env::var("ASR_DIST_CHECK_ROLL_CALL_DELAY_MS")
