@@ -15,6 +15,9 @@
 //!   epoch. `--batch-seconds` is per rank: the global batch is W × A × one rank's batch.
 //!   A micro-batch is seeded (dropout, SpecAugment) by its place in the global step,
 //!   `m·W + r`, so W ranks draw what one process with `grad_accum` A·W draws.
+//! - **Devices**: on the CPU every exchange goes through Gloo. On CUDA, rank r trains on
+//!   cuda:LOCAL_RANK and the gradient all-reduce goes through NCCL
+//!   ([`Distributed::use_device`]); the small CPU exchanges below stay on Gloo.
 //! - **Gradients**: each rank's micro-batch losses are scaled by 1/A (as one process
 //!   does), and the flat gradient buffer is averaged over the ranks (one all-reduce):
 //!   the gradient is the mean over the A·W micro-batches, exactly as one process with
@@ -79,6 +82,8 @@ pub(crate) struct StepAccumulator {
 pub(crate) struct Distributed {
     group: ProcessGroup,
     timeout: Duration,
+    /// This rank's place on its machine: its GPU is cuda:LOCAL_RANK.
+    local_rank: usize,
 }
 
 /// Joins the job the launcher describes (world size 1 when none did): `config` with
@@ -103,7 +108,14 @@ pub(crate) fn join(config: &TrainConfig) -> Result<(TrainConfig, Distributed), T
     } else {
         ProcessGroup::single()
     };
-    Ok((config, Distributed { group, timeout }))
+    Ok((
+        config,
+        Distributed {
+            group,
+            timeout,
+            local_rank: rdzv.local_rank,
+        },
+    ))
 }
 
 impl Distributed {
@@ -173,6 +185,11 @@ impl Distributed {
         self.group
             .all_reduce_mean(optimizer.flat_grad_mut())
             .map_err(|e| self.failure(e, step))
+    }
+
+    /// Waits until every rank is here (after rank 0 wrote something the others read).
+    pub fn barrier(&self, step: u64) -> Result<(), TrainError> {
+        self.group.barrier().map_err(|e| self.failure(e, step))
     }
 
     /// Seconds spent in collectives since the last call; `None` with one process.
@@ -330,6 +347,13 @@ impl Distributed {
     }
 }
 
+impl Distributed {
+    /// How many of `count` utterances this rank decodes in [`Distributed::evaluate`].
+    pub fn share_len(&self, count: usize) -> usize {
+        (self.rank()..count).step_by(self.world_size()).count()
+    }
+}
+
 /// Utterances `rank`, `rank + world`... of the first `count` of `source`.
 fn share_of(
     source: Arc<dyn UtteranceSource>,
@@ -389,14 +413,37 @@ pub(crate) fn peer_checkpoints(config: &TrainConfig) -> Result<Vec<PathBuf>, Tra
     Ok(checkpoints.into_iter().rev().map(|(_, dir)| dir).collect())
 }
 
-/// Several ranks reduce on the CPU (Gloo) only for now.
-pub(crate) fn check_device(device: Device, world_size: usize) -> Result<(), TrainError> {
-    if world_size == 1 || device == Device::Cpu {
-        return Ok(());
+impl Distributed {
+    /// The device this rank trains on, from the one `--device` selected: one process
+    /// keeps it; several ranks on CUDA take one GPU each, cuda:LOCAL_RANK (as torch's
+    /// DDP), and attach NCCL there for the gradient all-reduce (CPU exchanges stay on
+    /// Gloo). `requested` is the `--device` text.
+    pub fn use_device(&mut self, selected: Device, requested: &str) -> Result<Device, TrainError> {
+        if self.world_size() == 1 || selected == Device::Cpu {
+            return Ok(selected);
+        }
+        let world = self.world_size();
+        if let Ok(asr_model::device::DeviceRequest::Cuda(Some(index))) = requested.parse() {
+            return Err(TrainError::Config(format!(
+                "--device cuda:{index} with {world} ranks: each rank takes cuda:LOCAL_RANK; \
+                 pass --device cuda, and choose the GPUs with CUDA_VISIBLE_DEVICES"
+            )));
+        }
+        let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+        if self.local_rank >= count {
+            return Err(TrainError::Config(format!(
+                "rank {} has LOCAL_RANK {} but this machine shows {count} CUDA device(s): \
+                 start at most {count} rank(s) per machine (--nproc-per-node), or check \
+                 CUDA_VISIBLE_DEVICES",
+                self.rank(),
+                self.local_rank
+            )));
+        }
+        self.group
+            .attach_nccl(self.local_rank)
+            .map_err(|e| TrainError::Distributed(e.to_string()))?;
+        Ok(Device::Cuda(self.local_rank))
     }
-    Err(TrainError::Config(format!(
-        "{world_size} ranks on {device:?}: data parallelism reduces gradients with Gloo, on the          CPU only for now (NCCL is not wired yet); pass --device cpu, or train with one process"
-    )))
 }
 
 /// Refuses to resume a checkpoint of `saved` ranks (absent: 1) with another number: the
@@ -411,7 +458,10 @@ pub(crate) fn check_resumed_world_size(
         return Ok(());
     }
     Err(TrainError::Config(format!(
-        "{} was saved by a run of {saved} rank(s), and this one has {}: the data position          cannot be carried over to another number of ranks. Resume with {saved} (asr-train run          --nproc-per-node {saved}, torchrun --nproc-per-node {saved}, srun -n {saved}), or start          a new run from its weights in another folder (--model {}/best --out NEW)",
+        "{} was saved by a run of {saved} rank(s), and this one has {}: the data position \
+         cannot be carried over to another number of ranks. Resume with {saved} (asr-train run \
+         --nproc-per-node {saved}, torchrun --nproc-per-node {saved}, srun -n {saved}), or start \
+         a new run from its weights in another folder (--model {}/best --out NEW)",
         dir.display(),
         config.world_size,
         config.out.display()

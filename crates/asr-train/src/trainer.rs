@@ -789,7 +789,7 @@ impl<'a> Trainer<'a> {
         config: &'a TrainConfig,
         data: TrainData,
         hooks: Hooks,
-        dist: Distributed,
+        mut dist: Distributed,
     ) -> Result<Self, TrainError> {
         config
             .validate()
@@ -808,8 +808,8 @@ impl<'a> Trainer<'a> {
         } else {
             distributed::peer_checkpoints(config)?
         };
-        let runtime = Runtime::new(config)?;
-        distributed::check_device(runtime.device, dist.world_size())?;
+        let mut runtime = Runtime::new(config)?;
+        runtime.device = dist.use_device(runtime.device, &config.device)?;
         let task = Task::build(config, &data, train_source.as_ref(), runtime.device, &log)?;
         let train_source = task.train_source(train_source);
         let plan = TrainingPlan::new(config, &data, train_source.as_ref(), &task, &log)?;
@@ -1467,6 +1467,14 @@ impl<'a> Trainer<'a> {
             self.evaluate()?;
         }
         if !self.dist.is_main() {
+            // Rank 0 writes best/ first; then each rank decodes its share of the final
+            // splits (rank 0 writes the whole).
+            self.optimizer = AdamW::new(
+                adamw_config(self.config),
+                Vec::<(&str, &tch::Tensor)>::new(),
+            );
+            self.dist.barrier(step)?;
+            self.evaluate_final_splits()?;
             return Ok(self.peer_summary(stop_reason));
         }
         if self.eval_source.is_none() {
@@ -1483,6 +1491,7 @@ impl<'a> Trainer<'a> {
             adamw_config(self.config),
             Vec::<(&str, &tch::Tensor)>::new(),
         );
+        self.dist.barrier(step)?;
         let splits = self.evaluate_final_splits()?;
         let results = self.write_results(splits, &stop_reason)?;
         self.write_final_model_card(&results)?;
@@ -1564,7 +1573,8 @@ impl<'a> Trainer<'a> {
     }
 
     /// The best weights (or the last when none was saved) on every final split present,
-    /// with their predictions written.
+    /// with their predictions written by rank 0. Each split is shared across the ranks
+    /// as the periodic evaluation is (every rank gets the whole result).
     fn evaluate_final_splits(&self) -> Result<BTreeMap<String, SplitResult>, TrainError> {
         let best_dir = self.best_dir();
         if best_dir.join("model.safetensors").is_file() {
@@ -1576,12 +1586,27 @@ impl<'a> Trainer<'a> {
             let Some(source) = self.data.splits.get(split) else {
                 continue;
             };
-            let output = self.task.evaluate(
-                source.clone(),
-                None,
-                self.plan.eval_batch_seconds,
-                self.runtime.precision,
-            )?;
+            let output = self
+                .dist
+                .evaluate(self.state.step, source.clone(), None, |source, limit| {
+                    self.task.evaluate(
+                        source,
+                        limit,
+                        self.plan.eval_batch_seconds,
+                        self.runtime.precision,
+                    )
+                })?;
+            if !self.dist.is_main() {
+                // Peers are quiet otherwise: one line saying what this rank decoded.
+                eprintln!(
+                    "rank {} of {}: final evaluation of {split}: decoded {} of {} utterances",
+                    self.dist.rank(),
+                    self.dist.world_size(),
+                    self.dist.share_len(output.predictions.len()),
+                    output.predictions.len()
+                );
+                continue;
+            }
             let path = self.out.join(format!("predictions_{split}.jsonl"));
             eval::write_predictions(&path, &output.predictions).map_err(io_err(&path))?;
             let mut result = output.result();

@@ -354,6 +354,9 @@ fn kill_9_of_one_rank_ends_the_job_naming_it_and_resume_completes() {
     assert_eq!(steps, (1..=40).collect::<Vec<_>>());
 }
 
+/// Periodic (train split) and final (`--final-splits dev`) evaluations of two ranks: each
+/// rank decodes its share, and the results equal one process's `asr-train eval` of the
+/// same weights.
 #[test]
 fn an_evaluation_split_over_two_ranks_equals_one_process_evaluating() {
     let _serial = serial();
@@ -382,11 +385,30 @@ fn an_evaluation_split_over_two_ranks_equals_one_process_evaluating() {
         .arg(&shards)
         .arg("--model")
         .arg(out.join("best"))
-        .args("--splits train --device cpu --threads 1 --batch-seconds 0.1 --json".split(' '))
+        .args("--splits train,dev --device cpu --threads 1 --batch-seconds 0.1 --json".split(' '))
         .output()
         .unwrap();
     assert!(single.status.success(), "{}", stderr(&single));
     let results: serde_json::Value = serde_json::from_slice(&single.stdout).unwrap();
+    // The final evaluation of best/ on dev (three utterances: two on rank 0, one on
+    // rank 1), written by rank 0.
+    let final_dev = &serde_json::from_str::<serde_json::Value>(
+        &std::fs::read_to_string(out.join("final_results.json")).unwrap(),
+    )
+    .unwrap()["splits"]["dev"];
+    let single_dev = &results["splits"]["dev"];
+    assert_eq!(final_dev["utterances"], 3, "{final_dev}");
+    for key in ["utterances", "wer", "cer"] {
+        assert_eq!(
+            final_dev[key], single_dev[key],
+            "{key}: {final_dev} vs {single_dev}"
+        );
+    }
+    assert!(
+        stderr(&output).contains("rank 1 of 2: final evaluation of dev: decoded 1 of 3 utterances"),
+        "{}",
+        stderr(&output)
+    );
     let whole = &results["splits"]["train"];
     assert_eq!(sharded["utterances"], 6);
     assert_eq!(whole["utterances"], 6);
