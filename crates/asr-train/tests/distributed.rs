@@ -398,12 +398,27 @@ fn an_evaluation_split_over_two_ranks_equals_one_process_evaluating() {
     .unwrap()["splits"]["dev"];
     let single_dev = &results["splits"]["dev"];
     assert_eq!(final_dev["utterances"], 3, "{final_dev}");
-    for key in ["utterances", "wer", "cer"] {
+    for key in [
+        "utterances",
+        "wer",
+        "cer",
+        "substitutions",
+        "deletions",
+        "insertions",
+        "reference_words",
+        "reference_chars",
+        "blank_fraction",
+    ] {
         assert_eq!(
             final_dev[key], single_dev[key],
             "{key}: {final_dev} vs {single_dev}"
         );
     }
+    let (a, b) = (
+        final_dev["loss"].as_f64().unwrap(),
+        single_dev["loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() <= 1e-6 * b.abs(), "final dev loss {a} vs {b}");
     assert!(
         stderr(&output).contains("rank 1 of 2: final evaluation of dev: decoded 1 of 3 utterances"),
         "{}",
