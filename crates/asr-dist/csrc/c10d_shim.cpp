@@ -60,6 +60,7 @@ struct AsrDistGroup {
   int rank;
   int world_size;
   int64_t timeout_ms;
+  bool serves_store;  // this process hosts the TCPStore (rank 0 unless torchrun's agent)
 };
 
 // `asr_dist_nccl_new` of libasr_dist_nccl.so: (borrowed c10d::Store*, rank, world size,
@@ -157,7 +158,7 @@ AsrDistGroup* asr_dist_gloo_new(const char* host, uint16_t port, int rank, int w
     auto options = c10d::ProcessGroupGloo::Options::create(timeout);
     options->devices = make_devices(ifnames);
     auto backend = c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, world_size, options);
-    group = new AsrDistGroup{tcp, store, backend, {}, rank, world_size, timeout_ms};
+    group = new AsrDistGroup{tcp, store, backend, {}, rank, world_size, timeout_ms, serve != 0};
   });
   return group;
 }
@@ -245,11 +246,16 @@ int asr_dist_close_backend(AsrDistGroup* group, char** err) {
 // has passed; present[r] becomes 1 for each rank seen. A store that is gone (its host
 // died) throws, reported as an error.
 //
-// Then a second phase: the rank sets `<prefix>done/<rank>` and waits (up to `timeout_ms`
-// again) for the done mark of every rank it saw. Without it the store's host (rank 0),
-// which may have started its roll call a moment earlier, ended its wait first and exited,
-// taking the store with it while a later rank was still polling: that rank then reported
-// "store cannot be reached" instead of the missing rank (seen in CI, 2026-12-01).
+// Then a second phase, so that the store's host (rank 0) never leaves, taking the store
+// with it, while a survivor still needs it: each rank sets `<prefix>done/<rank>`, then
+// waits for the done mark of every rank that has announced itself (each finishes within
+// `timeout_ms` of its announcement), and the host also gives a rank that has not
+// announced itself yet `timeout_ms` more to come (a survivor that noticed the failure
+// late, e.g. on a loaded machine). Everything is capped at twice `timeout_ms` after the
+// first phase. A rank that announces itself during this phase is marked present.
+// Without it, the host ended its wait first and exited while a later rank was still
+// polling, and that rank reported "store cannot be reached" instead of the missing rank
+// (seen in CI, 2026-12-01).
 int asr_dist_roll_call(AsrDistGroup* group, const char* prefix, int rank, int world_size,
                        int64_t timeout_ms, uint8_t* present, char** err) {
   return guarded(err, [&] {
@@ -267,14 +273,21 @@ int asr_dist_roll_call(AsrDistGroup* group, const char* prefix, int rank, int wo
     }
     const std::string done = base + "done/";
     group->tcp->set(done + std::to_string(rank), std::vector<uint8_t>{1});
-    const auto done_deadline =
-        std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-    while (std::chrono::steady_clock::now() < done_deadline) {
-      bool all_done = true;
-      for (int r = 0; r < world_size && all_done; ++r) {
-        if (present[r] != 0 && !group->tcp->check({done + std::to_string(r)})) all_done = false;
+    const auto phase_start = std::chrono::steady_clock::now();
+    const auto late_deadline = phase_start + std::chrono::milliseconds(timeout_ms);
+    const auto hard_deadline = phase_start + 2 * std::chrono::milliseconds(timeout_ms);
+    while (true) {
+      const auto now = std::chrono::steady_clock::now();
+      bool waiting = false;
+      for (int r = 0; r < world_size; ++r) {
+        if (r == rank || group->tcp->check({done + std::to_string(r)})) continue;
+        if (present[r] == 0 && group->tcp->check({base + std::to_string(r)})) present[r] = 1;
+        if (present[r] != 0 ? now < hard_deadline
+                            : group->serves_store && now < late_deadline) {
+          waiting = true;
+        }
       }
-      if (all_done) break;
+      if (!waiting) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   });

@@ -304,10 +304,12 @@ impl ProcessGroup {
     /// same number of times on each); each one announces itself in the job's TCPStore,
     /// which outlives the broken Gloo connections, and waits up to `timeout` for the
     /// others. Returns the ranks that did not announce themselves (dead, or hung), the same
-    /// list on every survivor that waited the whole `timeout`. Then each rank waits (up to
-    /// `timeout` again) until every rank it saw has finished its own wait, so the store's
-    /// host (rank 0) never leaves while a later survivor still polls. An error means the
-    /// store itself is gone: its host (rank 0, or torchrun's agent) died.
+    /// list on every survivor that waited the whole `timeout`. Then each rank waits until
+    /// every rank that announced itself has finished its own wait, and the store's host
+    /// (rank 0) gives a survivor that has not come yet `timeout` more (at most 2 ×
+    /// `timeout` in all), so the host does not leave with the store while a survivor that
+    /// noticed the failure late still needs it. An error means the store itself is gone:
+    /// its host (rank 0, or torchrun's agent) died.
     pub fn missing_ranks(&self, timeout: Duration) -> Result<Vec<usize>, DistError> {
         let Some(group) = self.inner else {
             return Ok(Vec::new());

@@ -1586,16 +1586,16 @@ impl<'a> Trainer<'a> {
             let Some(source) = self.data.splits.get(split) else {
                 continue;
             };
-            let output = self
-                .dist
-                .evaluate(self.state.step, source.clone(), None, |source, limit| {
-                    self.task.evaluate(
-                        source,
-                        limit,
-                        self.plan.eval_batch_seconds,
-                        self.runtime.precision,
-                    )
-                })?;
+            let output =
+                self.dist
+                    .evaluate(self.state.step, source.clone(), None, |source, limit| {
+                        self.task.evaluate(
+                            source,
+                            limit,
+                            self.plan.eval_batch_seconds,
+                            self.runtime.precision,
+                        )
+                    })?;
             if !self.dist.is_main() {
                 // Peers are quiet otherwise: one line saying what this rank decoded.
                 eprintln!(
