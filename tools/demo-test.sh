@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The demo check (not in tools/test.sh yet, see there): runs tools/demo.sh as a user does
-# (default seed, 2 threads) and
+# The demo check (the last step of tools/test.sh): runs tools/demo.sh as a user does
+# (default seed, 2 threads; DEMO_BIN_DIR, if set, names binaries already built) and
 # fails unless its `demo result: train WER W ...` line is within the README's range,
 # read from the README's marker `demo-train-wer-max: X`.
 #   tools/demo-test.sh

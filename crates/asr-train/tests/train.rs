@@ -81,81 +81,6 @@ fn events<'a>(
         .collect()
 }
 
-#[test]
-fn tiny_model_overfits_six_utterances() {
-    let _serial = serial();
-    let (utterances, vocab) = speech();
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("run");
-    // The tiny architecture with its regularization off (no dropout, no SpecAugment),
-    // as one does to check that a model can fit: a config.json model starts from random
-    // weights with the data's vocabulary.
-    let mut model_config = asr_model::Preset::Tiny.config(vocab.len() as i64);
-    model_config.mask_time_prob = 0.0;
-    model_config.hidden_dropout = 0.0;
-    model_config.activation_dropout = 0.0;
-    model_config.attention_dropout = 0.0;
-    model_config.final_dropout = 0.0;
-    let model_path = dir.path().join("config.json");
-    std::fs::write(&model_path, model_config.to_json_string()).unwrap();
-    // Escaping the all-blank plateau takes a few hundred steps whose exact number
-    // depends on rounding (seen here: WER 0 from step 300 with this recipe, from 400
-    // with lr 5e-3 constant; a cosine over 500 steps decays too early and stalls at
-    // CER 0.44); 600 steps of cosine leave a margin.
-    let mut c = config(&out, 600);
-    c.model = model_path.display().to_string();
-    c.lr = 1e-2;
-    c.warmup_steps = Some(20);
-    c.patience = None;
-    c.decay = asr_train::schedule::DecayKind::Cosine;
-    c.batch_seconds = 8.0; // all six utterances in one batch
-    c.eval_every = 50;
-    c.final_splits = vec!["train".into(), "dev".into()];
-    let summary = run(&c, data(utterances.clone(), utterances, vocab), quiet()).unwrap();
-    let train = &summary.results.splits["train"];
-    for record in read_metrics(&out.join("metrics.jsonl")).unwrap() {
-        if let MetricsRecord::Eval(e) = record {
-            eprintln!("eval step {}: WER {:.3} CER {:.3}", e.step, e.wer, e.cer);
-        }
-    }
-    eprintln!(
-        "overfit: {:?}, {:.2} steps/s, {:.1} audio s/s",
-        summary.results.splits, summary.steps_per_s, summary.audio_s_per_s
-    );
-    assert!(
-        train.wer <= 0.1,
-        "train WER {} after {} steps",
-        train.wer,
-        summary.steps
-    );
-    // The outputs of a run are all there.
-    for name in [
-        "metrics.jsonl",
-        "training_curves.png",
-        "predictions_train.jsonl",
-        "predictions_dev.jsonl",
-        "final_results.json",
-        "quarantine.txt",
-        "config.json",
-        "best/config.json",
-        "best/model.safetensors",
-        "best/vocab.json",
-    ] {
-        assert!(out.join(name).is_file(), "{name} missing");
-    }
-    let results: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("final_results.json")).unwrap())
-            .unwrap();
-    assert_eq!(results["splits"]["train"]["utterances"], 6);
-    let records = read_metrics(&out.join("metrics.jsonl")).unwrap();
-    let done = steps(&records).len() as u64;
-    assert_eq!(done, summary.steps);
-    assert_eq!(done, 600);
-    assert!(records.iter().any(|r| matches!(r, MetricsRecord::Eval(_))));
-    let predictions = std::fs::read_to_string(out.join("predictions_train.jsonl")).unwrap();
-    assert_eq!(predictions.lines().count(), 6);
-}
-
 /// An infeasible utterance among others: its loss is masked out (named culprit), the
 /// steps go on with the rest of its batch, and it ends in quarantine.txt.
 #[test]
@@ -828,8 +753,12 @@ fn poisoned_row(utterances: &[Utterance], vocab: &Vocab, id: &str) -> Utterance 
     }
 }
 
-/// The overfit recipe of `tiny_model_overfits_six_utterances` (regularization off,
-/// every training utterance in one batch), `steps` steps.
+/// The overfit recipe (regularization off, as one does to check that a model can fit;
+/// every training utterance in one batch; a config.json model from random weights with
+/// the data's vocabulary), `steps` steps. Escaping the all-blank plateau takes a few
+/// hundred steps whose exact number depends on rounding (seen here: WER 0 from step 300
+/// with this recipe, from 400 with lr 5e-3 constant; a cosine over 500 steps decays too
+/// early and stalls at CER 0.44); 600 steps of cosine leave a margin.
 fn one_batch_overfit_config(dir: &Path, out: &Path, vocab: &Vocab, steps: u64) -> TrainConfig {
     let mut model_config = asr_model::Preset::Tiny.config(vocab.len() as i64);
     model_config.mask_time_prob = 0.0;
@@ -846,14 +775,52 @@ fn one_batch_overfit_config(dir: &Path, out: &Path, vocab: &Vocab, steps: u64) -
     c.patience = None;
     c.decay = asr_train::schedule::DecayKind::Cosine;
     c.batch_seconds = 20.0; // the whole corpus in one batch
+    c.eval_every = 50;
     c.final_splits = vec!["dev".into()];
     c
+}
+
+/// What a finished overfit run on the six utterances leaves: it fitted them (train WER at
+/// most 0.1), took every step, and wrote all its outputs.
+fn assert_fitted_with_all_outputs(out: &Path, summary: &asr_train::trainer::RunSummary) {
+    let train = &summary.results.splits["train"];
+    assert!(
+        train.wer <= 0.1,
+        "train WER {} after {} steps",
+        train.wer,
+        summary.steps
+    );
+    for name in [
+        "metrics.jsonl",
+        "training_curves.png",
+        "predictions_train.jsonl",
+        "predictions_dev.jsonl",
+        "final_results.json",
+        "quarantine.txt",
+        "config.json",
+        "best/config.json",
+        "best/model.safetensors",
+        "best/vocab.json",
+    ] {
+        assert!(out.join(name).is_file(), "{name} missing");
+    }
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("final_results.json")).unwrap())
+            .unwrap();
+    assert_eq!(results["splits"]["train"]["utterances"], 6);
+    let records = read_metrics(&out.join("metrics.jsonl")).unwrap();
+    assert_eq!(steps(&records).len() as u64, summary.steps);
+    assert!(records.iter().any(|r| matches!(r, MetricsRecord::Eval(_))));
+    let predictions = std::fs::read_to_string(out.join("predictions_train.jsonl")).unwrap();
+    assert_eq!(predictions.lines().count(), 6);
 }
 
 /// Issue 12, case 1: one poisoned row in a corpus of one batch. Its loss is masked out
 /// (named in the event), the step goes on with the other rows, and after
 /// `quarantine_after` (2) such steps the row is left out of the run: training
-/// converges to the WER of the same corpus without that row.
+/// converges to the WER of the same corpus without that row. The clean run is also the
+/// check that the tiny model overfits six utterances (it was a test of its own, which
+/// trained the same 600 steps a second time).
 #[test]
 fn one_poisoned_row_in_a_one_batch_corpus_is_masked_and_training_converges() {
     let _serial = serial();
@@ -863,13 +830,16 @@ fn one_poisoned_row_in_a_one_batch_corpus_is_masked_and_training_converges() {
     let dir = tempfile::tempdir().unwrap();
     let max_steps = 600;
     let clean_out = dir.path().join("clean");
-    let c = one_batch_overfit_config(dir.path(), &clean_out, &vocab, max_steps);
+    let mut c = one_batch_overfit_config(dir.path(), &clean_out, &vocab, max_steps);
+    c.final_splits = vec!["train".into(), "dev".into()];
     let clean_run = run(
         &c,
         data(clean.clone(), clean.clone(), vocab.clone()),
         quiet(),
     )
     .unwrap();
+    assert_eq!(clean_run.steps, max_steps);
+    assert_fitted_with_all_outputs(&clean_out, &clean_run);
     let out = dir.path().join("poisoned");
     let c = one_batch_overfit_config(dir.path(), &out, &vocab, max_steps);
     let poisoned_run = run(&c, data(poisoned, clean, vocab), quiet()).unwrap();
