@@ -180,6 +180,10 @@ pub struct Hooks {
     /// runs); tests use it to plant NaN gradients.
     #[allow(clippy::type_complexity)]
     pub after_backward: Option<Box<dyn FnMut(u64, &CtcModel)>>,
+    /// Called with the step (1-based) and each micro-batch before its forward pass (any
+    /// task); tests use it to plant a non-finite row.
+    #[allow(clippy::type_complexity)]
+    pub before_forward: Option<Box<dyn FnMut(u64, &mut Batch)>>,
     /// Keep the run quiet on stderr (no progress bar, no log lines).
     pub quiet: bool,
 }
@@ -1020,7 +1024,10 @@ impl<'a> Trainer<'a> {
         let this_step = self.state.step + 1;
         let mut acc = StepAccumulator::default();
         for micro in 0..self.config.grad_accum {
-            let batch = self.next_batch()?;
+            let mut batch = self.next_batch()?;
+            if let Some(hook) = self.hooks.before_forward.as_mut() {
+                hook(this_step, &mut batch);
+            }
             acc.utterances += batch.len() as u64;
             acc.audio_s += batch.audio_s;
             self.micro_batch(&batch, micro, this_step, &mut acc)?;
@@ -1092,10 +1099,9 @@ impl<'a> Trainer<'a> {
         }
         let loss = self
             .task
-            .kept_loss(&fwd, &check.keep, self.runtime.precision)?;
+            .kept_loss(fwd, &check.keep, self.runtime.precision)?;
         // The value backwarded (before loss scaling and accumulation) is the one recorded.
         let batch_loss = loss.double_value(&[]);
-        drop(fwd);
         let scale = self.scaler.as_ref().map_or(1.0, |s| s.scale);
         let scaled = loss * (scale / f64::from(self.config.grad_accum));
         scaled.backward();
