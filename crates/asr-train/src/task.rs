@@ -11,8 +11,9 @@
 //! **Seq2seq loss.** transformers' `WhisperForConditionalGeneration` loss: the mean
 //! cross-entropy over every label token of the micro-batch that is not -100 (a token
 //! mean over the batch, not a mean of row means). The guard sees each row's own token
-//! mean; a row it masks out (a non-finite loss) is left out of the loss, which is taken
-//! again over the logits of the rows kept (their token mean), so the step goes on.
+//! mean; a row it masks out (a non-finite loss) is left out of the loss: the rows kept
+//! are forwarded again on their own and their token mean backwarded, so the step goes
+//! on.
 //! With `--grad-accum N` the step backwards the mean of its N micro-batch losses (CTC
 //! does the same); `metrics.jsonl` records that mean, which is the value backwarded.
 

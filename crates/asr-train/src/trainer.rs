@@ -180,10 +180,6 @@ pub struct Hooks {
     /// runs); tests use it to plant NaN gradients.
     #[allow(clippy::type_complexity)]
     pub after_backward: Option<Box<dyn FnMut(u64, &CtcModel)>>,
-    /// Called with the step (1-based) and each micro-batch before its forward pass (any
-    /// task); tests use it to plant a non-finite row.
-    #[allow(clippy::type_complexity)]
-    pub before_forward: Option<Box<dyn FnMut(u64, &mut Batch)>>,
     /// Keep the run quiet on stderr (no progress bar, no log lines).
     pub quiet: bool,
 }
@@ -1024,10 +1020,7 @@ impl<'a> Trainer<'a> {
         let this_step = self.state.step + 1;
         let mut acc = StepAccumulator::default();
         for micro in 0..self.config.grad_accum {
-            let mut batch = self.next_batch()?;
-            if let Some(hook) = self.hooks.before_forward.as_mut() {
-                hook(this_step, &mut batch);
-            }
+            let batch = self.next_batch()?;
             acc.utterances += batch.len() as u64;
             acc.audio_s += batch.audio_s;
             self.micro_batch(&batch, micro, this_step, &mut acc)?;
