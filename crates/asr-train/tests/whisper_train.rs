@@ -654,7 +654,7 @@ fn a_whisper_row_with_a_nonfinite_loss_is_masked_and_the_step_goes_on() {
         steps.iter().map(|s| s.utterances).collect::<Vec<_>>(),
         [3, 3, 2]
     );
-    assert_eq!(summary.left_out, [victim.clone()]);
+    assert_eq!(summary.left_out, std::slice::from_ref(&victim));
     assert_eq!(
         std::fs::read_to_string(out.join("quarantine.txt")).unwrap(),
         format!("{victim}\n")
@@ -688,8 +688,7 @@ fn whisper_trains_in_bf16_on_the_cpu_and_fp16_is_refused_there() {
     let mut c = whisper_config(&dir.path().join("fp16"), 1);
     c.precision = PrecisionChoice::Fp16;
     let err = run(&c, memory_data(train, english[..1].to_vec()), quiet())
-        .err()
-        .expect("fp16 on the CPU")
+        .expect_err("fp16 on the CPU")
         .to_string();
     assert!(err.contains("fp16") && err.contains("bf16"), "{err}");
 }
