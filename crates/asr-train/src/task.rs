@@ -11,8 +11,9 @@
 //! **Seq2seq loss.** transformers' `WhisperForConditionalGeneration` loss: the mean
 //! cross-entropy over every label token of the micro-batch that is not -100 (a token
 //! mean over the batch, not a mean of row means). The guard sees each row's own token
-//! mean; a row it masks out (a non-finite loss) is left out of the loss, which is taken
-//! again over the logits of the rows kept (their token mean), so the step goes on.
+//! mean; a row it masks out (a non-finite loss) is left out of the loss: the rows kept
+//! are forwarded again on their own and their token mean backwarded, so the step goes
+//! on.
 //! With `--grad-accum N` the step backwards the mean of its N micro-batch losses (CTC
 //! does the same); `metrics.jsonl` records that mean, which is the value backwarded.
 
@@ -82,6 +83,7 @@ enum Graph {
         losses: Tensor,
     },
     Seq2Seq {
+        features: Tensor,
         logits: Tensor,
         labels: Tensor,
         sums: Tensor,
@@ -185,14 +187,16 @@ impl Task {
     }
 
     /// The loss to backward over the rows `keep` of `fwd` (all rows: the batch loss).
+    /// `fwd` is consumed: a seq2seq step with masked rows frees its graph before it
+    /// forwards the kept rows again.
     pub fn kept_loss(
         &self,
-        fwd: &Forward,
+        fwd: Forward,
         keep: &[usize],
         precision: Precision,
     ) -> Result<Tensor, TrainError> {
         match (self, &fwd.graph) {
-            (Task::Ctc(t), Graph::Ctc { .. }) => t.kept_loss(fwd, keep, precision),
+            (Task::Ctc(t), Graph::Ctc { .. }) => t.kept_loss(&fwd, keep, precision),
             (Task::Seq2Seq(t), Graph::Seq2Seq { .. }) => t.kept_loss(fwd, keep, precision),
             _ => Err(TrainError::Config(
                 "a forward of one task given to another".into(),
@@ -392,7 +396,7 @@ impl Seq2SeqTask {
     ) -> Result<Seq2SeqTask, TrainError> {
         check_whisper_options(config)?;
         tch::manual_seed(config.seed as i64);
-        let bundle = if is_preset(&config.model) {
+        let mut bundle = if is_preset(&config.model) {
             let tokenizer = config.tokenizer.as_deref().ok_or_else(|| {
                 TrainError::Config(format!(
                     "--model {} starts from random weights and has no tokenizer: pass --tokenizer \
@@ -416,6 +420,7 @@ impl Seq2SeqTask {
             .transpose()
             .map_err(|e: String| TrainError::Config(format!("--task: {e}")))?;
         let prompt = bundle.prompt(config.language.as_deref(), task)?;
+        record_language_and_task(&mut bundle, config.language.as_deref(), task);
         let prefix: Vec<u32> = prompt.iter().map(|&i| i as u32).collect();
         let max_samples = config
             .max_duration_s
@@ -504,6 +509,7 @@ impl Seq2SeqTask {
             normalized,
             feasible: vec![true; batch.len()],
             graph: Graph::Seq2Seq {
+                features,
                 logits,
                 labels,
                 sums,
@@ -513,36 +519,73 @@ impl Seq2SeqTask {
     }
 
     /// transformers' loss over the rows `keep`: their summed token cross-entropies over
-    /// their token count. Masked rows are left out by taking the loss again over the
-    /// kept rows' logits, so that they get an exact zero gradient.
+    /// their token count. When rows are masked, the kept rows are forwarded again on
+    /// their own (the first graph freed before): a row whose loss is not finite often
+    /// has non-finite activations (NaN audio, an fp16 overflow), and backwarding a zero
+    /// gradient through them would still make every weight's gradient NaN (0 x NaN).
     fn kept_loss(
         &self,
-        fwd: &Forward,
+        fwd: Forward,
         keep: &[usize],
         precision: Precision,
     ) -> Result<Tensor, TrainError> {
+        let rows_in = fwd.normalized.len();
         let Graph::Seq2Seq {
+            features,
             logits,
             labels,
             sums,
             counts,
-        } = &fwd.graph
+        } = fwd.graph
         else {
             return Err(TrainError::Config("not a seq2seq forward".into()));
         };
         let tokens: i64 = keep.iter().map(|&i| counts[i]).sum();
-        if keep.len() == fwd.normalized.len() {
+        if keep.len() == rows_in {
             return Ok(sums.sum(Kind::Float) / tokens.max(1) as f64);
         }
+        drop((logits, sums));
         let model = &self.bundle.model;
-        let _autocast = Autocast::enter(model.device(), precision);
-        let rows = row_index(keep, logits.device());
-        let (kept_sums, _) = model.row_losses(
-            &logits.index_select(0, &rows),
-            &labels.index_select(0, &rows),
+        let rows = row_index(keep, features.device());
+        let (features, labels) = (
+            features.index_select(0, &rows),
+            labels.index_select(0, &rows),
         );
+        let _autocast = Autocast::enter(model.device(), precision);
+        let decoder_input_ids = model.shift_tokens_right(&labels)?;
+        let logits = model.forward_t(&features, &decoder_input_ids, None, true)?;
+        let (kept_sums, _) = model.row_losses(&logits, &labels);
         Ok(kept_sums.sum(Kind::Float) / tokens.max(1) as f64)
     }
+}
+
+/// The run's `--language` / `--task` written into the model's generation config, as
+/// transformers' fine-tuning guide sets `generation_config.language` and `.task`: the
+/// saved folders (`best/`, checkpoints) then generate in the training language when
+/// `eval`, `transcribe` or transformers' `generate` are given none. A language without
+/// a task records `transcribe`, the task the prompt used.
+fn record_language_and_task(
+    bundle: &mut WhisperBundle,
+    language: Option<&str>,
+    task: Option<asr_model::whisper::Task>,
+) {
+    if language.is_none() && task.is_none() {
+        return;
+    }
+    let mut generation = bundle.model.generation_config().clone();
+    if let Some(language) = language {
+        generation.language = Some(language.to_string());
+    }
+    let task = match task {
+        Some(asr_model::whisper::Task::Translate) => Some("translate"),
+        Some(asr_model::whisper::Task::Transcribe) => Some("transcribe"),
+        None if generation.task.is_none() => Some("transcribe"),
+        None => None,
+    };
+    if let Some(task) = task {
+        generation.task = Some(task.to_string());
+    }
+    bundle.model.set_generation_config(generation);
 }
 
 /// Options that only CTC models take, refused for Whisper with the reason.

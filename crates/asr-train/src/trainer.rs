@@ -1092,10 +1092,9 @@ impl<'a> Trainer<'a> {
         }
         let loss = self
             .task
-            .kept_loss(&fwd, &check.keep, self.runtime.precision)?;
+            .kept_loss(fwd, &check.keep, self.runtime.precision)?;
         // The value backwarded (before loss scaling and accumulation) is the one recorded.
         let batch_loss = loss.double_value(&[]);
-        drop(fwd);
         let scale = self.scaler.as_ref().map_or(1.0, |s| s.scale);
         let scaled = loss * (scale / f64::from(self.config.grad_accum));
         scaled.backward();

@@ -54,6 +54,11 @@ pub struct GenerationConfig {
     pub no_timestamps_token_id: Option<i64>,
     /// `(position, token)` pairs of older checkpoints (`forced_decoder_ids`).
     pub forced_decoder_ids: Vec<(i64, Option<i64>)>,
+    /// The language generation uses when none is given (`language`: `zh` or `<|zh|>`),
+    /// as transformers' `generate` reads `generation_config.language`.
+    pub language: Option<String>,
+    /// The task used when none is given (`task`: `transcribe` or `translate`).
+    pub task: Option<String>,
     /// The JSON read, written back with the fields above updated.
     json: Map<String, Value>,
 }
@@ -151,6 +156,11 @@ impl GenerationConfig {
             task_to_id: id_map(json.get("task_to_id")),
             no_timestamps_token_id: json.get("no_timestamps_token_id").and_then(Value::as_i64),
             forced_decoder_ids,
+            language: json
+                .get("language")
+                .and_then(Value::as_str)
+                .map(String::from),
+            task: json.get("task").and_then(Value::as_str).map(String::from),
             json,
         }
     }
@@ -208,16 +218,25 @@ impl GenerationConfig {
         if let Some(id) = self.no_timestamps_token_id {
             json.insert("no_timestamps_token_id".into(), id.into());
         }
+        for (key, value) in [("language", &self.language), ("task", &self.task)] {
+            match value {
+                Some(v) => json.insert(key.into(), v.clone().into()),
+                None => json.remove(key),
+            };
+        }
         serde_json::to_string_pretty(&Value::Object(json)).unwrap_or_default()
     }
 
     /// The forced prompt for `language` (a code such as `zh`, or `<|zh|>`) and `task`
-    /// (`transcribe`/`translate`), as transformers' `_retrieve_init_tokens` builds it.
+    /// (`transcribe`/`translate`), as transformers' `_retrieve_init_tokens` builds it;
+    /// each left out falls back to this config's `language` / `task`.
     pub fn prompt_ids(
         &self,
         language: Option<&str>,
         task: Option<&str>,
     ) -> Result<Vec<i64>, ModelError> {
+        let language = language.or(self.language.as_deref());
+        let task = task.or(self.task.as_deref());
         let mut tokens: Vec<Option<i64>> = vec![Some(self.decoder_start_token_id)];
         if language.is_none() && task.is_none() {
             let mut forced = self.forced_decoder_ids.clone();

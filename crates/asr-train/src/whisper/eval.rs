@@ -26,10 +26,13 @@ use std::time::Instant;
 
 use asr_text::{char_edits, normalize, word_edits, ErrorRates, NormalizePolicy, Preset};
 
+use tch::{Kind, Tensor};
+
+use super::labels::utterance_text_labels;
 use super::transcribe::WINDOW_SAMPLES;
 use super::WhisperBundle;
 use crate::commands::{split_names, EvalOptions};
-use crate::data::UtteranceSource;
+use crate::data::{Utterance, UtteranceSource};
 use crate::eval::{EvalOutput, FinalResults, Prediction};
 use crate::trainer::{TrainData, TrainError};
 
@@ -148,6 +151,7 @@ pub fn evaluate(
     let count = limit.map_or(source.index().len(), |l| l.min(source.index().len()));
     let mut predictions = Vec::with_capacity(count);
     let mut cut = 0usize;
+    let mut loss = TokenLoss::default();
     let indices: Vec<usize> = (0..count).collect();
     for batch in indices.chunks(per_batch) {
         let utterances = batch
@@ -159,7 +163,13 @@ pub fn evaluate(
             .filter(|u| u.audio.len() > WINDOW_SAMPLES)
             .count();
         let clips: Vec<&[f32]> = utterances.iter().map(|u| u.audio.as_slice()).collect();
-        let texts = bundle.generate_texts(&clips, prompt)?;
+        let features = bundle
+            .features
+            .extract(&clips)
+            .map_err(|e| TrainError::Config(e.to_string()))?
+            .input_features;
+        loss.add_batch(bundle, &features, &utterances, prompt)?;
+        let texts = bundle.generate_from_features(&features, prompt)?;
         for (u, text) in utterances.into_iter().zip(texts) {
             predictions.push(prediction(u.id, &u.text, &text));
         }
@@ -170,7 +180,73 @@ pub fn evaluate(
              first 30 s (Whisper's window); pack with --max-duration 30 to leave them out"
         );
     }
-    Ok(scored(predictions, started.elapsed().as_secs_f64()))
+    let mut output = scored(predictions, started.elapsed().as_secs_f64());
+    output.loss = (loss.tokens > 0).then(|| loss.sum / loss.tokens as f64);
+    output.loss_sum = loss.sum;
+    output.loss_count = loss.tokens;
+    Ok(output)
+}
+
+/// The eval loss: transformers' training loss with teacher forcing (the reference's
+/// labels, built as the training labels are, shifted right into the decoder), summed
+/// over every label token of the split and divided by their count, so that the split's
+/// loss is one token mean whatever its batches (transformers' `eval_loss` is the mean
+/// of its batches' token means, weighted by batch size). Utterances whose labels the
+/// training would leave out (an empty text, over 448 tokens) add nothing.
+#[derive(Default)]
+struct TokenLoss {
+    sum: f64,
+    tokens: usize,
+}
+
+impl TokenLoss {
+    fn add_batch(
+        &mut self,
+        bundle: &WhisperBundle,
+        features: &Tensor,
+        utterances: &[Utterance],
+        prompt: &[i64],
+    ) -> Result<(), TrainError> {
+        let model = &bundle.model;
+        let prefix: Vec<u32> = prompt.iter().map(|&i| i as u32).collect();
+        let max_target = model.config().max_target_positions as usize;
+        let mut rows = Vec::new();
+        let mut labels = Vec::new();
+        for (row, u) in utterances.iter().enumerate() {
+            if let Ok(ids) =
+                utterance_text_labels(&bundle.tokenizer, &prefix, &u.id, &u.text, max_target)?
+            {
+                rows.push(row as i64);
+                labels.push(ids);
+            }
+        }
+        let width = labels.iter().map(Vec::len).max().unwrap_or(0);
+        if width == 0 {
+            return Ok(());
+        }
+        let mut flat = vec![asr_model::IGNORE_LABEL; labels.len() * width];
+        for (row, ids) in flat.chunks_mut(width).zip(&labels) {
+            row[..ids.len()].copy_from_slice(ids);
+        }
+        let device = model.device();
+        let labels = Tensor::from_slice(&flat)
+            .view([rows.len() as i64, width as i64])
+            .to_device(device);
+        let features = features
+            .index_select(0, &Tensor::from_slice(&rows))
+            .to_device(device);
+        let sums = tch::no_grad(|| -> Result<Tensor, TrainError> {
+            let decoder_input_ids = model.shift_tokens_right(&labels)?;
+            let logits = model.forward_t(&features, &decoder_input_ids, None, false)?;
+            Ok(model.row_losses(&logits, &labels).0)
+        })?;
+        self.sum += sums.sum(Kind::Double).double_value(&[]);
+        self.tokens += flat
+            .iter()
+            .filter(|&&id| id != asr_model::IGNORE_LABEL)
+            .count();
+        Ok(())
+    }
 }
 
 /// One prediction, both texts normalized by [`metric_text`].

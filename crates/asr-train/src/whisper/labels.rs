@@ -115,7 +115,7 @@ pub fn utterance_labels(
 }
 
 /// [`utterance_labels`] without the audio check.
-fn utterance_text_labels(
+pub(crate) fn utterance_text_labels(
     tokenizer: &WhisperTokenizer,
     prefix: &[u32],
     id: &str,

@@ -275,7 +275,16 @@ impl WhisperBundle {
             .features
             .extract(clips)
             .map_err(|e| TrainError::Config(e.to_string()))?;
-        let input = features.input_features.to_device(self.model.device());
+        self.generate_from_features(&features.input_features, prompt)
+    }
+
+    /// Greedy transcripts of log-mel features `[B, mels, frames]`.
+    pub fn generate_from_features(
+        &self,
+        features: &tch::Tensor,
+        prompt: &[i64],
+    ) -> Result<Vec<String>, TrainError> {
+        let input = features.to_device(self.model.device());
         let rows = self
             .model
             .generate_greedy(&input, prompt, self.model.generation_config())?;
