@@ -246,7 +246,6 @@ impl WhisperFeatureExtractor {
     /// to the window; every utterance is normalized by its own maximum, so its features
     /// do not depend on the rest of the batch.
     pub fn extract(&self, utterances: &[&[f32]]) -> Result<WhisperFeatures, FeatureError> {
-        let n_samples = self.config.n_samples();
         let batch = utterances.len() as i64;
         if utterances.is_empty() {
             let shape = [0, self.config.feature_size, self.config.n_frames()];
@@ -256,13 +255,15 @@ impl WhisperFeatureExtractor {
                 num_frames: Vec::new(),
             });
         }
-        let mut padded = vec![0f64; utterances.len() * n_samples as usize];
-        for (row, samples) in padded.chunks_mut(n_samples as usize).zip(utterances) {
+        let longest = utterances.iter().map(|u| u.len()).max().unwrap_or(0) as i64;
+        let span = self.signal_span(longest);
+        let mut padded = vec![0f64; utterances.len() * span as usize];
+        for (row, samples) in padded.chunks_mut(span as usize).zip(utterances) {
             for (slot, &x) in row.iter_mut().zip(samples.iter()) {
                 *slot = f64::from(x);
             }
         }
-        let waveforms = Tensor::from_slice(&padded).view([batch, n_samples]);
+        let waveforms = Tensor::from_slice(&padded).view([batch, span]);
         let input_features = self.log_mel(&waveforms)?;
         let num_frames = utterances
             .iter()
@@ -279,9 +280,31 @@ impl WhisperFeatureExtractor {
         Ok(self.extract(&[samples])?.input_features.f_squeeze_dim(0)?)
     }
 
-    /// Steps 2-4 on `(batch, n_samples)` float64 waveforms.
+    /// How many samples of the zero-padded window the STFT has to see, for clips of at
+    /// most `longest` samples: frames that lie wholly in the zero padding have a power
+    /// of exactly 0, so they are not computed but filled in ([`Self::log_mel`]), which
+    /// gives the same features as transforming the whole window. A 5-s clip needs 500 of
+    /// the 3,000 frames. The span reaches half a window and one sample past the clip, so
+    /// the right-hand reflection (`center`) mirrors only zeros, as in the full window.
+    fn signal_span(&self, longest: i64) -> i64 {
+        let c = &self.config;
+        let n_samples = c.n_samples();
+        let half = c.n_fft / 2;
+        let longest = longest.min(n_samples);
+        // Frame t covers samples [t * hop - half, t * hop + half): it is all padding
+        // once t * hop - half >= longest. A span of s samples gives s / hop frames once
+        // the last is dropped, so frames * hop samples give all that may hold signal.
+        let frames = (longest + half + c.hop_length - 1) / c.hop_length;
+        let span = (longest + half + 1).max(frames * c.hop_length);
+        span.min(n_samples)
+    }
+
+    /// Steps 2-4 on `(batch, span)` float64 waveforms: the first `span` samples of each
+    /// zero-padded window ([`Self::signal_span`]; the whole window when `span` is
+    /// `n_samples`).
     fn log_mel(&self, waveforms: &Tensor) -> Result<Tensor, FeatureError> {
         let c = &self.config;
+        let n_frames = c.n_frames();
         // `center`: n_fft / 2 reflected samples on each side (numpy's and torch's
         // "reflect" both leave the edge sample out). Done here rather than by
         // `stft_center`: tch 0.24 always passes `align_to_window`, which libtorch 2.11
@@ -298,9 +321,11 @@ impl WhisperFeatureExtractor {
             true,
             false,
         )?;
-        let frames = stft.size()[2] - 1; // the last frame is dropped
-                                         // |X|^2 as re^2 + im^2: the same values to 1e-15 and ~5x faster than `abs()`
-                                         // (a hypot per bin) then a square.
+        // The whole window gives n_frames + 1 frames, the last of which is dropped; a
+        // shorter span gives only frames that may hold signal, the rest is zero power.
+        let frames = (stft.size()[2] - 1).min(n_frames);
+        // |X|^2 as re^2 + im^2: the same values to 1e-15 and ~5x faster than `abs()` (a
+        // hypot per bin) then a square.
         let kept = stft.f_narrow(2, 0, frames)?;
         let power = kept
             .f_real()?
@@ -308,6 +333,12 @@ impl WhisperFeatureExtractor {
             .f_add(&kept.f_imag()?.f_square()?)?;
         // (mels, bins) @ (batch, bins, frames) -> (batch, mels, frames)
         let mel = self.mel_filters.f_tr()?.f_matmul(&power)?;
+        // The frames in the padding: mel power 0, floored by the clamp below.
+        let mel = if frames < n_frames {
+            mel.f_constant_pad_nd([0, n_frames - frames])?
+        } else {
+            mel
+        };
         let log_spec = mel.f_clamp_min(1e-10)?.f_log10()?.f_to_kind(Kind::Float)?;
         let max = log_spec.f_amax([1, 2], true)?;
         let floored = log_spec.f_maximum(&(max - 8.0))?;
@@ -390,4 +421,74 @@ pub fn mel_filter_bank(
         }
     }
     bank
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A deterministic noisy signal: a chirp plus pseudo-random noise, in [-0.6, 0.6].
+    fn signal(len: usize) -> Vec<f32> {
+        let mut state = 0x2545_f491_u32;
+        (0..len)
+            .map(|i| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                let noise = (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5;
+                let t = i as f32 / 16_000.0;
+                0.5 * (2.0 * std::f32::consts::PI * (200.0 + 900.0 * t) * t).sin() + 0.1 * noise
+            })
+            .collect()
+    }
+
+    /// Transforming only the span that may hold signal gives the features of the whole
+    /// zero-padded window, at the lengths where the span's edges fall: empty, shorter
+    /// than a hop, frame boundaries, around the point where the reflection starts to
+    /// mirror signal, and at or past 30 s (cut).
+    #[test]
+    fn the_signal_span_gives_the_whole_windows_features() {
+        let extractor = WhisperFeatureExtractor::with_mel_bins(80).unwrap();
+        let n = extractor.config().n_samples();
+        let (hop, half) = (160, 200);
+        let lengths = [
+            0,
+            1,
+            hop - 1,
+            hop,
+            hop + 1,
+            3 * hop - half,
+            3 * hop - half + 1,
+            16_000,
+            80_123,
+            n - half - 2,
+            n - half - 1,
+            n - half,
+            n - 1,
+            n,
+            n + 500,
+        ];
+        for len in lengths {
+            let samples = signal(len as usize);
+            let got = extractor.extract(&[&samples]).unwrap().input_features;
+            let mut window = vec![0f64; n as usize];
+            for (slot, &x) in window.iter_mut().zip(&samples) {
+                *slot = f64::from(x);
+            }
+            let whole = extractor
+                .log_mel(&Tensor::from_slice(&window).view([1, n]))
+                .unwrap();
+            let diff = f64::try_from((&got - &whole).abs().max()).unwrap();
+            assert!(
+                diff <= 1e-6,
+                "{len} samples (span {}): max |diff| {diff:e} from the whole window",
+                extractor.signal_span(len)
+            );
+        }
+        // A batch takes the span of its longest clip: the short clip's features do not
+        // change.
+        let (short, long) = (signal(8_000), signal(160_000));
+        let batch = extractor.extract(&[&short, &long]).unwrap().input_features;
+        let alone = extractor.extract_one(&short).unwrap();
+        let diff = f64::try_from((batch.get(0) - alone).abs().max()).unwrap();
+        assert!(diff <= 1e-6, "batched short clip: max |diff| {diff:e}");
+    }
 }
