@@ -10,8 +10,9 @@
 # LIBTORCH_DIR/include (the torch wheel's headers) and LIBTORCH_DIR/cuda-include (the CUDA
 # runtime, CRT and CCCL headers and NCCL 2.28.9's nccl.h, from the wheels the torch wheel
 # pins), and installed as LIBTORCH_DIR/lib/libasr_dist_nccl.so with run path $ORIGIN.
-# About 45 s of CPU. Rebuilt only when the source (or this script) changed: the sha256 of
-# both is kept beside it. Then `ldd -r` must resolve every symbol but the GPU driver's.
+# About 45 s of CPU. Rebuilt only when the source (with shim_errors.h) or this script
+# changed: the sha256 of them is kept beside it. Then `ldd -r` must resolve every
+# symbol but the GPU driver's.
 #
 # Environment: CXX (default c++).
 set -euo pipefail
@@ -27,7 +28,7 @@ for needed in lib/libtorch_cuda.so lib/libc10_cuda.so cuda-include/nccl.h \
 done
 command -v "$cxx" >/dev/null || { echo "error: no C++ compiler '$cxx' (apt-get install g++, or set CXX)" >&2; exit 2; }
 
-stamp=$(cat "$source_file" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
+stamp=$(cat "$source_file" "$(dirname "$source_file")/shim_errors.h" "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1)
 if [[ -f $lib && -f $lib.sha256 && $(cat "$lib.sha256") == "$stamp" ]]; then
     echo "libasr_dist_nccl.so is up to date in $dest/lib"
     exit 0

@@ -31,6 +31,8 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include "shim_errors.h"
+
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
@@ -69,28 +71,8 @@ typedef void* (*AsrDistNcclNew)(void*, int, int, int, int64_t, char**);
 
 namespace {
 
-void set_error(char** err, const std::string& message) {
-  if (err == nullptr) return;
-  *err = static_cast<char*>(std::malloc(message.size() + 1));
-  if (*err != nullptr) std::memcpy(*err, message.c_str(), message.size() + 1);
-}
-
-// Runs `body`, turning any exception into -1 and a message.
-template <typename F>
-int guarded(char** err, F&& body) {
-  try {
-    body();
-    return 0;
-  } catch (const c10::Error& e) {
-    // c10's what() carries a C++ backtrace: the message alone is what a user can act on.
-    set_error(err, e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    set_error(err, e.what());
-  } catch (...) {
-    set_error(err, "unknown C++ exception");
-  }
-  return -1;
-}
+using asr_dist_shim::guarded;
+using asr_dist_shim::set_error;
 
 // GLOO_SOCKET_IFNAME as torch reads it: a comma-separated list of interfaces, one Gloo
 // device each; unset or empty: the address the host name resolves to (else loopback).

@@ -23,11 +23,13 @@
 // ::split (`objdump -d --start-address=<merge> ...`, addresses from `nm -D`). The asserts
 // below keep that check: when torch or NCCL is upgraded and they fire, repeat it.
 //
-// No C++ exception crosses the C boundary: errors come back as -1/null and a malloc'd
-// message (freed by the caller with free()).
+// No C++ exception crosses the C boundary (shim_errors.h): errors come back as null and
+// a malloc'd message (freed by the caller with free()).
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #include <c10/cuda/CUDAFunctions.h>
+
+#include "shim_errors.h"
 
 #include <chrono>
 #include <cstdint>
@@ -46,16 +48,6 @@ static_assert(sizeof(c10d::ProcessGroupNCCL) == 1112,
 static_assert(sizeof(c10d::ProcessGroupNCCL::Options) == 248,
               "ProcessGroupNCCL::Options's size differs from libtorch_cuda's: see the ABI note");
 #endif
-
-namespace {
-
-void set_error(char** err, const std::string& message) {
-  if (err == nullptr) return;
-  *err = static_cast<char*>(std::malloc(message.size() + 1));
-  if (*err != nullptr) std::memcpy(*err, message.c_str(), message.size() + 1);
-}
-
-}  // namespace
 
 extern "C" {
 
@@ -77,7 +69,8 @@ int asr_dist_nccl_header_version(void) { return NCCL_VERSION_CODE; }
 // time spent shows in comm_s, as with Gloo.
 void* asr_dist_nccl_new(void* store, int rank, int world_size, int device_index,
                         int64_t timeout_ms, char** err) {
-  try {
+  c10d::Backend* made = nullptr;
+  asr_dist_shim::guarded(err, [&] {
     setenv("TORCH_NCCL_BLOCKING_WAIT", "1", /*overwrite=*/0);
     auto base = c10::intrusive_ptr<c10d::Store>::unsafe_reclaim_from_nonowning(
         static_cast<c10d::Store*>(store));
@@ -92,15 +85,9 @@ void* asr_dist_nccl_new(void* store, int rank, int world_size, int device_index,
     // the device of the first tensor it is given.
     c10::cuda::set_device(static_cast<c10::DeviceIndex>(device_index));
     c10::intrusive_ptr<c10d::Backend> as_backend = backend;
-    return as_backend.release();
-  } catch (const c10::Error& e) {
-    set_error(err, e.what_without_backtrace());
-  } catch (const std::exception& e) {
-    set_error(err, e.what());
-  } catch (...) {
-    set_error(err, "unknown C++ exception");
-  }
-  return nullptr;
+    made = as_backend.release();
+  });
+  return made;
 }
 
 }  // extern "C"
