@@ -547,7 +547,24 @@ fn command_line_runs_evaluates_transcribes_and_scores() {
     write_shards(&shards);
     let exe = env!("CARGO_BIN_EXE_asr-train");
     let out = dir.path().join("run");
-    let config = dir.path().join("run.toml");
+    let results = cli_run_writes_schema_valid_outputs(exe, dir.path(), &shards, &out);
+    cli_plot_redraws_the_curves(exe, dir.path(), &out);
+    cli_second_run_without_resume_is_refused(exe, &shards, &out);
+    cli_eval_matches_the_runs_final_scores(exe, dir.path(), &shards, &out, &results);
+    cli_transcribe_keeps_input_order_and_names_bad_files(exe, dir.path(), &out);
+    cli_score_pairs_kaldi_ids();
+}
+
+/// `run` with a config file and a flag over it: the resolved config, final results,
+/// metrics, predictions and checkpoint state all match their schemas. Returns the final
+/// results.
+fn cli_run_writes_schema_valid_outputs(
+    exe: &str,
+    dir: &Path,
+    shards: &Path,
+    out: &Path,
+) -> serde_json::Value {
+    let config = dir.join("run.toml");
     std::fs::write(
         &config,
         "max_steps = 3\nbatch_seconds = 4.0\nlr = 1e-3\neval_every = 2\n",
@@ -557,9 +574,9 @@ fn command_line_runs_evaluates_transcribes_and_scores() {
         .args(["run", "--config"])
         .arg(&config)
         .arg("--shards")
-        .arg(&shards)
+        .arg(shards)
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .args(["--device", "cpu", "--threads", "1", "--max-steps", "4"])
         .output()
         .unwrap();
@@ -604,12 +621,16 @@ fn command_line_runs_evaluates_transcribes_and_scores() {
     .unwrap();
     validate("train-checkpoint-state.schema.json", &state);
 
-    // Plot redraws the curves from metrics.jsonl; a folder without one is a usage error
-    // that names the file.
-    let png = dir.path().join("curves.png");
+    results
+}
+
+/// `plot` redraws the curves from metrics.jsonl; a folder without one is a usage error
+/// that names the file.
+fn cli_plot_redraws_the_curves(exe: &str, dir: &Path, out: &Path) {
+    let png = dir.join("curves.png");
     let plot = std::process::Command::new(exe)
         .arg("plot")
-        .arg(&out)
+        .arg(out)
         .arg("--out")
         .arg(&png)
         .output()
@@ -622,30 +643,41 @@ fn command_line_runs_evaluates_transcribes_and_scores() {
     assert_eq!(&std::fs::read(&png).unwrap()[..4], b"\x89PNG");
     let plot = std::process::Command::new(exe)
         .arg("plot")
-        .arg(dir.path())
+        .arg(dir)
         .output()
         .unwrap();
     assert_eq!(plot.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&plot.stderr).contains("metrics.jsonl"));
+}
 
-    // A second run into the same folder without --resume is a usage error.
+/// A second run into the same folder without --resume is a usage error.
+fn cli_second_run_without_resume_is_refused(exe: &str, shards: &Path, out: &Path) {
     let again = std::process::Command::new(exe)
         .args(["run", "--shards"])
-        .arg(&shards)
+        .arg(shards)
         .arg("--out")
-        .arg(&out)
+        .arg(out)
         .output()
         .unwrap();
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+}
 
+/// `eval` of the run's best/ gives the dev WER the run reported at its end.
+fn cli_eval_matches_the_runs_final_scores(
+    exe: &str,
+    dir: &Path,
+    shards: &Path,
+    out: &Path,
+    results: &serde_json::Value,
+) {
     let eval = std::process::Command::new(exe)
         .args(["eval", "--shards"])
-        .arg(&shards)
+        .arg(shards)
         .arg("--model")
         .arg(out.join("best"))
         .args(["--splits", "dev", "--device", "cpu", "--json", "--out"])
-        .arg(dir.path().join("eval"))
+        .arg(dir.join("eval"))
         .output()
         .unwrap();
     assert!(
@@ -659,14 +691,16 @@ fn command_line_runs_evaluates_transcribes_and_scores() {
         eval_json["splits"]["dev"]["wer"],
         results["splits"]["dev"]["wer"]
     );
-    assert!(dir.path().join("eval/predictions_dev.jsonl").is_file());
+    assert!(dir.join("eval/predictions_dev.jsonl").is_file());
+}
 
-    // Transcribe: one line per input, in input order; an 8 kHz file is resampled; a
-    // file that cannot be decoded is named on stderr and the exit code is 1.
-    let bad = dir.path().join("not-audio.wav");
+/// `transcribe`: one line per input, in input order; an 8 kHz file is resampled; a file
+/// that cannot be decoded is named on stderr and the exit code is 1.
+fn cli_transcribe_keeps_input_order_and_names_bad_files(exe: &str, dir: &Path, out: &Path) {
+    let bad = dir.join("not-audio.wav");
     std::fs::write(&bad, b"nope").unwrap();
     let a = fixture_dir().join("utt-01.wav");
-    let b = dir.path().join("utt-00-8k.wav");
+    let b = dir.join("utt-00-8k.wav");
     let (utterances, _) = speech();
     let half: Vec<i16> = utterances[0]
         .audio
@@ -690,8 +724,12 @@ fn command_line_runs_evaluates_transcribes_and_scores() {
     assert!(lines[0].starts_with(&format!("{}\t", a.display())));
     assert!(lines[1].starts_with(&format!("{}\t", b.display())));
     assert!(String::from_utf8_lossy(&transcribe.stderr).contains("not-audio.wav"));
+}
 
-    // Score: Kaldi ids detected, JSON with the agreed keys.
+/// `score`: Kaldi ids detected, JSON with the agreed keys.
+fn cli_score_pairs_kaldi_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = env!("CARGO_BIN_EXE_asr-train");
     let r = dir.path().join("ref.txt");
     let h = dir.path().join("hyp.txt");
     std::fs::write(&r, "utt-1 A B C D\nutt-2 E F\n").unwrap();
