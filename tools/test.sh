@@ -10,6 +10,10 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
 ./tools/install-libtorch.sh
+# No incremental compilation of the workspace crates: CI builds from a clean clone, where
+# incremental state is only extra work (query caches, 256 codegen units per crate); a
+# caller's own CARGO_INCREMENTAL wins.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 cargo test --workspace --locked
 # The demo (about 10 minutes of training on 2 threads) runs beside the three Python-side
 # checks, which spend most of their time setting up venvs; a fixed thread count keeps its
