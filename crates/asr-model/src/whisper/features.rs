@@ -246,7 +246,6 @@ impl WhisperFeatureExtractor {
     /// to the window; every utterance is normalized by its own maximum, so its features
     /// do not depend on the rest of the batch.
     pub fn extract(&self, utterances: &[&[f32]]) -> Result<WhisperFeatures, FeatureError> {
-        let batch = utterances.len() as i64;
         if utterances.is_empty() {
             let shape = [0, self.config.feature_size, self.config.n_frames()];
             let input_features = Tensor::zeros(shape, (Kind::Float, Device::Cpu));
@@ -257,14 +256,7 @@ impl WhisperFeatureExtractor {
         }
         let longest = utterances.iter().map(|u| u.len()).max().unwrap_or(0) as i64;
         let span = self.signal_span(longest);
-        let mut padded = vec![0f64; utterances.len() * span as usize];
-        for (row, samples) in padded.chunks_mut(span as usize).zip(utterances) {
-            for (slot, &x) in row.iter_mut().zip(samples.iter()) {
-                *slot = f64::from(x);
-            }
-        }
-        let waveforms = Tensor::from_slice(&padded).view([batch, span]);
-        let input_features = self.log_mel(&waveforms)?;
+        let input_features = self.log_mel(&padded_waveforms(utterances, span))?;
         let num_frames = utterances
             .iter()
             .map(|u| valid_frames(u.len() as i64, &self.config))
@@ -344,6 +336,17 @@ impl WhisperFeatureExtractor {
         let floored = log_spec.f_maximum(&(max - 8.0))?;
         Ok((floored + 4.0) / 4.0)
     }
+}
+
+/// `(batch, span)` float64: each utterance's first `span` samples, zero-padded.
+fn padded_waveforms(utterances: &[&[f32]], span: i64) -> Tensor {
+    let mut padded = vec![0f64; utterances.len() * span as usize];
+    for (row, samples) in padded.chunks_mut(span as usize).zip(utterances) {
+        for (slot, &x) in row.iter_mut().zip(samples.iter()) {
+            *slot = f64::from(x);
+        }
+    }
+    Tensor::from_slice(&padded).view([utterances.len() as i64, span])
 }
 
 /// Converts int16 shard samples to the extractor's input: `x / 32768`.
@@ -469,12 +472,8 @@ mod tests {
         for len in lengths {
             let samples = signal(len as usize);
             let got = extractor.extract(&[&samples]).unwrap().input_features;
-            let mut window = vec![0f64; n as usize];
-            for (slot, &x) in window.iter_mut().zip(&samples) {
-                *slot = f64::from(x);
-            }
             let whole = extractor
-                .log_mel(&Tensor::from_slice(&window).view([1, n]))
+                .log_mel(&padded_waveforms(&[&samples], n))
                 .unwrap();
             let diff = f64::try_from((&got - &whole).abs().max()).unwrap();
             assert!(
